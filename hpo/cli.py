@@ -1,0 +1,282 @@
+"""The ``hpo`` command line. Typer lives here only; every command is a thin layer over the API.
+
+Every :class:`hpo.HpoError` becomes one line on standard error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from hpo.errors import ConfigError, HpoError, StorageError
+from hpo.storage import DEFAULT_STORAGE, is_sqlite, mask_url
+
+app = typer.Typer(
+    name="hpo",
+    help="Hyperparameter search for Keras image classifiers, on Optuna.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+StorageOpt = Annotated[str, typer.Option(
+    "--storage", envvar="HPO_STORAGE", show_envvar=True,
+    help="Study database URL: sqlite:///file.db, postgresql://user:pw@host/db, "
+         "journal:///file.log.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+def _quiet_backends() -> None:
+    """Keeps TensorFlow's and JAX's start-up chatter out of the output; call before import."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("hpo: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("hpo")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"hpo: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turns domain errors into one line and exit 2, Ctrl-C into one line and exit 130."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HpoError as exc:
+            raise _fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted: the running trial was marked FAIL and is re-run when "
+                        "you resume with the same command", 130) from None
+
+    return wrapper
+
+
+def _existing_storage(url: str) -> Any:
+    """Opens a storage that must already hold studies (read-only commands)."""
+    from hpo.storage import StorageOptions, open_storage
+
+    if is_sqlite(url):
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise StorageError(f"no study database at {path!r}; run a study first "
+                               "('hpo run --study demo') or pass --storage")
+    return open_storage(url, StorageOptions())
+
+
+@app.command()
+@handles_errors
+def run(
+    study: Annotated[str, typer.Option("--study", "-s",
+                                       help="Study name (see 'hpo studies') or .toml path.")],
+    sampler: Annotated[str, typer.Option(
+        help="grid, tpe, random, qmc, cmaes, nsgaii (or Optuna's class names).")] = "grid",
+    storage: StorageOpt = DEFAULT_STORAGE,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Image folder overriding the study file's data.source.")] = None,
+    study_name: Annotated[Optional[str], typer.Option(
+        help="Name of the study in the database (default: the study file's name).")] = None,
+    n_trials: Annotated[Optional[int], typer.Option(
+        help="Most trials to run (default: the rest of the grid; unbounded otherwise).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds after which no new trial starts.")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed of weights, shuffling and sampler (default: the study's).")] = None,
+    precision: Annotated[Precision, typer.Option(
+        help="auto = mixed_float16 on a GPU, float32 on a CPU.")] = Precision.auto,
+    pruner: Annotated[Optional[str], typer.Option(
+        help="none, median, successive_halving, hyperband (default: the study's).")] = None,
+    retry_failed: Annotated[int, typer.Option(
+        help="Times a failed grid point is trained again.")] = 1,
+    heartbeat: Annotated[int, typer.Option(
+        help="Seconds between heartbeats of a running trial.")] = 60,
+    grace: Annotated[Optional[int], typer.Option(
+        help="Seconds without heartbeat before a trial counts as lost (default 3x).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Image cache folder (default $HPO_CACHE_DIR or ~/.cache/hpo).")] = None,
+    strict: Annotated[bool, typer.Option(
+        help="Stop on an unreadable image instead of skipping it.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q",
+                                        help="Print only the best trial at the end.")] = False,
+) -> None:
+    """Run (or resume) a study: train one Keras model per trial, store results in Optuna."""
+    _quiet_backends()
+    _setup_logging(quiet)
+    from hpo.config import load_study_config
+    from hpo.objective import ObjectiveOptions
+    from hpo.progress import Reporter
+    from hpo.runner import RunOptions, run_study
+    from hpo.storage import StorageOptions
+
+    if heartbeat < 1:
+        raise StorageError(f"--heartbeat must be at least 1 second, received {heartbeat}")
+    config = load_study_config(study)
+    if data is not None:
+        config = config.with_data(data)
+    options = RunOptions(
+        sampler=sampler, storage=storage, study_name=study_name, n_trials=n_trials,
+        timeout=timeout, retry_failed=retry_failed, pruner=pruner,
+        storage_options=StorageOptions(heartbeat_interval=heartbeat,
+                                       grace_period=grace or 3 * heartbeat),
+        objective=ObjectiveOptions(seed=seed, precision=precision.value, cache_dir=cache_dir,
+                                   strict=strict, worker="main"),
+    )
+    reporter = Reporter(metric=config.metric, quiet=quiet)
+    reporter.info(f"storage {mask_url(storage)}")
+    run_study(config, options, reporter)
+
+
+@app.command()
+@handles_errors
+def studies(storage: StorageOpt = DEFAULT_STORAGE, json: JsonOpt = False) -> None:
+    """List the study files you can run and the studies stored in the database."""
+    from hpo.config import available_studies, load_study_config
+    from hpo.views import study_summaries, to_json
+
+    files = []
+    for name, path in available_studies().items():
+        config = load_study_config(path)
+        files.append({"name": name, "file": str(path), "description": config.description,
+                      "grid_size": config.grid_size, "data": config.data.source})
+    stored: list[dict[str, Any]] = []
+    if not is_sqlite(storage) or Path(storage.split("sqlite:///", 1)[-1]).is_file():
+        stored = study_summaries(_existing_storage(storage))
+    if json:
+        typer.echo(to_json({"files": files, "storage": mask_url(storage), "stored": stored}))
+        return
+    typer.echo("study files:")
+    for f in files:
+        grid = f"grid {f['grid_size']}" if f["grid_size"] else "no grid"
+        typer.echo(f"  {f['name']:<22} {grid:<10} {f['description']}")
+    typer.echo(f"studies in {mask_url(storage)}:")
+    if not stored:
+        typer.echo("  (none yet)")
+    for s in stored:
+        states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items())
+        best = "" if s["best_value"] is None else f"  best {s['metric']}={s['best_value']:.4f}"
+        typer.echo(f"  {s['name']:<22} {s['trials']} trials ({states or 'none'}){best}")
+
+
+@app.command()
+@handles_errors
+def space(
+    study: Annotated[str, typer.Argument(help="Study name or .toml path.")],
+    sampler: Annotated[str, typer.Option(help="grid shows the grid; any other the space.")]
+    = "grid",
+    json: JsonOpt = False,
+) -> None:
+    """Print a study's search space (or grid) and its size."""
+    from hpo.config import load_study_config
+    from hpo.samplers import canonical_sampler
+    from hpo.search_space import describe_space
+    from hpo.views import to_json
+
+    config = load_study_config(study)
+    grid = canonical_sampler(sampler) == "grid"
+    if grid and not config.grid:
+        raise ConfigError(f"study {config.name!r} has no [grid]; use --sampler tpe")
+    description = describe_space(config, grid=grid)
+    if json:
+        typer.echo(to_json(description))
+        return
+    typer.echo(f"study {config.name} ({config.path})")
+    if grid:
+        sizes = " x ".join(str(len(v)) for v in config.grid.values())
+        typer.echo(f"grid: {sizes} = {config.grid_size} points")
+    else:
+        typer.echo(f"space for --sampler {sampler}:")
+    for name, values in description["parameters"].items():
+        shown = ", ".join(map(str, values)) if isinstance(values, list) else values
+        typer.echo(f"  {name:<20} {shown}")
+    typer.echo("fixed: " + ", ".join(f"{k}={v}" for k, v in description["fixed"].items()))
+
+
+@app.command()
+@handles_errors
+def best(
+    study: Annotated[str, typer.Argument(help="Study name in the database.")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    json: JsonOpt = False,
+) -> None:
+    """Print the best trial of a study."""
+    from hpo.errors import StudyError
+    from hpo.progress import format_params
+    from hpo.study import load_existing_study
+    from hpo.views import to_json, trial_record
+
+    loaded = load_existing_study(study, _existing_storage(storage))
+    try:
+        trial = loaded.best_trial
+    except ValueError:
+        raise StudyError(f"study {study!r} has no completed trial yet; run it first") from None
+    record = trial_record(trial)
+    if json:
+        typer.echo(to_json(record))
+        return
+    metric = loaded.user_attrs.get("hpo:metric", "value")
+    typer.echo(f"best trial {trial.number}: {metric}={trial.value:.4f}")
+    typer.echo(f"  params: {format_params(trial.params)}")
+    for key in ("test_accuracy", "roc_auc", "confusion_matrix", "epochs_trained",
+                "n_params", "wall_time_s"):
+        if key in record:
+            typer.echo(f"  {key}: {record[key]}")
+
+
+@app.command()
+@handles_errors
+def trials(
+    study: Annotated[str, typer.Argument(help="Study name in the database.")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    json: JsonOpt = False,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """List a study's trials (table, --json or --csv)."""
+    from hpo.study import load_existing_study
+    from hpo.views import to_json, trial_record, trials_csv, trials_table
+
+    loaded = load_existing_study(study, _existing_storage(storage))
+    all_trials = loaded.get_trials(deepcopy=False)
+    if json:
+        typer.echo(to_json([trial_record(t) for t in all_trials]))
+    elif csv:
+        typer.echo(trials_csv(all_trials), nl=False)
+    else:
+        typer.echo(trials_table(all_trials, loaded.user_attrs.get("hpo:metric", "value")))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

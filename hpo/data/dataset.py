@@ -1,0 +1,143 @@
+"""A study's images as memory-mapped uint8 arrays, split into train / validation / test."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hpo.config import DataConfig
+from hpo.data.bundled import load_bundled
+from hpo.data.cache import build_entry, cache_key, default_cache_dir
+from hpo.data.discovery import SPLITS, discover, stratified_split
+from hpo.errors import DataError
+
+__all__ = ["Split", "Dataset", "load_dataset"]
+
+_log = logging.getLogger("hpo.data")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, H, W, C) uint8, memory-mapped, and their integer labels (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The three splits of a study's data.
+
+    Attributes:
+        classes: Class names; labels index into them.
+        train: Training split.
+        validation: Validation split (the metric the search optimises).
+        test: Test split, or None when the folder has none.
+        cache: The cache folder the arrays are mapped from.
+        skipped: Unreadable images that were left out.
+    """
+
+    classes: tuple[str, ...]
+    train: Split
+    validation: Split
+    test: Split | None
+    cache: Path
+    skipped: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of every image."""
+        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+
+
+def _open(entry: Path) -> Dataset:
+    meta = json.loads((entry / "meta.json").read_text())
+    splits = {}
+    for split in SPLITS:
+        if (entry / f"{split}_y.npy").is_file():
+            y = np.load(entry / f"{split}_y.npy")
+            x = np.load(entry / f"{split}_x.npy", mmap_mode="r")
+            splits[split] = Split(x=x, y=y) if len(y) else None
+        else:
+            splits[split] = None
+    if splits["train"] is None or splits["validation"] is None:
+        raise DataError(f"the data in {meta.get('source')} leaves no readable image in the "
+                        "training or validation split; check the folder's images")
+    return Dataset(classes=tuple(meta["classes"]), train=splits["train"],
+                   validation=splits["validation"], test=splits["test"], cache=entry,
+                   skipped=tuple(meta.get("skipped", ())))
+
+
+def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0,
+                 cache_dir: Path | None = None, strict: bool = False) -> Dataset:
+    """Loads the study's images, decoding them into the cache the first time only.
+
+    Args:
+        data: The study's data settings (``source`` may be overridden by ``--data``).
+        image_size: (height, width) to resize to.
+        seed: Seed of the train/validation/test split of an unsplit folder.
+        cache_dir: Cache location; default :func:`hpo.data.cache.default_cache_dir`.
+        strict: Fail on an unreadable image instead of skipping it.
+
+    Raises:
+        DataError: Missing or empty folder, one class only, unreadable image under ``strict``.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    size = (int(image_size[0]), int(image_size[1]))
+    if data.bundled is not None:
+        name = data.bundled
+
+        def arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+            x, y, _ = load_bundled(name, size, data.channels)
+            parts = stratified_split(y, data.split, seed)
+            return {split: (x[idx], y[idx]) for split, idx in zip(SPLITS, parts)}
+
+        classes = load_bundled_classes(name)
+        key = cache_key(["bundled", name, size, data.channels, data.split, seed])
+        entry = build_entry(cache_dir, key, splits={}, size=size, channels=data.channels,
+                            meta={"classes": classes, "source": data.source,
+                                  "layout": "bundled"},
+                            strict=strict, arrays=arrays)
+        return _open(entry)
+
+    index = discover(data.source, fractions=data.split, seed=seed)
+    fingerprint = []
+    for split in SPLITS:
+        for path, label in index.files[split]:
+            try:
+                stat = path.stat()
+            except OSError as exc:
+                raise DataError(f"cannot read {path} ({exc}); check the folder's "
+                                "permissions") from None
+            fingerprint.append((split, str(path), label, stat.st_size, stat.st_mtime_ns))
+    key = cache_key(["folder", str(index.root), fingerprint, size, data.channels])
+    entry = cache_dir / key
+    if not (entry / "meta.json").is_file():
+        total = sum(len(f) for f in index.files.values())
+        _log.info("decoding %d images of %s (%s layout) into the cache %s", total,
+                  index.root, index.layout, entry)
+    entry = build_entry(
+        cache_dir, key,
+        splits={s: ([p for p, _ in index.files[s]], [label for _, label in index.files[s]])
+                for s in SPLITS},
+        size=size, channels=data.channels,
+        meta={"classes": list(index.classes), "source": str(index.root),
+              "layout": index.layout},
+        strict=strict,
+    )
+    return _open(entry)
+
+
+def load_bundled_classes(name: str) -> list[str]:
+    """Class names of bundled set ``name`` without decoding it."""
+    if name == "digits":
+        return [str(i) for i in range(10)]
+    load_bundled(name, (8, 8), 1)  # raises DataError naming the known sets
+    return []

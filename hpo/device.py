@@ -1,0 +1,111 @@
+"""The accelerator: which backend, whether a GPU is there, precision policy, failure types."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from hpo.errors import ConfigError
+
+__all__ = ["PRECISIONS", "backend", "gpu_count", "configure_gpus", "resolve_precision",
+           "apply_precision", "training_errors", "is_out_of_memory", "describe_host"]
+
+_log = logging.getLogger("hpo.device")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def backend() -> str:
+    """The Keras backend in use (``tensorflow``, ``jax`` or ``torch``)."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def gpu_count() -> int:
+    """Number of GPUs the Keras backend sees (after ``CUDA_VISIBLE_DEVICES``)."""
+    name = backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if name == "jax":
+        import jax
+
+        try:
+            return len(jax.devices("gpu"))
+        except RuntimeError:  # jax raises RuntimeError when no GPU backend is present
+            return 0
+    if name == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return 0
+
+
+def configure_gpus() -> None:
+    """Lets TensorFlow grow GPU memory as needed, so one GPU can be shared or reused.
+
+    JAX is told not to preallocate through ``XLA_PYTHON_CLIENT_PREALLOCATE`` (set by the
+    worker before JAX is imported); this call handles TensorFlow, which needs its API.
+    """
+    if backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: growth can no longer be changed
+            _log.debug("GPU %s already initialised; memory growth unchanged", gpu.name)
+
+
+def resolve_precision(requested: str) -> str:
+    """Turns ``auto`` into ``mixed_float16`` on a GPU and ``float32`` on a CPU.
+
+    Raises:
+        ConfigError: ``requested`` is not one of :data:`PRECISIONS`.
+    """
+    if requested not in PRECISIONS:
+        raise ConfigError(f"unknown precision {requested!r}; expected one of "
+                          f"{', '.join(PRECISIONS)}")
+    if requested == "auto":
+        return "mixed_float16" if gpu_count() > 0 else "float32"
+    return requested
+
+
+def apply_precision(policy: str) -> None:
+    """Sets Keras's global dtype policy for the models built next."""
+    import keras
+
+    keras.config.set_dtype_policy(policy)
+
+
+def training_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that fail one trial (NaN, out of memory, a backend error), not a worker.
+
+    Configuration and data errors (:class:`hpo.HpoError`) are not among them: they are the
+    user's to fix and stop the run.
+    """
+    errors: list[type[BaseException]] = [ArithmeticError, MemoryError, RuntimeError, ValueError]
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        errors.append(tf.errors.OpError)
+    return tuple(errors)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator (or host) out-of-memory error."""
+    text = f"{exc.__class__.__name__} {exc}"
+    return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in text or \
+        "ResourceExhausted" in text or "out of memory" in text.lower()
+
+
+def describe_host() -> dict[str, str]:
+    """Host name, process id and visible GPUs, recorded with every trial."""
+    return {
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    }

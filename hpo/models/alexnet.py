@@ -1,0 +1,48 @@
+"""The thesis's AlexNet variant (seed 000, section 4.3), trained from scratch.
+
+At 227x227x3 and 2 classes, with the thesis's defaults, it has exactly 200,114,946 parameters
+(200,112,194 trainable, 2,752 non-trainable), as the thesis reports.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+__all__ = ["build"]
+
+
+def build(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    dense_units: int = 4096,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """Builds the AlexNet variant.
+
+    Args:
+        input_shape: (height, width, channels); the thesis uses 227x227x3.
+        num_classes: Classes of the softmax output (2 in the thesis).
+        dense_units: Width of the two hidden dense layers (4096 in the thesis).
+        dropout: Dropout rate after each hidden dense layer (0 in the thesis: no dropout).
+    """
+    model = keras.Sequential(name="alexnet")
+    model.add(keras.Input(shape=input_shape))
+    model.add(layers.Conv2D(96, 11, strides=4, activation="relu"))
+    model.add(layers.BatchNormalization())
+    model.add(layers.MaxPooling2D(pool_size=2, strides=2))
+    model.add(layers.Conv2D(256, 11, strides=1, activation="relu", padding="same"))
+    model.add(layers.BatchNormalization())
+    for filters in (384, 384, 256):
+        model.add(layers.Conv2D(filters, 3, activation="relu", padding="same"))
+        model.add(layers.BatchNormalization())
+    model.add(layers.MaxPooling2D(pool_size=2, strides=2))
+    model.add(layers.Flatten())
+    for _ in range(2):
+        model.add(layers.Dense(int(dense_units), activation="relu"))
+        if dropout > 0:
+            model.add(layers.Dropout(float(dropout)))
+    # The output stays float32 under mixed precision, for a numerically stable softmax.
+    model.add(layers.Dense(num_classes, activation="softmax", dtype="float32"))
+    return model

@@ -1,0 +1,191 @@
+"""One trial: build the model from the trial's parameters, train, evaluate, record.
+
+The objective returns the best epoch's validation metric. Everything else a user wants to
+see of the run goes into the trial's user attributes: test accuracy, confusion matrix,
+ROC AUC (two classes), the per-epoch history, timings, the parameter count and where it ran.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+from hpo.config import StudyConfig
+from hpo.data import Dataset, load_dataset
+from hpo.device import (apply_precision, backend, describe_host, is_out_of_memory,
+                        resolve_precision, training_errors)
+from hpo.errors import HpoError
+from hpo.search_space import TrialParams, resolve, suggest
+
+__all__ = ["TrialFailed", "ObjectiveOptions", "Objective", "evaluate_classifier"]
+
+_log = logging.getLogger("hpo.objective")
+EpochReport = Callable[[optuna.Trial, int, int, dict[str, float], float], None]
+
+
+class TrialFailed(Exception):
+    """One trial failed (NaN loss, out of memory, a backend error); the search goes on.
+
+    The reason is stored in the trial's ``fail_reason`` user attribute.
+    """
+
+
+@dataclass(frozen=True)
+class ObjectiveOptions:
+    """How trials are run, apart from what the study file says.
+
+    Attributes:
+        grid: Sample the study's grid (GridSampler) rather than its space.
+        seed: Base seed of weight init and shuffling; None uses the study's.
+        precision: One of :data:`hpo.device.PRECISIONS`.
+        cache_dir: Image cache folder; None for the default.
+        strict: Fail on an unreadable image instead of skipping it.
+        on_epoch: Called after every epoch (progress output), or None.
+        worker: A name for the worker running the trial, recorded with it.
+    """
+
+    grid: bool = True
+    seed: int | None = None
+    precision: str = "auto"
+    cache_dir: Path | None = None
+    strict: bool = False
+    on_epoch: EpochReport | None = field(default=None, compare=False)
+    worker: str = ""
+
+
+def evaluate_classifier(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy, confusion matrix (rows: true class) and, for two classes, ROC AUC.
+
+    For two classes the positive class is label 1 (``True`` in the thesis's classes
+    ``False`` / ``True``), and ``tp`` / ``tn`` are counted as in the thesis's tables.
+    """
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    n_classes = probabilities.shape[1]
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(labels, predicted, labels=list(range(n_classes)))
+    result: dict[str, Any] = {
+        "test_accuracy": float((predicted == labels).mean()),
+        "confusion_matrix": matrix.tolist(),
+        "test_size": int(len(labels)),
+    }
+    if n_classes == 2:
+        result["tp"] = int(matrix[1, 1])
+        result["tn"] = int(matrix[0, 0])
+        if len(np.unique(labels)) == 2:
+            result["roc_auc"] = float(roc_auc_score(labels, probabilities[:, 1]))
+    return result
+
+
+class Objective:
+    """The callable handed to :meth:`optuna.Study.optimize`.
+
+    Args:
+        config: The study.
+        options: How to run the trials.
+    """
+
+    def __init__(self, config: StudyConfig, options: ObjectiveOptions) -> None:
+        self._config = config
+        self._options = options
+        self._datasets: dict[tuple[int, int], Dataset] = {}
+        self._precision = resolve_precision(options.precision)
+        self._seed = options.seed if options.seed is not None else config.seed
+
+    def dataset(self, architecture: str) -> Dataset:
+        """The study's images at ``architecture``'s size, decoded once and memory-mapped."""
+        size = self._config.architectures[architecture].image_size
+        if size not in self._datasets:
+            self._datasets[size] = load_dataset(
+                self._config.data, size, seed=self._config.seed,
+                cache_dir=self._options.cache_dir, strict=self._options.strict)
+        return self._datasets[size]
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import keras
+
+        started = time.perf_counter()
+        sampled = suggest(trial, self._config, grid=self._options.grid)
+        params = resolve(self._config, sampled)
+        dataset = self.dataset(params.architecture)
+        trial.set_user_attr("seed", self._seed)
+        trial.set_user_attr("precision", self._precision)
+        trial.set_user_attr("backend", backend())
+        trial.set_user_attr("worker", {**describe_host(), "name": self._options.worker})
+        trial.set_user_attr("sampler", "grid" if self._options.grid else "space")
+        keras.backend.clear_session()
+        try:
+            return self._train(trial, params, dataset, started)
+        except (HpoError, optuna.TrialPruned):
+            raise
+        except training_errors() as exc:
+            kind = "out of memory" if is_out_of_memory(exc) else exc.__class__.__name__
+            reason = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason) from exc
+        finally:
+            trial.set_user_attr("wall_time_s", round(time.perf_counter() - started, 3))
+            keras.backend.clear_session()
+            gc.collect()
+
+    def _train(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
+               started: float) -> float:
+        import keras
+
+        from hpo.callbacks import EpochRecorder, NanGuard, pruning_callback
+        from hpo.data.batches import ArrayBatches
+        from hpo.models import build_model
+        from hpo.optimizers import build_optimizer
+
+        keras.utils.set_random_seed(self._seed)
+        apply_precision(self._precision)
+        weights = self._config.architectures[params.architecture].weights
+        model = build_model(params.architecture, input_shape=dataset.input_shape,
+                            num_classes=len(dataset.classes), weights=weights,
+                            **params.model_kwargs)
+        trial.set_user_attr("n_params", int(model.count_params()))
+        model.compile(
+            optimizer=build_optimizer(params.optimizer, params.learning_rate,
+                                      **params.optimizer_kwargs),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        on_epoch = self._options.on_epoch
+        recorder = EpochRecorder(
+            (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,
+            params.epochs)
+        train = ArrayBatches(dataset.train.x, dataset.train.y, batch_size=params.batch_size,
+                             shuffle=True, seed=self._seed)
+        validation = ArrayBatches(dataset.validation.x, dataset.validation.y,
+                                  batch_size=params.batch_size, shuffle=False)
+        fit_started = time.perf_counter()
+        try:
+            model.fit(train, validation_data=validation, epochs=params.epochs, verbose=0,
+                      callbacks=[NanGuard(), recorder,
+                                 pruning_callback(trial, self._config.metric)])
+        finally:
+            trial.set_user_attr("history", recorder.history)
+            trial.set_user_attr("epochs_trained", len(recorder.history.get("loss", [])))
+            trial.set_user_attr("train_time_s", round(time.perf_counter() - fit_started, 3))
+            if recorder.first_step_at is not None:
+                trial.set_user_attr("startup_s", round(recorder.first_step_at - started, 3))
+        values = recorder.history.get(self._config.metric)
+        if not values:
+            raise TrialFailed(f"training reported no {self._config.metric}")
+        best = max(values) if self._config.direction == "maximize" else min(values)
+        trial.set_user_attr("best_epoch", values.index(best) + 1)
+        if dataset.test is not None:
+            test = ArrayBatches(dataset.test.x, dataset.test.y,
+                                batch_size=params.batch_size, shuffle=False)
+            probabilities = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
+            for key, value in evaluate_classifier(probabilities, dataset.test.y).items():
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("classes", list(dataset.classes))
+        return float(best)

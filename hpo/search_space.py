@@ -1,0 +1,161 @@
+"""A study's parameters as Optuna sees them: distributions, the grid, and a space hash.
+
+``suggest`` asks an Optuna trial for every parameter of the grid or the space (in file order,
+honouring ``when`` conditions); ``resolve`` merges what was sampled with the study's defaults
+into the flat :class:`TrialParams` the objective trains with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from hpo.config import GridValue, StudyConfig
+from hpo.models import MODELS
+from hpo.optimizers import OPTIMIZER_INTERNALS, OPTIMIZERS
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["TrialParams", "grid_search_space", "suggest", "resolve", "space_hash",
+           "describe_space"]
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """Everything one training run needs, flat.
+
+    Attributes:
+        architecture: Model name.
+        optimizer: Canonical optimizer name.
+        learning_rate: Learning rate.
+        batch_size: Batch size.
+        epochs: Epochs to train (the most; a pruner may stop earlier).
+        optimizer_kwargs: Optimizer internals (momentum, epsilon, ...).
+        model_kwargs: Model hyperparameters (dropout, dense_units, ...).
+    """
+
+    architecture: str
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    optimizer_kwargs: Mapping[str, Any]
+    model_kwargs: Mapping[str, Any]
+
+
+def grid_search_space(config: StudyConfig) -> dict[str, list[GridValue]]:
+    """The ``search_space`` argument of :class:`optuna.samplers.GridSampler`."""
+    return {name: list(values) for name, values in config.grid.items()}
+
+
+def suggest(trial: "optuna.Trial", config: StudyConfig, *, grid: bool) -> dict[str, Any]:
+    """Samples the study's parameters through ``trial``.
+
+    Args:
+        trial: The running Optuna trial.
+        config: The study.
+        grid: Sample the grid (GridSampler) rather than the space.
+
+    Returns:
+        Parameter name -> sampled value, as stored in the trial.
+    """
+    params: dict[str, Any] = {}
+    if grid:
+        for name, values in config.grid.items():
+            params[name] = trial.suggest_categorical(name, list(values))
+        return params
+    for spec in config.space:
+        if not spec.applies(params):
+            continue
+        if spec.choices is not None:
+            params[spec.name] = trial.suggest_categorical(spec.name, list(spec.choices))
+        elif spec.integer:
+            params[spec.name] = trial.suggest_int(spec.name, int(spec.low), int(spec.high),
+                                                  step=int(spec.step or 1), log=spec.log)
+        else:
+            params[spec.name] = trial.suggest_float(spec.name, float(spec.low),
+                                                    float(spec.high), step=spec.step,
+                                                    log=spec.log)
+    return params
+
+
+def resolve(config: StudyConfig, sampled: Mapping[str, Any]) -> TrialParams:
+    """Merges training defaults, the architecture's settings and ``sampled`` into params.
+
+    Parameters that do not apply to the chosen optimizer or architecture (a default that the
+    study sets for another one) are left out.
+    """
+    merged: dict[str, Any] = {**config.training, **sampled}
+    architecture = str(merged["architecture"])
+    arch_config = config.architectures[architecture]
+    model_params = MODELS[architecture].hyperparameters
+    model_kwargs = dict(arch_config.hyperparameters)
+    model_kwargs.update({k: v for k, v in merged.items() if k in model_params})
+    optimizer = str(merged["optimizer"])
+    accepted = OPTIMIZERS[optimizer]
+    optimizer_kwargs = {k: v for k, v in merged.items()
+                        if k in OPTIMIZER_INTERNALS and k in accepted}
+    return TrialParams(
+        architecture=architecture,
+        optimizer=optimizer,
+        learning_rate=float(merged["learning_rate"]),
+        batch_size=int(merged["batch_size"]),
+        epochs=int(merged["epochs"]),
+        optimizer_kwargs=optimizer_kwargs,
+        model_kwargs=model_kwargs,
+    )
+
+
+def _canonical_space(config: StudyConfig, *, grid: bool) -> dict[str, Any]:
+    if grid:
+        return {"grid": {k: list(v) for k, v in config.grid.items()}}
+    return {"space": [
+        {"name": s.name, "choices": list(s.choices) if s.choices is not None else None,
+         "low": s.low, "high": s.high, "log": s.log, "step": s.step, "integer": s.integer,
+         "when": [[k, list(v)] for k, v in s.when]}
+        for s in config.space
+    ]}
+
+
+def space_hash(config: StudyConfig, *, grid: bool) -> str:
+    """A short, stable hash of the grid (or the space) and the training defaults.
+
+    Workers joining a study compare it, so that an edited study file cannot mix trials of
+    two different searches.
+    """
+    canonical = {
+        **_canonical_space(config, grid=grid),
+        "training": dict(sorted(config.training.items())),
+        "architectures": {
+            name: {"image_size": list(a.image_size), "weights": a.weights,
+                   "hyperparameters": dict(sorted(a.hyperparameters.items()))}
+            for name, a in sorted(config.architectures.items())
+        },
+        "metric": config.metric,
+    }
+    text = json.dumps(canonical, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_space(config: StudyConfig, *, grid: bool) -> dict[str, Any]:
+    """A JSON-ready description of what ``hpo space`` prints."""
+    if grid:
+        return {
+            "study": config.name,
+            "sampler": "grid",
+            "size": config.grid_size,
+            "parameters": {k: list(v) for k, v in config.grid.items()},
+            "fixed": {k: v for k, v in config.training.items() if k not in config.grid},
+            "space_hash": space_hash(config, grid=True),
+        }
+    names = {s.name for s in config.space}
+    return {
+        "study": config.name,
+        "sampler": "space",
+        "parameters": {s.name: s.describe() for s in config.space},
+        "fixed": {k: v for k, v in config.training.items() if k not in names},
+        "space_hash": space_hash(config, grid=False),
+    }

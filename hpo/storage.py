@@ -1,0 +1,125 @@
+"""Storage URL -> Optuna storage, with heartbeats, retries of lost trials, masked passwords.
+
+* ``sqlite:///path.db`` (the default, ``sqlite:///hpo.db`` in the working folder): one worker.
+* ``postgresql://user:password@host/db`` (or ``mysql://``): many workers, many hosts.
+* ``journal:///path/to/file.log``: Optuna's JournalStorage on a shared file system, where no
+  database server is possible (no heartbeats: use ``hpo reap`` after a crash).
+
+A password in a URL is never printed or logged: every message uses :func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+
+import optuna
+
+from hpo.errors import StorageError
+
+__all__ = ["DEFAULT_STORAGE", "StorageOptions", "mask_url", "is_sqlite", "open_storage"]
+
+_log = logging.getLogger("hpo.storage")
+DEFAULT_STORAGE = "sqlite:///hpo.db"
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Crash-safety settings of an RDB storage.
+
+    Attributes:
+        heartbeat_interval: Seconds between a running trial's heartbeats.
+        grace_period: Seconds without a heartbeat after which a trial is stale (FAIL).
+        max_retry: How many times a stale trial is re-queued with the same parameters.
+    """
+
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    max_retry: int = 1
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names an SQLite database."""
+    return url.startswith("sqlite:")
+
+
+def _scrub(text: str, url: str) -> str:
+    """Removes the password of ``url`` from ``text`` (a driver's message)."""
+    match = re.search(r"://[^:/@]+:([^@]*)@", url)
+    if match and match.group(1):
+        text = text.replace(match.group(1), "***")
+    return text
+
+
+def _explain(exc: Exception, url: str) -> str:
+    text = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
+    lowered = str(exc).lower()
+    if "password authentication failed" in lowered or "access denied" in lowered:
+        return "authentication failed: check the user name and password in --storage"
+    if "does not exist" in lowered and "database" in lowered:
+        return f"{text}; create the database first (e.g. createdb) or fix its name"
+    if "could not connect" in lowered or "connection refused" in lowered or \
+            "could not translate host name" in lowered or "timeout" in lowered:
+        return f"the server is unreachable ({text}); check host, port and that it is running"
+    if "unable to open database file" in lowered:
+        return "cannot open the SQLite file: check that its folder exists and is writable"
+    return text
+
+
+def open_storage(url: str, options: StorageOptions | None = None) -> optuna.storages.BaseStorage:
+    """Opens the Optuna storage at ``url``.
+
+    Args:
+        url: A SQLAlchemy database URL, or ``journal:///path``.
+        options: Heartbeat and retry settings (RDB storages only).
+
+    Raises:
+        StorageError: Unknown scheme, unreachable server, wrong password, unusable file.
+    """
+    import sqlalchemy.exc
+
+    options = options or StorageOptions()
+    if url.startswith("journal://"):
+        path = url[len("journal://"):]
+        if not path:
+            raise StorageError(f"journal storage {url!r} names no file; expected "
+                               "journal:///path/to/study.log")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise StorageError(f"journal storage folder {parent!r} does not exist; create it "
+                               "or choose another path")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(path))
+    if "://" not in url:
+        raise StorageError(
+            f"storage {mask_url(url)!r} is not a URL; expected sqlite:///file.db, "
+            "postgresql://user:password@host/db or journal:///file.log"
+        )
+    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if is_sqlite(url):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=options.heartbeat_interval,
+                grace_period=options.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=options.max_retry),
+            )
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StorageError(f"cannot open storage {mask_url(url)}: {_explain(exc, url)}") \
+            from None

@@ -1,0 +1,238 @@
+"""Create, load and resume an Optuna study from a study file; grid coverage; reaping.
+
+The Optuna study is a plain one: ``optuna.load_study(study_name=..., storage=...)`` and the
+stock dashboard read it. ``hpo`` adds study user attributes (``hpo:...``): the study file it
+came from and a hash of each search space used, so that a worker with an edited file is
+refused instead of mixing two searches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config import StudyConfig
+from hpo.errors import StudyError
+from hpo.pruners import make_pruner
+from hpo.samplers import canonical_sampler, make_sampler
+from hpo.search_space import space_hash
+
+__all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
+           "reap_dead_trials", "requeue_failed_grid_points", "grid_key"]
+
+_log = logging.getLogger("hpo.study")
+
+
+def _max_epochs(config: StudyConfig) -> int:
+    values = [int(config.training["epochs"])] + [int(v) for v in config.grid.get("epochs", ())]
+    values += [int(s.high) for s in config.space if s.name == "epochs" and s.high is not None]
+    values += [int(c) for s in config.space if s.name == "epochs" and s.choices
+               for c in s.choices]
+    return max(values)
+
+
+def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sampler: str,
+               seed: int | None = None, study_name: str | None = None,
+               pruner: str | None = None) -> optuna.Study:
+    """Creates the study, or loads it to resume, checking it matches ``config``.
+
+    Args:
+        config: The study file.
+        storage: Where the study lives.
+        sampler: Sampler name (``grid``, ``tpe``, ...).
+        seed: Sampler seed; None uses the study's.
+        study_name: Name in the database; default ``config.name``.
+        pruner: Pruner name; default the study file's.
+
+    Raises:
+        StudyError: The stored study optimises another direction, or was created from a
+            different grid or space than ``config`` now describes.
+    """
+    kind = canonical_sampler(sampler)
+    name = study_name or config.name
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(kind, config, config.seed if seed is None else seed),
+        pruner=make_pruner(pruner or config.pruner, max_epochs=_max_epochs(config)),
+        direction=config.direction,
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != config.direction:
+        raise StudyError(
+            f"study {name!r} in the database is to {study.direction.name.lower()}, but "
+            f"{config.path} says {config.direction}; use --study-name to start a new study"
+        )
+    is_grid = kind == "grid"
+    key = f"hpo:space_hash:{'grid' if is_grid else 'space'}"
+    expected = space_hash(config, grid=is_grid)
+    stored = study.user_attrs.get(key)
+    if stored is None:
+        study.set_user_attr(key, expected)
+        study.set_user_attr("hpo:study_file", str(config.path))
+        study.set_user_attr("hpo:metric", config.metric)
+        if is_grid:
+            study.set_user_attr("hpo:grid_size", config.grid_size)
+    elif stored != expected:
+        raise StudyError(
+            f"study {name!r} was created from a different {'grid' if is_grid else 'space'} "
+            f"(hash {stored}) than {config.path} now describes (hash {expected}); restore the "
+            "file, or use --study-name to start a new study with the edited one"
+        )
+    return study
+
+
+def load_existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Loads study ``name``, which must exist.
+
+    Raises:
+        StudyError: No study of that name in the storage (the message lists those there).
+    """
+    names = [s.study_name for s in storage.get_all_studies()]
+    if name not in names:
+        raise StudyError(f"no study {name!r} in this storage; studies there: "
+                         f"{', '.join(sorted(names)) or 'none'} (run 'hpo run --study {name}' "
+                         "first, or pass --storage)")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def grid_key(params: dict[str, Any], config: StudyConfig) -> tuple[Any, ...] | None:
+    """The grid point a trial's ``params`` stand for, or None if it is not a grid trial."""
+    if not all(k in params for k in config.grid):
+        return None
+    key = tuple(params[k] for k in config.grid)
+    return key if all(v in config.grid[k] for k, v in zip(config.grid, key)) else None
+
+
+@dataclass
+class GridCoverage:
+    """Where every grid point stands.
+
+    Attributes:
+        size: Points in the grid.
+        done: Points with a COMPLETE or PRUNED trial.
+        running: Points with a RUNNING or WAITING trial and none done.
+        failed: Points whose every trial failed, -> number of failed trials.
+        left: Points not yet tried.
+    """
+
+    size: int
+    done: set[tuple[Any, ...]] = field(default_factory=set)
+    running: set[tuple[Any, ...]] = field(default_factory=set)
+    failed: dict[tuple[Any, ...], int] = field(default_factory=dict)
+
+    @property
+    def left(self) -> int:
+        return self.size - len(self.done) - len(self.running) - len(self.failed)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == self.size
+
+
+def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
+    """Counts the grid points done, running, failed and left in ``study``."""
+    coverage = GridCoverage(size=config.grid_size)
+    failures: dict[tuple[Any, ...], int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        key = grid_key(trial.params, config)
+        if key is None:
+            continue
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            coverage.done.add(key)
+        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            coverage.running.add(key)
+        elif trial.state == TrialState.FAIL:
+            failures[key] = failures.get(key, 0) + 1
+    coverage.running -= coverage.done
+    coverage.failed = {k: n for k, n in failures.items()
+                       if k not in coverage.done and k not in coverage.running}
+    return coverage
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queues ``trial``'s parameters again, as Optuna's RetryHeartbeatStaleTrialCallback does."""
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
+
+
+def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
+    """Fails RUNNING trials whose worker is gone, and re-queues them (at most ``max_retry``).
+
+    A trial is gone when its heartbeat is stale (Optuna's own check, any host), or when it
+    was started on this host by a process that no longer exists (found at once, without
+    waiting for the grace period).
+
+    Returns:
+        Numbers of the trials marked FAIL.
+    """
+    reaped = []
+    storage = study._storage
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") != host or _pid_alive(int(worker.get("pid", 0) or 0)):
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                            f"worker process {worker.get('pid')} on {host} "
+                                            "died while the trial ran")
+                reaped.append(trial.number)
+                retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
+                if retries < max_retry:
+                    _requeue(study, storage.get_trial(trial._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker reaped it first
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    reaped += sorted(after - before)
+    if reaped:
+        _log.warning("marked %d lost trial(s) FAIL and re-queued them: %s", len(reaped),
+                     ", ".join(map(str, reaped)))
+    return reaped
+
+
+def requeue_failed_grid_points(study: optuna.Study, config: StudyConfig, *,
+                               retries: int) -> list[tuple[Any, ...]]:
+    """Queues again each grid point whose every trial failed, up to ``retries`` re-runs.
+
+    Optuna's GridSampler counts a failed trial as visited (optuna#4721), so a point whose
+    trial raised (or was interrupted) would never be trained again without this.
+
+    Returns:
+        The grid points queued.
+    """
+    coverage = grid_coverage(study, config)
+    latest: dict[tuple[Any, ...], FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        key = grid_key(trial.params, config)
+        if key in coverage.failed:
+            latest[key] = trial
+    queued = []
+    for key, n_failed in coverage.failed.items():
+        if n_failed <= retries:
+            _requeue(study, latest[key])
+            queued.append(key)
+    if queued:
+        _log.info("re-queued %d failed grid point(s)", len(queued))
+    return queued

@@ -1,0 +1,97 @@
+"""Read-only views of stored studies: trial records, tables, CSV, JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Iterable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.progress import format_value
+
+__all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "to_json"]
+
+_ATTRS = ("test_accuracy", "tp", "tn", "roc_auc", "epochs_trained", "best_epoch", "n_params",
+          "wall_time_s", "fail_reason")
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    """A JSON-ready record of one trial: number, state, value, params and key results."""
+    record: dict[str, Any] = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial.params,
+        "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
+        "datetime_complete": (trial.datetime_complete.isoformat()
+                              if trial.datetime_complete else None),
+    }
+    for key in (*_ATTRS, "confusion_matrix", "classes", "seed", "precision", "worker",
+                "history"):
+        if key in trial.user_attrs:
+            record[key] = trial.user_attrs[key]
+    return record
+
+
+def _param_names(trials: Iterable[FrozenTrial]) -> list[str]:
+    names: dict[str, None] = {}
+    for trial in trials:
+        names.update(dict.fromkeys(trial.params))
+    return list(names)
+
+
+def trials_table(trials: list[FrozenTrial], metric: str) -> str:
+    """A fixed-width table of trials for the terminal."""
+    params = _param_names(trials)
+    header = ["#", "state", metric, "test_acc", *params, "time_s"]
+    rows = [header]
+    for t in trials:
+        test = t.user_attrs.get("test_accuracy")
+        wall = t.user_attrs.get("wall_time_s")
+        rows.append([str(t.number), t.state.name,
+                     "" if t.value is None else f"{t.value:.4f}",
+                     "" if test is None else f"{test:.4f}",
+                     *[format_value(t.params[p]) if p in t.params else "" for p in params],
+                     "" if wall is None else f"{wall:.1f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def trials_csv(trials: list[FrozenTrial]) -> str:
+    """Trials as CSV, one column per parameter and per key result."""
+    params = _param_names(trials)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["number", "state", "value", *params, *_ATTRS])
+    for t in trials:
+        writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
+                         *[t.params.get(p, "") for p in params],
+                         *[t.user_attrs.get(a, "") for a in _ATTRS]])
+    return out.getvalue()
+
+
+def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """One record per study in ``storage``: trial counts by state and the best value."""
+    result = []
+    for summary in storage.get_all_studies():
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = None
+        if complete:
+            pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+            best = pick(complete, key=lambda t: t.value).value
+        result.append({"name": summary.study_name, "direction": study.direction.name.lower(),
+                       "metric": study.user_attrs.get("hpo:metric", "value"),
+                       "trials": len(trials),
+                       "states": {k: v for k, v in counts.items() if v}, "best_value": best})
+    return result
+
+
+def to_json(value: Any) -> str:
+    """Pretty JSON for ``--json`` outputs."""
+    return json.dumps(value, indent=2, default=str)
