@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, replace
 
 import optuna
+from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError
@@ -81,14 +82,21 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
     if is_grid:
         requeue_failed_grid_points(study, config, retries=options.retry_failed)
         coverage = grid_coverage(study, config)
-        remaining = coverage.size - len(coverage.done)
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        to_run = coverage.left + waiting
         reporter.info(f"study {study.study_name}: grid of {coverage.size} points, "
-                      f"{len(coverage.done)} done, {remaining} to run")
-        if remaining == 0:
-            reporter.summary("grid complete: nothing left to run")
+                      f"{len(coverage.done)} done, {to_run} to run")
+        if to_run == 0:
+            if coverage.failed:
+                reporter.summary(
+                    f"grid finished with {len(coverage.failed)} point(s) that failed every "
+                    f"try (see 'hpo trials {study.study_name}'); rerun with --retry-failed "
+                    f"{options.retry_failed + 1} to try them again")
+            else:
+                reporter.summary("grid complete: nothing left to run")
             _report_best(study, reporter, config.metric)
             return study
-        n_trials = remaining if n_trials is None else min(n_trials, remaining)
+        n_trials = to_run if n_trials is None else min(n_trials, to_run)
     else:
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         reporter.info(f"study {study.study_name}: sampler {kind}, {done} trials so far")

@@ -1,0 +1,65 @@
+"""Shared fixtures: generated image folders, tiny study files, storages, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from hpo.testing import make_image_folder, write_study  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test session uses its own image cache and Keras home (no ~/.keras weights)."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("HPO_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(base / "keras-home"))
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two classes (stripes across / down) of 24 images each, 24x24 PNG, one folder each."""
+    return make_image_folder(tmp_path_factory.mktemp("images") / "data", per_class=24)
+
+
+@pytest.fixture()
+def tiny_study(tmp_path: Path, image_folder: Path) -> Path:
+    """A 2x2 grid study of a small CNN on :func:`image_folder`, one epoch per trial."""
+    return write_study(tmp_path / "tiny.toml", data=image_folder,
+                       name=f"tiny-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+@pytest.fixture()
+def postgres_url() -> str:
+    url = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("HPO_TEST_POSTGRES_URL is not set (no PostgreSQL server to test against)")
+    return url
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs ``python -m hpo ARGS`` as a user would, capturing its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def cli():
+    return run_cli

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from hpo.errors import ModelError
+from hpo.models import MODELS, build_model
+from hpo.optimizers import OPTIMIZERS, build_optimizer, default_learning_rate
+
+
+def test_thesis_alexnet_has_exactly_the_thesis_parameter_count():
+    model = build_model("alexnet", input_shape=(227, 227, 3), num_classes=2)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    assert model.count_params() == 200_114_946
+    assert trainable == 200_112_194
+    assert non_trainable == 2_752
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name, shape, classes", [
+    ("small_cnn", (32, 32, 3), 10),
+    ("fashion_cnn", (28, 28, 1), 10),
+])
+def test_small_models_predict_probabilities(name, shape, classes):
+    model = build_model(name, input_shape=shape, num_classes=classes)
+    out = model.predict(np.zeros((2, *shape), dtype=np.float32), verbose=0)
+    assert out.shape == (2, classes)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_seed_002_base_model_matches_its_layers():
+    model = build_model("small_cnn", input_shape=(32, 32, 3), num_classes=10)
+    # Conv2D(32, 3x3) 896 + Dense(16*16*32 -> 128) 1,048,704 + Dense(128 -> 10) 1,290
+    assert model.count_params() == 896 + 1_048_704 + 1_290
+
+
+def test_transfer_model_without_weights_builds_with_a_new_head():
+    model = build_model("inception_v3", input_shape=(75, 75, 3), num_classes=2, weights="none",
+                        trainable_fraction=0.5)
+    assert model.output_shape == (None, 2)
+    backbone = model.get_layer("inception_v3")
+    frozen = [layer for layer in backbone.layers if not layer.trainable]
+    assert 0 < len(frozen) < len(backbone.layers)
+    keras.backend.clear_session()
+
+
+def test_imagenet_weights_never_download_and_say_where_to_put_them():
+    with pytest.raises(ModelError, match="not in the Keras cache .*never downloads"):
+        build_model("vgg16", input_shape=(32, 32, 3), num_classes=2, weights="imagenet")
+
+
+def test_weights_from_a_local_file(tmp_path):
+    source = keras.applications.VGG16(include_top=False, weights=None,
+                                      input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_notop.weights.h5"
+    source.save_weights(path)
+    model = build_model("vgg16", input_shape=(32, 32, 3), num_classes=2, weights=str(path))
+    loaded = model.get_layer("vgg16").get_weights()[0]
+    np.testing.assert_array_equal(loaded, source.get_weights()[0])
+    with pytest.raises(ModelError, match="does not exist"):
+        build_model("vgg16", input_shape=(32, 32, 3), num_classes=2,
+                    weights=str(tmp_path / "missing.h5"))
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: build_model("lenet", input_shape=(8, 8, 1), num_classes=2), "unknown architecture"),
+    (lambda: build_model("alexnet", input_shape=(32, 32, 3), num_classes=2), "too small"),
+    (lambda: build_model("small_cnn", input_shape=(32, 32, 3), num_classes=2, depth=3),
+     "does not take depth"),
+    (lambda: build_model("alexnet", input_shape=(227, 227, 3), num_classes=2,
+                         weights="imagenet"), "trained from scratch"),
+])
+def test_model_errors_say_what_was_received(call, fragment):
+    with pytest.raises(ModelError, match=fragment):
+        call()
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_thesis_optimizer_builds_with_its_learning_rate(name):
+    optimizer = build_optimizer(name.lower(), 0.0123)
+    assert type(optimizer).__name__ == name
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.0123)
+
+
+def test_keras_default_learning_rates_are_the_thesis_baseline():
+    assert default_learning_rate("SGD") == 0.01
+    assert {default_learning_rate(n) for n in OPTIMIZERS if n != "SGD"} == {0.001}
+
+
+def test_every_registered_model_has_a_builder():
+    import importlib
+
+    for spec in MODELS.values():
+        assert callable(importlib.import_module(f"hpo.models.{spec.module}").build)

@@ -1,0 +1,115 @@
+"""Runs real (tiny) studies in-process through the Python API."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import hpo
+from hpo.callbacks import NanGuard, NonFiniteLossError
+from hpo.config import load_study_config
+from hpo.errors import StudyError
+
+
+def test_a_grid_runs_every_point_and_records_results(tiny_study, sqlite_url):
+    study = hpo.run(tiny_study, storage=sqlite_url)
+    assert isinstance(study, optuna.Study)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    points = {(t.params["optimizer"], t.params["learning_rate"]) for t in trials}
+    assert points == {(o, lr) for o in ("Adam", "SGD") for lr in (0.01, 0.001)}
+    for t in trials:
+        attrs = t.user_attrs
+        assert 0.0 <= t.value <= 1.0
+        assert t.value == max(attrs["history"]["val_accuracy"])
+        assert len(attrs["history"]["loss"]) == attrs["epochs_trained"] == 1
+        matrix = attrs["confusion_matrix"]
+        assert sum(map(sum, matrix)) == attrs["test_size"]
+        assert attrs["tp"] == matrix[1][1] and attrs["tn"] == matrix[0][0]
+        assert attrs["test_accuracy"] == pytest.approx(
+            (matrix[0][0] + matrix[1][1]) / attrs["test_size"])
+        assert 0.0 <= attrs["roc_auc"] <= 1.0
+        assert attrs["n_params"] > 0
+        assert attrs["classes"] == ["cats", "dogs"]
+        assert attrs["precision"] == "float32"
+        assert t.intermediate_values  # reported per epoch for pruners and the dashboard
+    # The stripes are easy: the best trial learned them.
+    assert study.best_value >= 0.8
+
+
+def test_running_again_resumes_and_trains_nothing_twice(tiny_study, sqlite_url):
+    hpo.run(tiny_study, storage=sqlite_url, n_trials=3)
+    config = load_study_config(tiny_study)
+    stored = optuna.load_study(study_name=config.name, storage=sqlite_url)
+    assert len(stored.trials) == 3
+    hpo.run(tiny_study, storage=sqlite_url)
+    stored = optuna.load_study(study_name=config.name, storage=sqlite_url)
+    assert len(stored.trials) == 4
+    assert {t.state for t in stored.trials} == {TrialState.COMPLETE}
+    hpo.run(tiny_study, storage=sqlite_url)  # complete: nothing more
+    assert len(optuna.load_study(study_name=config.name, storage=sqlite_url).trials) == 4
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_study, sqlite_url,
+                                                          monkeypatch):
+    from hpo import objective as objective_module
+
+    real_train = objective_module.Objective._train
+
+    def flaky(self, trial, params, dataset, started):
+        if params.optimizer == "SGD" and params.learning_rate == 0.01:
+            raise NonFiniteLossError("loss became nan at epoch 1, batch 1")
+        return real_train(self, trial, params, dataset, started)
+
+    monkeypatch.setattr(objective_module.Objective, "_train", flaky)
+    study = hpo.run(tiny_study, storage=sqlite_url)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    assert failed[0].user_attrs["fail_reason"] == \
+        "NonFiniteLossError: loss became nan at epoch 1, batch 1"
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3
+    # A resumed run retries the failed point once (--retry-failed 1), then gives up on it.
+    study = hpo.run(tiny_study, storage=sqlite_url)
+    study = hpo.run(tiny_study, storage=sqlite_url)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2
+    assert {(t.params["optimizer"], t.params["learning_rate"]) for t in failed} == \
+        {("SGD", 0.01)}
+    monkeypatch.undo()
+    study = hpo.run(tiny_study, storage=sqlite_url, retry_failed=2)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+
+
+def test_a_tpe_search_explores_the_space(tiny_study, sqlite_url):
+    study = hpo.run(tiny_study, sampler="tpe", storage=sqlite_url, n_trials=3,
+                    study_name="tpe-run")
+    assert len(study.trials) == 3
+    for t in study.trials:
+        assert 1e-4 <= t.params["learning_rate"] <= 0.1
+        assert ("momentum" in t.params) == (t.params["optimizer"] == "SGD")
+
+
+def test_an_edited_grid_is_refused_for_an_existing_study(tiny_study, sqlite_url, tmp_path):
+    hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
+    edited = tmp_path / "edited.toml"
+    edited.write_text(tiny_study.read_text().replace('["Adam", "SGD"]\nlearning_rate',
+                                                     '["Adam", "Nadam"]\nlearning_rate'))
+    with pytest.raises(StudyError, match="different grid .*--study-name"):
+        hpo.run(edited, storage=sqlite_url, n_trials=1)
+
+
+def test_nan_guard_fails_a_diverged_run():
+    guard = NanGuard()
+    guard.on_train_batch_end(0, {"loss": 0.5})
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1, batch 3"):
+        guard.on_train_batch_end(2, {"loss": float("nan")})
+
+
+def test_best_reads_a_stored_study(tiny_study, sqlite_url):
+    hpo.run(tiny_study, storage=sqlite_url)
+    name = load_study_config(tiny_study).name
+    best = hpo.best(name, storage=sqlite_url)
+    assert best.value == optuna.load_study(study_name=name, storage=sqlite_url).best_value
+    with pytest.raises(StudyError, match="no study 'missing'"):
+        hpo.best("missing", storage=sqlite_url)
