@@ -55,9 +55,13 @@ def _setup_logging(quiet: bool) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    import warnings
+
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # hpo prints each trial's outcome (with a failed trial's reason) itself.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -91,6 +95,13 @@ def _existing_storage(url: str) -> Any:
             raise StorageError(f"no study database at {path!r}; run a study first "
                                "('hpo run --study demo') or pass --storage")
     return open_storage(url, StorageOptions())
+
+
+@app.callback()
+def _configure() -> None:
+    """Hyperparameter search for Keras image classifiers, on Optuna."""
+    _quiet_backends()
+    _setup_logging(quiet=False)
 
 
 @app.command()
@@ -129,7 +140,6 @@ def run(
                                         help="Print only the best trial at the end.")] = False,
 ) -> None:
     """Run (or resume) a study: train one Keras model per trial, store results in Optuna."""
-    _quiet_backends()
     _setup_logging(quiet)
     from hpo.config import load_study_config
     from hpo.objective import ObjectiveOptions

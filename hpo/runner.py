@@ -71,11 +71,11 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
                        seed=options.objective.seed, pruner=options.pruner)
     objective = Objective(config, replace(options.objective, grid=is_grid,
                                           on_epoch=reporter.epoch))
-    # Fail fast on bad data or weights, before any trial is created.
-    for architecture in config.architectures:
-        objective.dataset(architecture)
+    # Fail fast on missing weights or bad data, before any trial is created.
     for name, arch in config.architectures.items():
         check_weights(name, arch.weights)
+    for architecture in config.architectures:
+        objective.dataset(architecture)
 
     reap_dead_trials(study, max_retry=options.storage_options.max_retry)
     n_trials = options.n_trials
@@ -101,7 +101,6 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         reporter.info(f"study {study.study_name}: sampler {kind}, {done} trials so far")
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=n_trials, timeout=options.timeout,
                    catch=(TrialFailed,), callbacks=[reporter.trial_done], gc_after_trial=True)
     _report_best(study, reporter, config.metric)

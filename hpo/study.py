@@ -190,10 +190,11 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
         if worker.get("host") != host or _pid_alive(int(worker.get("pid", 0) or 0)):
             continue
         try:
+            # The reason first: a finished trial's attributes can no longer be written.
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                        f"worker process {worker.get('pid')} on {host} "
+                                        "died while the trial ran")
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                            f"worker process {worker.get('pid')} on {host} "
-                                            "died while the trial ran")
                 reaped.append(trial.number)
                 retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
                 if retries < max_retry:

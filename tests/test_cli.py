@@ -1,0 +1,174 @@
+"""The CLI as a user runs it: a real subprocess, real storage, real training."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _one_clean_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hpo: error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_the_readme_demo_runs_resumes_and_is_a_stock_optuna_study(tmp_path):
+    result = run_cli("run", "--study", "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trial_lines = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 12
+    assert all("val_accuracy=" in line and "optimizer=" in line for line in trial_lines)
+    assert "  trial 0 epoch 1/3" in result.stdout
+    best_line = result.stdout.strip().splitlines()[-1]
+    assert best_line.startswith("best: trial ")
+    assert (tmp_path / "hpo.db").is_file()
+
+    again = run_cli("run", "--study", "demo", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "grid complete: nothing left to run" in again.stdout
+    assert not [line for line in again.stdout.splitlines() if line.startswith("trial ")]
+
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
+    assert len(study.trials) == 12
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    stock = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "demo", "--storage",
+                            "sqlite:///hpo.db", "-f", "json"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert stock.returncode == 0, stock.stderr
+    assert json.loads(stock.stdout)["number"] == study.best_trial.number
+
+    best = run_cli("best", "demo", "--json", cwd=tmp_path)
+    assert best.returncode == 0
+    record = json.loads(best.stdout)
+    assert record["number"] == study.best_trial.number
+    assert record["value"] == pytest.approx(study.best_value)
+    assert len(record["confusion_matrix"]) == 10
+
+    table = run_cli("trials", "demo", "--csv", cwd=tmp_path)
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert len(rows) == 12
+    assert {r["state"] for r in rows} == {"COMPLETE"}
+    assert {r["optimizer"] for r in rows} == {"Adam", "SGD", "RMSprop"}
+
+    listing = run_cli("studies", cwd=tmp_path)
+    assert listing.returncode == 0
+    assert "firearms" in listing.stdout
+    assert "demo                   12 trials (12 complete)" in listing.stdout
+
+
+def test_quiet_prints_only_the_best_trial(tmp_path, tiny_study):
+    result = run_cli("run", "--study", str(tiny_study), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("best: trial ")
+    assert len(result.stdout.strip().splitlines()) == 1
+
+
+def test_data_override_points_a_study_at_another_folder(tmp_path, image_folder):
+    result = run_cli("run", "--study", "cifar10", "--data", str(image_folder),
+                     "--n-trials", "1", "--storage", f"sqlite:///{tmp_path / 'c.db'}",
+                     "--quiet", cwd=tmp_path)
+    # cifar10's grid trains 5-15 epochs of a 32x32 CNN: one trial on 48 images is quick.
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="cifar10", storage=f"sqlite:///{tmp_path / 'c.db'}")
+    assert study.trials[0].user_attrs["classes"] == ["cats", "dogs"]
+
+
+def test_space_prints_the_thesis_grid_size(tmp_path):
+    result = run_cli("space", "firearms", "--sampler", "grid", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    description = json.loads(result.stdout)
+    assert description["size"] == 384
+    assert description["parameters"]["optimizer"] == ["Adadelta", "Adagrad", "Adam", "Adamax",
+                                                      "Ftrl", "Nadam", "RMSprop", "SGD"]
+    text = run_cli("space", "firearms", cwd=tmp_path)
+    assert "grid: 2 x 8 x 4 x 3 x 2 = 384 points" in text.stdout
+    tpe = run_cli("space", "firearms", "--sampler", "tpe", cwd=tmp_path)
+    assert "momentum" in tpe.stdout and "when optimizer in {SGD, RMSprop}" in tpe.stdout
+
+
+def test_unknown_study_lists_the_known_ones(tmp_path):
+    line = _one_clean_error_line(run_cli("run", "--study", "nope", cwd=tmp_path),
+                                 "unknown study 'nope'", "firearms")
+    assert "demo" in line
+
+
+def test_malformed_study_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    _one_clean_error_line(run_cli("run", "--study", str(bad), cwd=tmp_path),
+                          str(bad), "malformed TOML")
+
+
+def test_missing_data_folder_stores_nothing(tmp_path):
+    result = run_cli("run", "--study", "cifar10", "--data", str(tmp_path / "nowhere"),
+                     cwd=tmp_path)
+    _one_clean_error_line(result, "does not exist", "--data")
+
+
+def test_one_class_folder(tmp_path):
+    from hpo.testing import make_image_folder
+
+    folder = make_image_folder(tmp_path / "one", classes=("guns",), per_class=4, size=8)
+    _one_clean_error_line(run_cli("run", "--study", "demo", "--data", str(folder),
+                                  cwd=tmp_path), "at least 2 class folders")
+
+
+def test_missing_imagenet_weights_is_a_clear_error(tmp_path, image_folder):
+    result = run_cli("run", "--study", "firearms", "--data", str(image_folder), cwd=tmp_path,
+                     env={"KERAS_HOME": str(tmp_path / "empty-keras")})
+    _one_clean_error_line(result, "ImageNet weights for 'inception_v3'", "weights = 'none'")
+
+
+def test_unreachable_database_never_prints_the_password(tmp_path, tiny_study):
+    url = "postgresql://hpo:s3cret-pw@127.0.0.1:1/hpo"
+    line = _one_clean_error_line(
+        run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path),
+        "cannot open storage postgresql://hpo:***@127.0.0.1:1/hpo", "unreachable")
+    assert "s3cret" not in line
+
+
+def test_wrong_password_is_reported_without_the_password(tmp_path, tiny_study):
+    from tests.fake_postgres import PasswordRejectingServer
+
+    server = PasswordRejectingServer()
+    try:
+        url = f"postgresql://postgres:wrong-pw@127.0.0.1:{server.port}/test"
+        line = _one_clean_error_line(
+            run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path),
+            "authentication failed", "postgres:***@")
+    finally:
+        server.close()
+    assert "wrong-pw" not in line
+
+
+def test_read_commands_on_a_missing_database(tmp_path):
+    _one_clean_error_line(run_cli("best", "demo", cwd=tmp_path), "no study database")
+    _one_clean_error_line(run_cli("trials", "demo", "--storage",
+                                  f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path),
+                          "no study database")
+    assert not (tmp_path / "hpo.db").exists()
+
+
+def test_module_and_console_script_agree(tmp_path):
+    script = Path(sys.executable).with_name("hpo")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ}, timeout=60)
+    assert result.returncode == 0
+    for command in ("run", "studies", "space", "best", "trials"):
+        assert command in result.stdout

@@ -1,0 +1,97 @@
+"""Ctrl-C and kill -9 of a worker lose at most the trial in flight, which is then re-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.testing import write_study
+
+
+def _start(study: Path, storage: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "hpo", "run", "--study", str(study),
+                             "--storage", storage, "--heartbeat", "1", "--quiet"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_training(name: str, storage: str, proc: subprocess.Popen[str],
+                       timeout: float = 120) -> optuna.trial.FrozenTrial:
+    """Waits until a trial is RUNNING and has reported at least one epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            time.sleep(0.5)
+            continue
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running and running[0].intermediate_values:
+            return running[0]
+        time.sleep(0.3)
+    raise AssertionError("no trial started training in time")
+
+
+def _long_study(tmp_path: Path, image_folder: Path, name: str) -> Path:
+    return write_study(tmp_path / f"{name}.toml", data=image_folder, name=name, epochs=30)
+
+
+def test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, image_folder):
+    study_file = _long_study(tmp_path, image_folder, "sigint")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = _start(study_file, storage, tmp_path)
+    victim = _wait_for_training("sigint", storage, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("hpo: error: interrupted")
+    study = optuna.load_study(study_name="sigint", storage=storage)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert study.trials[victim.number].state == TrialState.FAIL
+
+    # Resume with short trials: the interrupted grid point is trained again.
+    write_study(study_file, data=image_folder, name="sigint", epochs=30)
+    resumed = subprocess.run([sys.executable, "-m", "hpo", "run", "--study", str(study_file),
+                              "--storage", storage, "--quiet"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="sigint", storage=storage)
+    complete = {(t.params["optimizer"], t.params["learning_rate"])
+                for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(complete) == 4
+    assert (victim.params["optimizer"], victim.params["learning_rate"]) in complete
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_kill_9_leaves_no_trial_running_forever(tmp_path, image_folder):
+    study_file = _long_study(tmp_path, image_folder, "sigkill")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = _start(study_file, storage, tmp_path)
+    victim = _wait_for_training("sigkill", storage, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    study = optuna.load_study(study_name="sigkill", storage=storage)
+    assert study.trials[victim.number].state == TrialState.RUNNING  # nobody could mark it
+
+    resumed = subprocess.run([sys.executable, "-m", "hpo", "run", "--study", str(study_file),
+                              "--storage", storage, "--quiet"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "marked 1 lost trial(s) FAIL and re-queued them" in resumed.stderr
+    study = optuna.load_study(study_name="sigkill", storage=storage)
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    assert "died while the trial ran" in killed.user_attrs["fail_reason"]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    points = [(t.params["optimizer"], t.params["learning_rate"]) for t in complete]
+    assert len(points) == len(set(points)) == 4  # every point once, no duplicate
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
