@@ -107,6 +107,7 @@ def _configure() -> None:
 @app.command()
 @handles_errors
 def run(
+    ctx: typer.Context,
     study: Annotated[str, typer.Option("--study", "-s",
                                        help="Study name (see 'hpo studies') or .toml path.")],
     sampler: Annotated[str, typer.Option(
@@ -138,8 +139,19 @@ def run(
         help="Stop on an unreadable image instead of skipping it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="Print only the best trial at the end.")] = False,
+    workers: Annotated[int, typer.Option(
+        help="CPU worker processes sharing the study (with 'hpo run').")] = 1,
+    gpus: Annotated[Optional[str], typer.Option(
+        help="One worker per GPU: 'all' or ids like 0,1,2 (with 'hpo run').")] = None,
+    worker_name: Annotated[str, typer.Option(
+        help="Name recorded with this worker's trials.")] = "main",
 ) -> None:
-    """Run (or resume) a study: train one Keras model per trial, store results in Optuna."""
+    """Run (or resume) a study: train one Keras model per trial, store results in Optuna.
+
+    'hpo worker' takes the same options and runs exactly one worker in this process, for a
+    job scheduler (Slurm array, Kubernetes Job); 'hpo run --workers N' or '--gpus 0,1'
+    starts and supervises N such workers.
+    """
     _setup_logging(quiet)
     from hpo.config import load_study_config
     from hpo.objective import ObjectiveOptions
@@ -158,12 +170,47 @@ def run(
         storage_options=StorageOptions(heartbeat_interval=heartbeat,
                                        grace_period=grace or 3 * heartbeat),
         objective=ObjectiveOptions(seed=seed, precision=precision.value, cache_dir=cache_dir,
-                                   strict=strict, worker="main"),
+                                   strict=strict, worker=worker_name),
     )
-    reporter = Reporter(metric=config.metric, quiet=quiet)
-    reporter.info(f"storage {mask_url(storage)}")
-    run_study(config, options, reporter)
+    reporter = Reporter(metric=config.metric, quiet=quiet,
+                        prefix="" if worker_name == "main" else f"[{worker_name}] ")
+    if ctx.info_name == "worker" or (workers == 1 and gpus is None):
+        reporter.info(f"storage {mask_url(storage)}")
+        run_study(config, options, reporter)
+        return
+    _run_workers(ctx, config, options, reporter, workers=workers, gpus=gpus)
 
+
+def _run_workers(ctx: typer.Context, config: Any, options: Any, reporter: Any, *,
+                 workers: int, gpus: Optional[str]) -> None:
+    """Prepares the study once (schema, study, image cache), then starts the workers."""
+    from hpo.runner import prepare_study, report_best
+    from hpo.workers import launch_workers, plan_workers
+
+    specs = plan_workers(workers=workers, gpus=gpus)
+    if is_sqlite(options.storage) and len(specs) > 1:
+        logging.getLogger("hpo").warning(
+            "%d workers share the SQLite file %s: fine for a few workers on this host (a "
+            "file lock keeps grid points exactly-once), but SQLite serialises every write; "
+            "use --storage postgresql://... for GPUs or several hosts", len(specs),
+            mask_url(options.storage))
+    study, _ = prepare_study(config, options)
+    reporter.info(f"storage {mask_url(options.storage)}; starting {len(specs)} workers: "
+                  + ", ".join(spec.name for spec in specs))
+    argv = []
+    for name, value in ctx.params.items():
+        if name in ("storage", "workers", "gpus", "worker_name") or value in (None, False):
+            continue
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(getattr(value, "value", value))]
+    code = launch_workers(specs, argv, options.storage)
+    report_best(study, reporter, config.metric)
+    if code != 0:
+        raise typer.Exit(code)
+
+
+app.command("worker", help="Run one worker of a study in this process (same options as "
+                           "'hpo run'; for job schedulers).")(run)
 
 @app.command()
 @handles_errors

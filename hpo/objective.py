@@ -96,7 +96,7 @@ class Objective:
         self._config = config
         self._options = options
         self._datasets: dict[tuple[int, int], Dataset] = {}
-        self._precision = resolve_precision(options.precision)
+        self._precision: str | None = None  # resolved at the first trial: it imports Keras
         self._seed = options.seed if options.seed is not None else config.seed
 
     def dataset(self, architecture: str) -> Dataset:
@@ -112,6 +112,8 @@ class Objective:
         import keras
 
         started = time.perf_counter()
+        if self._precision is None:
+            self._precision = resolve_precision(self._options.precision)
         sampled = suggest(trial, self._config, grid=self._options.grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
@@ -145,7 +147,7 @@ class Objective:
         from hpo.optimizers import build_optimizer
 
         keras.utils.set_random_seed(self._seed)
-        apply_precision(self._precision)
+        apply_precision(str(self._precision))
         weights = self._config.architectures[params.architecture].weights
         model = build_model(params.architecture, input_shape=dataset.input_shape,
                             num_classes=len(dataset.classes), weights=weights,

@@ -33,15 +33,17 @@ class Reporter:
         quiet: Print no per-trial or per-epoch lines.
         epochs: Also print a line per epoch.
         stream: Where to print; standard output by default.
+        prefix: Put before every line (the worker's name, with several workers).
     """
 
     metric: str
     quiet: bool = False
     epochs: bool = True
     stream: TextIO = field(default_factory=lambda: sys.stdout)
+    prefix: str = ""
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(self.prefix + text, file=self.stream, flush=True)
 
     def info(self, text: str) -> None:
         """A line of information, hidden when quiet."""

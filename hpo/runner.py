@@ -1,12 +1,18 @@
-"""Run a study in this process: open storage and study, reap, re-queue, optimize, report.
+"""A worker's run loop: claim a trial, train it with a heartbeat, tell the result, repeat.
 
-This is what ``hpo run`` and ``hpo worker`` do in each worker process, and what
-:func:`hpo.run` does from Python.
+This is what ``hpo run`` does (in one process, or in each of ``--workers`` processes), what
+``hpo worker`` does under a job scheduler, and what :func:`hpo.run` does from Python.
+
+It uses Optuna's ask-and-tell interface rather than ``Study.optimize`` because a grid point
+must be claimed and taken under one study-wide lock for every point to run exactly once
+with many workers (``Study.optimize`` offers no place to hold it).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import warnings
 from dataclasses import dataclass, replace
 
 import optuna
@@ -14,14 +20,16 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError
+from hpo.heartbeat import Heartbeat
+from hpo.locks import study_lock
 from hpo.models import check_weights
 from hpo.objective import Objective, ObjectiveOptions, TrialFailed
 from hpo.progress import Reporter, format_params
-from hpo.samplers import canonical_sampler
+from hpo.samplers import WorkerGridSampler, canonical_sampler
 from hpo.storage import DEFAULT_STORAGE, StorageOptions, open_storage
-from hpo.study import grid_coverage, open_study, reap_dead_trials, requeue_failed_grid_points
+from hpo.study import claim_grid_point, grid_coverage, open_study, reap_dead_trials
 
-__all__ = ["RunOptions", "run_study"]
+__all__ = ["RunOptions", "run_study", "prepare_study", "report_best"]
 
 _log = logging.getLogger("hpo.runner")
 
@@ -54,60 +62,140 @@ class RunOptions:
     objective: ObjectiveOptions = ObjectiveOptions()
 
 
+def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Study, Objective]:
+    """Opens storage and study, checks weights, decodes the data into the cache.
+
+    Everything that can fail on bad input fails here, before any trial is created.
+    """
+    if options.n_trials is not None and options.n_trials < 1:
+        raise ConfigError(f"--n-trials must be at least 1, received {options.n_trials}")
+    kind = canonical_sampler(options.sampler)
+    for name, arch in config.architectures.items():
+        check_weights(name, arch.weights)
+    storage = open_storage(options.storage, options.storage_options)
+    with study_lock(storage, options.study_name or config.name):
+        study = open_study(config, storage, sampler=kind, study_name=options.study_name,
+                           seed=options.objective.seed, pruner=options.pruner)
+    objective = Objective(config, replace(options.objective, grid=kind == "grid"))
+    for architecture in config.architectures:
+        objective.dataset(architecture)
+    return study, objective
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
+          value: float | None) -> None:
+    """Tells Optuna how ``trial`` ended; keeps a result whose trial was wrongly failed."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state.is_finished():
+        if state == TrialState.COMPLETE:
+            _keep_result_of_failed_trial(study, frozen, value)
+        return
+    if state == TrialState.COMPLETE:
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=state)
+
+
+def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial,
+                                 value: float | None) -> None:
+    """The trial was marked FAIL as stale while it was alive (a slow heartbeat): keep its
+    result as a new COMPLETE trial and withdraw the retry queued for it, so the grid point
+    is neither lost nor trained twice."""
+    with study_lock(study._storage, study.study_name):
+        for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if waiting.system_attrs.get("failed_trial") == frozen.number:
+                study._storage.set_trial_user_attr(waiting._trial_id, "fail_reason",
+                                                   f"superseded by trial {frozen.number}'s "
+                                                   "recovered result")
+                study._storage.set_trial_state_values(waiting._trial_id, TrialState.FAIL)
+        study.add_trial(optuna.create_trial(
+            state=TrialState.COMPLETE, value=value, params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs={**frozen.user_attrs, "recovered_from_trial": frozen.number},
+            system_attrs={k: v for k, v in frozen.system_attrs.items()
+                          if k in ("grid_id", "search_space")},
+            intermediate_values=frozen.intermediate_values,
+        ))
+    _log.warning("trial %d was marked FAIL while it was still running (its heartbeat was "
+                 "late); its result is kept as a new trial", frozen.number)
+
+
+def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> None:
+    state, value = TrialState.FAIL, None
+    try:
+        with Heartbeat(study._storage, trial._trial_id):
+            try:
+                value = objective(trial)
+                state = TrialState.COMPLETE
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except TrialFailed:
+                state = TrialState.FAIL
+            except KeyboardInterrupt:
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+                raise
+    finally:
+        _tell(study, trial, state, value)
+
+
 def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> optuna.Study:
     """Runs (or resumes) ``config`` in this process until the grid, n_trials or timeout ends.
 
     Raises:
         HpoError: Bad study, data, storage or mismatched study in the storage.
-        KeyboardInterrupt: On Ctrl-C, after Optuna marked the running trial FAIL (it is
-            re-queued by the next run).
+        KeyboardInterrupt: On Ctrl-C, after the running trial was marked FAIL (the next
+            run re-runs its grid point).
     """
-    if options.n_trials is not None and options.n_trials < 1:
-        raise ConfigError(f"--n-trials must be at least 1, received {options.n_trials}")
-    kind = canonical_sampler(options.sampler)
-    is_grid = kind == "grid"
-    storage = open_storage(options.storage, options.storage_options)
-    study = open_study(config, storage, sampler=kind, study_name=options.study_name,
-                       seed=options.objective.seed, pruner=options.pruner)
-    objective = Objective(config, replace(options.objective, grid=is_grid,
-                                          on_epoch=reporter.epoch))
-    # Fail fast on missing weights or bad data, before any trial is created.
-    for name, arch in config.architectures.items():
-        check_weights(name, arch.weights)
-    for architecture in config.architectures:
-        objective.dataset(architecture)
-
-    reap_dead_trials(study, max_retry=options.storage_options.max_retry)
-    n_trials = options.n_trials
+    study, objective = prepare_study(
+        config, replace(options, objective=replace(options.objective, on_epoch=reporter.epoch)))
+    is_grid = isinstance(study.sampler, WorkerGridSampler)
     if is_grid:
-        requeue_failed_grid_points(study, config, retries=options.retry_failed)
         coverage = grid_coverage(study, config)
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        to_run = coverage.left + waiting
         reporter.info(f"study {study.study_name}: grid of {coverage.size} points, "
-                      f"{len(coverage.done)} done, {to_run} to run")
-        if to_run == 0:
-            if coverage.failed:
-                reporter.summary(
-                    f"grid finished with {len(coverage.failed)} point(s) that failed every "
-                    f"try (see 'hpo trials {study.study_name}'); rerun with --retry-failed "
-                    f"{options.retry_failed + 1} to try them again")
-            else:
-                reporter.summary("grid complete: nothing left to run")
-            _report_best(study, reporter, config.metric)
-            return study
-        n_trials = to_run if n_trials is None else min(n_trials, to_run)
+                      f"{len(coverage.done)} done, {coverage.size - len(coverage.done)} "
+                      "not done")
     else:
-        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        reporter.info(f"study {study.study_name}: sampler {kind}, {done} trials so far")
-
-    study.optimize(objective, n_trials=n_trials, timeout=options.timeout,
-                   catch=(TrialFailed,), callbacks=[reporter.trial_done], gc_after_trial=True)
-    _report_best(study, reporter, config.metric)
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        reporter.info(f"study {study.study_name}: sampler {canonical_sampler(options.sampler)}"
+                      f", {finished} trials so far")
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    ran = 0
+    while options.n_trials is None or ran < options.n_trials:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        with study_lock(study._storage, study.study_name):
+            reap_dead_trials(study, max_retry=options.storage_options.max_retry)
+            if is_grid and not claim_grid_point(study, config, study.sampler,
+                                                retries=options.retry_failed):
+                break
+            with warnings.catch_warnings():
+                # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = study.ask()
+        _run_one(study, objective, trial)
+        ran += 1
+        reporter.trial_done(study, study._storage.get_trial(trial._trial_id))
+    if is_grid:
+        _report_grid_end(study, config, reporter, options.retry_failed, ran)
+    report_best(study, reporter, config.metric)
     return study
 
 
-def _report_best(study: optuna.Study, reporter: Reporter, metric: str) -> None:
+def _report_grid_end(study: optuna.Study, config: StudyConfig, reporter: Reporter,
+                     retries: int, ran: int) -> None:
+    coverage = grid_coverage(study, config)
+    if coverage.complete:
+        if ran == 0:
+            reporter.summary("grid complete: nothing left to run")
+    elif coverage.failed and coverage.left == 0 and not coverage.running:
+        reporter.summary(
+            f"grid finished with {len(coverage.failed)} point(s) that failed every try "
+            f"(see 'hpo trials {study.study_name}'); rerun with --retry-failed {retries + 1} "
+            "to try them again")
+
+
+def report_best(study: optuna.Study, reporter: Reporter, metric: str) -> None:
+    """Prints the best trial so far (even when quiet)."""
     try:
         best = study.best_trial
     except ValueError:

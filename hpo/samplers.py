@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import optuna
 
-from hpo.config import StudyConfig
+from hpo.config import GridValue, StudyConfig
 from hpo.errors import ConfigError
 from hpo.search_space import grid_search_space
 
-__all__ = ["SAMPLERS", "canonical_sampler", "make_sampler"]
+__all__ = ["SAMPLERS", "WorkerGridSampler", "canonical_sampler", "make_sampler"]
 
 #: Canonical name -> Optuna class name, for messages and ``--sampler``.
 SAMPLERS: dict[str, str] = {
@@ -20,6 +22,32 @@ SAMPLERS: dict[str, str] = {
     "nsgaii": "NSGAIISampler",
 }
 _ALIASES = {**{k: k for k in SAMPLERS}, **{v.lower(): k for k, v in SAMPLERS.items()}}
+
+
+class WorkerGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler, for grid points that hpo's workers claim under a study lock.
+
+    Trials carry GridSampler's own ``grid_id`` and ``search_space`` system attributes, so a
+    stock GridSampler sees the same coverage. Two differences: the point order is fixed
+    (seed 0) so every worker numbers points alike whatever its ``--seed``, and finishing a
+    trial does not call ``study.stop()``: the worker loop stops when no point is left.
+    """
+
+    def __init__(self, search_space: dict[str, list[GridValue]]) -> None:
+        super().__init__(search_space, seed=0)
+
+    @property
+    def search_space(self) -> dict[str, list[GridValue]]:
+        """The grid, as GridSampler stores it (parameters sorted by name)."""
+        return self._search_space
+
+    def points(self) -> list[dict[str, GridValue]]:
+        """Every grid point as parameters, in grid-id order."""
+        return [dict(zip(self._param_names, values)) for values in self._all_grids]
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:
+        return None
 
 
 def canonical_sampler(name: str) -> str:
@@ -48,7 +76,7 @@ def make_sampler(name: str, config: StudyConfig, seed: int | None) -> optuna.sam
         if not config.grid:
             raise ConfigError(f"{config.path}: study {config.name!r} has no [grid] table; "
                               "add one, or use --sampler tpe")
-        return optuna.samplers.GridSampler(grid_search_space(config), seed=seed)
+        return WorkerGridSampler(grid_search_space(config))
     if not config.space:
         raise ConfigError(f"{config.path}: study {config.name!r} has no [space] table; add "
                           "one, or use --sampler grid")

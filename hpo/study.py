@@ -21,11 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import StudyConfig
 from hpo.errors import StudyError
 from hpo.pruners import make_pruner
-from hpo.samplers import canonical_sampler, make_sampler
+from hpo.samplers import WorkerGridSampler, canonical_sampler, make_sampler
 from hpo.search_space import space_hash
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
-           "reap_dead_trials", "requeue_failed_grid_points", "grid_key"]
+           "reap_dead_trials", "claim_grid_point", "grid_key"]
 
 _log = logging.getLogger("hpo.study")
 
@@ -213,27 +213,44 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
     return reaped
 
 
-def requeue_failed_grid_points(study: optuna.Study, config: StudyConfig, *,
-                               retries: int) -> list[tuple[Any, ...]]:
-    """Queues again each grid point whose every trial failed, up to ``retries`` re-runs.
+def claim_grid_point(study: optuna.Study, config: StudyConfig, sampler: WorkerGridSampler, *,
+                     retries: int) -> bool:
+    """Makes sure a WAITING trial is there for this worker to take; call under the lock.
 
-    Optuna's GridSampler counts a failed trial as visited (optuna#4721), so a point whose
-    trial raised (or was interrupted) would never be trained again without this.
+    In order: a trial already waiting (a retry, or a point another worker queued); a grid
+    point whose every trial failed, while it has failed at most ``retries`` times (Optuna's
+    GridSampler would count it as visited for good, optuna#4721); the next point never
+    started. The point is queued with GridSampler's own system attributes.
 
     Returns:
-        The grid points queued.
+        False when the grid has nothing left for any worker to start.
     """
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return True
     coverage = grid_coverage(study, config)
-    latest: dict[tuple[Any, ...], FrozenTrial] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        key = grid_key(trial.params, config)
-        if key in coverage.failed:
-            latest[key] = trial
-    queued = []
-    for key, n_failed in coverage.failed.items():
-        if n_failed <= retries:
-            _requeue(study, latest[key])
-            queued.append(key)
-    if queued:
-        _log.info("re-queued %d failed grid point(s)", len(queued))
-    return queued
+    if coverage.failed:
+        latest: dict[tuple[Any, ...], FrozenTrial] = {}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            key = grid_key(trial.params, config)
+            if key in coverage.failed and coverage.failed[key] <= retries:
+                latest[key] = trial
+        if latest:
+            key, trial = next(iter(latest.items()))
+            _log.info("re-running grid point %s (failed %d time(s))",
+                      dict(zip(config.grid, key)), coverage.failed[key])
+            _requeue(study, trial)
+            return True
+    started = coverage.done | coverage.running | set(coverage.failed)
+    for grid_id, point in enumerate(sampler.points()):
+        key = grid_key(point, config)
+        if key in started:
+            continue
+        study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING,
+            params=point,
+            distributions={name: optuna.distributions.CategoricalDistribution(values)
+                           for name, values in sampler.search_space.items()},
+            system_attrs={"grid_id": grid_id, "search_space": sampler.search_space},
+        ))
+        return True
+    return False

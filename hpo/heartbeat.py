@@ -1,0 +1,70 @@
+"""A running trial's heartbeat, recorded from a thread that survives database errors.
+
+Optuna's own heartbeat thread stops for good on the first database error (optuna#4994), and
+the live trial is later failed as stale. This one logs the error and keeps beating, so a
+short database outage costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+import optuna
+
+__all__ = ["Heartbeat"]
+
+_log = logging.getLogger("hpo.heartbeat")
+
+
+class Heartbeat:
+    """Records a heartbeat for ``trial_id`` every ``interval`` seconds while in a ``with``.
+
+    Does nothing on a storage without heartbeats (journal files).
+
+    Args:
+        storage: The study's storage.
+        trial_id: The running trial's id.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        self._storage = storage
+        self._trial_id = trial_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def _interval(self) -> int | None:
+        getter = getattr(self._storage, "get_heartbeat_interval", None)
+        return getter() if getter is not None else None
+
+    def _beat(self, interval: int) -> None:
+        import sqlalchemy.exc
+
+        while True:
+            try:
+                self._storage.record_heartbeat(self._trial_id)  # type: ignore[attr-defined]
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                self.errors += 1
+                _log.warning("heartbeat of trial id %d failed (%s); retrying",
+                             self._trial_id, exc.__class__.__name__)
+                if self._stop.wait(timeout=min(interval, 2)):
+                    return
+                continue
+            if self._stop.wait(timeout=interval):
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        interval = self._interval()
+        if interval is not None:
+            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True,
+                                            name=f"hpo-heartbeat-{self._trial_id}")
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

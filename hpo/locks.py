@@ -1,0 +1,76 @@
+"""A study-wide lock across worker processes and hosts, held while a grid point is claimed.
+
+* PostgreSQL: a session advisory lock (``pg_advisory_lock``), across hosts;
+* SQLite and journal files: an ``fcntl`` lock on a file beside the database (one host);
+* other databases: no cross-process lock; grid claiming then relies on row locks only and
+  a warning says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+from optuna.storages._cached_storage import _CachedStorage
+
+__all__ = ["study_lock"]
+
+_log = logging.getLogger("hpo.locks")
+
+
+def _lock_key(study_name: str) -> int:
+    """A signed 64-bit key for pg_advisory_lock, stable across hosts."""
+    digest = hashlib.sha256(f"hpo:{study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Iterator[None]:
+    import sqlalchemy
+
+    with storage.engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+@contextlib.contextmanager
+def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
+    """Holds the lock of ``study_name`` in ``storage`` for the ``with`` block."""
+    if isinstance(storage, _CachedStorage):  # what optuna.Study wraps an RDBStorage in
+        storage = storage._backend
+    if isinstance(storage, optuna.storages.RDBStorage):
+        url = storage.engine.url
+        if url.get_backend_name() == "postgresql":
+            with _advisory_lock(storage, _lock_key(study_name)):
+                yield
+            return
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            with _file_lock(Path(f"{url.database}.{_lock_key(study_name) & 0xFFFF:04x}.lock")):
+                yield
+            return
+    journal = getattr(getattr(storage, "_backend", None), "_file_path", None)
+    if journal:
+        with _file_lock(Path(f"{journal}.hpo.lock")):
+            yield
+        return
+    _log.debug("no cross-process lock for this storage; relying on row locks")
+    yield
