@@ -330,6 +330,71 @@ def trials(
         typer.echo(trials_table(all_trials, loaded.user_attrs.get("hpo:metric", "value")))
 
 
+@app.command()
+@handles_errors
+def status(
+    study: Annotated[str, typer.Argument(help="Study name (or .toml path) to report on.")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    study_name: Annotated[Optional[str], typer.Option(
+        help="Name in the database, if not the study file's.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show grid coverage (done / running / failed / left), workers seen and an ETA."""
+    from hpo.config import load_study_config
+    from hpo.study import load_existing_study
+    from hpo.views import study_status, to_json
+
+    try:
+        config = load_study_config(study)
+    except ConfigError:
+        config = None  # a study stored by name only: no grid to compare with
+    name = study_name or (config.name if config else study)
+    report = study_status(load_existing_study(name, _existing_storage(storage)), config)
+    if json:
+        typer.echo(to_json(report))
+        return
+    typer.echo(f"study {name} in {mask_url(storage)}")
+    typer.echo("trials: " + (", ".join(f"{n} {k.lower()}" for k, n in
+                                       report["states"].items()) or "none"))
+    grid = report.get("grid")
+    if grid:
+        typer.echo(f"grid: {grid['size']} points: {grid['done']} done, {grid['running']} "
+                   f"running, {grid['failed']} failed, {grid['left']} left")
+        for point in grid["failed_points"]:
+            typer.echo(f"  failed {point['tries']}x: {point['params']}: "
+                       f"{point['reasons'][-1] if point['reasons'] else ''}")
+    for key, worker in report["workers"].items():
+        typer.echo(f"worker {worker['name'] or '?'} ({key}"
+                   f"{', GPU ' + worker['gpu'] if worker['gpu'] else ''}): "
+                   f"{worker['trials']} trials, {worker['running']} running")
+    if report.get("eta_s") is not None:
+        minutes, seconds = divmod(int(report["eta_s"]), 60)
+        typer.echo(f"ETA: {minutes // 60}h{minutes % 60:02d}m{seconds:02d}s at "
+                   f"{report['mean_trial_s']:.1f}s per trial")
+
+
+@app.command()
+@handles_errors
+def reap(
+    study: Annotated[str, typer.Argument(help="Study name in the database.")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    grace: Annotated[int, typer.Option(
+        help="Seconds without heartbeat after which a RUNNING trial is lost.")] = 180,
+    max_retry: Annotated[int, typer.Option(help="Re-queue a lost trial this often.")] = 1,
+) -> None:
+    """Mark lost trials (dead worker, stale heartbeat) FAIL and re-queue them, with no worker
+    alive."""
+    from hpo.storage import StorageOptions, open_storage
+    from hpo.study import load_existing_study, reap_dead_trials
+
+    _existing_storage(storage)
+    opened = open_storage(storage, StorageOptions(heartbeat_interval=max(1, grace // 3),
+                                                  grace_period=grace, max_retry=max_retry))
+    reaped = reap_dead_trials(load_existing_study(study, opened), max_retry=max_retry)
+    typer.echo(f"reaped {len(reaped)} trial(s)" + (": " + ", ".join(map(str, reaped))
+                                                  if reaped else ""))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -10,9 +10,11 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.config import StudyConfig
 from hpo.progress import format_value
 
-__all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "to_json"]
+__all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "study_status",
+           "to_json"]
 
 _ATTRS = ("test_accuracy", "tp", "tn", "roc_auc", "epochs_trained", "best_epoch", "n_params",
           "wall_time_s", "fail_reason")
@@ -95,3 +97,49 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]
 def to_json(value: Any) -> str:
     """Pretty JSON for ``--json`` outputs."""
     return json.dumps(value, indent=2, default=str)
+
+
+def study_status(study: optuna.Study, config: StudyConfig | None) -> dict[str, Any]:
+    """Grid coverage, trial counts, workers seen and an ETA, for ``hpo status``."""
+    from hpo.study import grid_coverage, grid_key
+
+    trials = study.get_trials(deepcopy=False)
+    states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    workers: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        worker = t.user_attrs.get("worker")
+        if not worker:
+            continue
+        key = f"{worker.get('host')}/{worker.get('pid')}"
+        seen = workers.setdefault(key, {"name": worker.get("name", ""), "trials": 0,
+                                        "running": 0, "gpu": worker.get(
+                                            "cuda_visible_devices", "")})
+        seen["trials"] += 1
+        seen["running"] += t.state == TrialState.RUNNING
+    durations = [t.user_attrs["wall_time_s"] for t in trials
+                 if t.state == TrialState.COMPLETE and "wall_time_s" in t.user_attrs]
+    status: dict[str, Any] = {"study": study.study_name,
+                              "states": {k: v for k, v in states.items() if v},
+                              "workers": workers,
+                              "mean_trial_s": sum(durations) / len(durations) if durations
+                              else None}
+    if config is not None and config.grid:
+        coverage = grid_coverage(study, config)
+        reasons: dict[tuple[Any, ...], list[str]] = {}
+        for t in trials:
+            key = grid_key(t.params, config)
+            if key in coverage.failed:
+                reasons.setdefault(key, []).append(t.user_attrs.get("fail_reason", "unknown"))
+        status["grid"] = {
+            "size": coverage.size, "done": len(coverage.done),
+            "running": len(coverage.running), "failed": len(coverage.failed),
+            "left": coverage.left,
+            "failed_points": [{"params": dict(zip(config.grid, key)), "tries": n,
+                               "reasons": reasons.get(key, [])}
+                              for key, n in coverage.failed.items()],
+        }
+        active = max(1, states["RUNNING"])
+        if status["mean_trial_s"] is not None:
+            remaining = coverage.left + len(coverage.running)
+            status["eta_s"] = round(remaining * status["mean_trial_s"] / active, 1)
+    return status
