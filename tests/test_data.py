@@ -115,7 +115,8 @@ def test_bundled_digits_need_no_download(tmp_path):
 def test_batches_cover_every_row_once_per_epoch_and_reshuffle():
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
     y = np.arange(10)
-    batches = ArrayBatches(x, y, batch_size=4, shuffle=True, seed=0, workers=1)
+    batches = ArrayBatches(x, y, batch_size=4, shuffle=True, seed=0, workers=1,
+                           dtype=np.float32)
     assert len(batches) == 3
     first = [batches[i] for i in range(len(batches))]
     assert sorted(np.concatenate([b[1] for b in first]).tolist()) == list(range(10))

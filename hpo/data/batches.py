@@ -11,10 +11,12 @@ __all__ = ["ArrayBatches"]
 
 
 class ArrayBatches(keras.utils.PyDataset):
-    """Feeds (float32 images, int labels) batches from a uint8 array, reshuffled per epoch.
+    """Feeds (images, int labels) batches from a uint8 array, reshuffled per epoch.
 
     The array is usually a memory map of the decode-once cache: only the rows of a batch are
-    read, and every process on a host shares the same pages of the page cache.
+    read, and every process on a host shares the same pages of the page cache. Images stay
+    uint8 by default: the model casts them to its compute dtype on the device, so the host
+    copies and transfers a quarter of the bytes (BENCHMARKS.md measures the difference).
 
     Args:
         x: (N, H, W, C) uint8 images.
@@ -23,10 +25,11 @@ class ArrayBatches(keras.utils.PyDataset):
         shuffle: Reshuffle the order at the start of every epoch.
         seed: Seed of the shuffling.
         workers: Threads preparing batches ahead of the training step.
+        dtype: dtype of the image batches handed to Keras.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool,
-                 seed: int = 0, workers: int = 2) -> None:
+                 seed: int = 0, workers: int = 2, dtype: type = np.uint8) -> None:
         super().__init__(workers=workers, use_multiprocessing=False,
                          max_queue_size=max(2, 2 * workers))
         if len(x) != len(y):
@@ -35,6 +38,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self._y = y
         self._batch_size = int(batch_size)
         self._shuffle = shuffle
+        self._dtype = dtype
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(y))
         if shuffle:
@@ -48,7 +52,7 @@ class ArrayBatches(keras.utils.PyDataset):
         if self._shuffle:
             # Sorted reads are sequential in the memory map; the batch's order is irrelevant.
             rows = np.sort(rows)
-        return self._x[rows].astype(np.float32), self._y[rows]
+        return self._x[rows].astype(self._dtype, copy=False), self._y[rows]
 
     def on_epoch_end(self) -> None:
         if self._shuffle:
