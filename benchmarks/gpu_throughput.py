@@ -30,7 +30,8 @@ from hpo.models import MODELS, build_model  # noqa: E402
 from hpo.optimizers import build_optimizer  # noqa: E402
 
 
-def measure(arch: str, batch: int, precision: str, steps: int) -> dict[str, float]:
+def measure(arch: str, batch: int, precision: str, steps: int,
+            feed: str = "uint8") -> dict[str, float]:
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     apply_precision(precision)
@@ -41,15 +42,17 @@ def measure(arch: str, batch: int, precision: str, steps: int) -> dict[str, floa
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(batch * steps, *size, 3), dtype=np.uint8)
     y = rng.integers(0, 2, size=batch * steps)
-    data = ArrayBatches(x, y, batch_size=batch, shuffle=True, seed=0, workers=4)
-    warm = ArrayBatches(x[: batch * 3], y[: batch * 3], batch_size=batch, shuffle=False)
+    dtype = np.dtype(feed).type
+    data = ArrayBatches(x, y, batch_size=batch, shuffle=True, seed=0, workers=4, dtype=dtype)
+    warm = ArrayBatches(x[: batch * 3], y[: batch * 3], batch_size=batch, shuffle=False,
+                        dtype=dtype)
     model.fit(warm, epochs=1, verbose=0)  # compiles the train step
     start = time.perf_counter()
     model.fit(data, epochs=1, verbose=0)
     seconds = time.perf_counter() - start
     images = batch * steps
     flops = training_flops_per_image(model)
-    return {"arch": arch, "batch_size": batch, "precision": precision,
+    return {"arch": arch, "batch_size": batch, "precision": precision, "feed": feed,
             "images_per_s": images / seconds, "seconds": seconds,
             "train_gflop_per_image": flops / 1e9,
             "achieved_tflops": flops * images / seconds / 1e12}
@@ -61,6 +64,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="32,64,128,256")
     parser.add_argument("--precisions", default="float32,mixed_float16,mixed_bfloat16")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--feeds", default="uint8",
+                        help="dtypes batches are fed as: uint8 (hpo's default), float32")
     parser.add_argument("--peak-tflops-mixed", type=float, default=989.0)
     parser.add_argument("--peak-tflops-float32", type=float, default=494.0)
     parser.add_argument("--out", type=Path)
@@ -68,13 +73,14 @@ def main() -> None:
     rows = []
     for arch in args.archs.split(","):
         for batch in map(int, args.batch_sizes.split(",")):
-            for precision in args.precisions.split(","):
-                row = measure(arch, batch, precision, args.steps)
+            for precision, feed in [(p, f) for p in args.precisions.split(",")
+                                    for f in args.feeds.split(",")]:
+                row = measure(arch, batch, precision, args.steps, feed)
                 peak = args.peak_tflops_float32 if precision == "float32" \
                     else args.peak_tflops_mixed
                 row["mfu"] = row["achieved_tflops"] / peak
                 rows.append(row)
-                print(f"{arch:13s} batch {batch:4d} {precision:15s} "
+                print(f"{arch:13s} batch {batch:4d} {precision:15s} feed {feed:7s} "
                       f"{row['images_per_s']:9.1f} img/s  {row['achieved_tflops']:7.1f} TFLOP/s"
                       f"  MFU {row['mfu']:.1%}", flush=True)
     result = {"backend": keras.backend.backend(), "gpus": gpu_count(),
