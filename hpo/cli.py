@@ -139,6 +139,13 @@ def run(
         help="Stop on an unreadable image instead of skipping it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="Print only the best trial at the end.")] = False,
+    artifacts: Annotated[Path, typer.Option(
+        help="Folder for trial figures (Optuna artifacts) and the best models.")]
+    = Path("hpo-artifacts"),
+    keep_models: Annotated[int, typer.Option(
+        help="Keep the trained model of this many best trials (0: none).")] = 3,
+    figures: Annotated[bool, typer.Option(
+        help="Upload training curves, confusion matrix and ROC curve per trial.")] = True,
     workers: Annotated[int, typer.Option(
         help="CPU worker processes sharing the study (with 'hpo run').")] = 1,
     gpus: Annotated[Optional[str], typer.Option(
@@ -153,6 +160,7 @@ def run(
     starts and supervises N such workers.
     """
     _setup_logging(quiet)
+    from hpo.artifacts import Artifacts
     from hpo.config import load_study_config
     from hpo.objective import ObjectiveOptions
     from hpo.progress import Reporter
@@ -170,7 +178,10 @@ def run(
         storage_options=StorageOptions(heartbeat_interval=heartbeat,
                                        grace_period=grace or 3 * heartbeat),
         objective=ObjectiveOptions(seed=seed, precision=precision.value, cache_dir=cache_dir,
-                                   strict=strict, worker=worker_name),
+                                   strict=strict, worker=worker_name,
+                                   artifacts=Artifacts(directory=artifacts.resolve(),
+                                                       keep_models=keep_models,
+                                                       figures=figures)),
     )
     reporter = Reporter(metric=config.metric, quiet=quiet,
                         prefix="" if worker_name == "main" else f"[{worker_name}] ")
@@ -199,9 +210,11 @@ def _run_workers(ctx: typer.Context, config: Any, options: Any, reporter: Any, *
                   + ", ".join(spec.name for spec in specs))
     argv = []
     for name, value in ctx.params.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "figures" and value is False:
+            argv.append("--no-figures")
         if name in ("storage", "workers", "gpus", "worker_name") or value in (None, False):
             continue
-        flag = "--" + name.replace("_", "-")
         argv += [flag] if value is True else [flag, str(getattr(value, "value", value))]
     code = launch_workers(specs, argv, options.storage)
     report_best(study, reporter, config.metric)
@@ -393,6 +406,109 @@ def reap(
     reaped = reap_dead_trials(load_existing_study(study, opened), max_retry=max_retry)
     typer.echo(f"reaped {len(reaped)} trial(s)" + (": " + ", ".join(map(str, reaped))
                                                   if reaped else ""))
+
+
+@app.command()
+@handles_errors
+def dashboard(
+    study: Annotated[Optional[str], typer.Option(help="Study to open first.")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    artifacts: Annotated[Path, typer.Option(help="The runs' --artifacts folder.")]
+    = Path("hpo-artifacts"),
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    allow_write: Annotated[bool, typer.Option(
+        help="Let the dashboard change studies (delete, tell, notes); read-only otherwise.")]
+    = False,
+    allow_remote: Annotated[bool, typer.Option(
+        help="Allow a non-loopback --host (the dashboard has no authentication).")] = False,
+) -> None:
+    """Browse studies, trials and their figures in optuna-dashboard."""
+    from hpo.dashboard import make_dashboard_server
+    from hpo.study import load_existing_study
+
+    opened = _existing_storage(storage)
+    path = ""
+    if study is not None:
+        path = f"studies/{load_existing_study(study, opened)._study_id}"
+    server = make_dashboard_server(opened, artifacts, host=host, port=port,
+                                   allow_write=allow_write, allow_remote=allow_remote)
+    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    typer.echo(f"optuna-dashboard on {mask_url(storage)} "
+               f"({'read-write' if allow_write else 'read-only'}): "
+               f"http://{shown}:{server.server_port}/dashboard/{path}", )
+    typer.echo("press Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("dashboard stopped")
+    finally:
+        server.server_close()
+
+
+@app.command()
+@handles_errors
+def report(
+    study: Annotated[str, typer.Argument(help="Study name (or its .toml file).")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    format: Annotated[str, typer.Option(
+        "--format", help="md, csv, latex or html (one self-contained file).")] = "md",
+    out: Annotated[Optional[Path], typer.Option(
+        help="Write report.EXT into this folder instead of printing it.")] = None,
+) -> None:
+    """The thesis's tables from a study: defaults and best per optimizer, importances."""
+    from hpo.config import load_study_config
+    from hpo.report import build_report, write_report
+    from hpo.study import load_existing_study
+
+    try:
+        config = load_study_config(study)
+        name, training = config.name, config.training
+    except ConfigError:
+        name, training = study, {}
+    built = build_report(load_existing_study(name, _existing_storage(storage)), training)
+    text = write_report(built, format, out)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"wrote {out / ('report.' + ('tex' if format == 'latex' else format))}")
+
+
+@app.command()
+@handles_errors
+def export(
+    study: Annotated[str, typer.Argument(help="Study name in the database.")],
+    out: Annotated[Path, typer.Option(help="Where to write the .keras model.")],
+    model: Annotated[str, typer.Option(help="'best' or a trial number.")] = "best",
+    storage: StorageOpt = DEFAULT_STORAGE,
+    artifacts: Annotated[Path, typer.Option(help="The runs' --artifacts folder.")]
+    = Path("hpo-artifacts"),
+) -> None:
+    """Copy the trained model of the best trial (or of trial N) to a .keras file."""
+    import shutil
+
+    from hpo.artifacts import model_path
+    from hpo.errors import StudyError
+    from hpo.study import load_existing_study
+
+    loaded = load_existing_study(study, _existing_storage(storage))
+    if model == "best":
+        try:
+            number = loaded.best_trial.number
+        except ValueError:
+            raise StudyError(f"study {study!r} has no completed trial yet") from None
+    elif model.isdigit():
+        number = int(model)
+    else:
+        raise ConfigError(f"--model expects 'best' or a trial number, received {model!r}")
+    source = model_path(artifacts.resolve(), study, number)
+    if not source.is_file():
+        raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
+                         "kept for the --keep-models best trials only); export one of those, "
+                         "or rerun with a larger --keep-models")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, out)
+    typer.echo(f"wrote {out} (trial {number})")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 
+from hpo.artifacts import Artifacts
 from hpo.config import StudyConfig
 from hpo.data import Dataset, load_dataset
 from hpo.device import (apply_precision, backend, describe_host, is_out_of_memory,
@@ -49,6 +50,7 @@ class ObjectiveOptions:
         strict: Fail on an unreadable image instead of skipping it.
         on_epoch: Called after every epoch (progress output), or None.
         worker: A name for the worker running the trial, recorded with it.
+        artifacts: Where figures and the best models go; None keeps neither.
     """
 
     grid: bool = True
@@ -58,6 +60,7 @@ class ObjectiveOptions:
     strict: bool = False
     on_epoch: EpochReport | None = field(default=None, compare=False)
     worker: str = ""
+    artifacts: Artifacts | None = None
 
 
 def evaluate_classifier(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -183,11 +186,21 @@ class Objective:
             raise TrialFailed(f"training reported no {self._config.metric}")
         best = max(values) if self._config.direction == "maximize" else min(values)
         trial.set_user_attr("best_epoch", values.index(best) + 1)
+        evaluation: dict[str, Any] = {"classes": list(dataset.classes)}
+        probabilities = None
         if dataset.test is not None:
             test = ArrayBatches(dataset.test.x, dataset.test.y,
                                 batch_size=params.batch_size, shuffle=False)
             probabilities = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
-            for key, value in evaluate_classifier(probabilities, dataset.test.y).items():
-                trial.set_user_attr(key, value)
-        trial.set_user_attr("classes", list(dataset.classes))
+            evaluation.update(evaluate_classifier(probabilities, dataset.test.y))
+        for key, value in evaluation.items():
+            trial.set_user_attr(key, value)
+        artifacts = self._options.artifacts
+        if artifacts is not None:
+            artifacts.record(trial, history=recorder.history, evaluation=evaluation,
+                             labels=dataset.test.y if dataset.test is not None else None,
+                             probabilities=probabilities)
+            saved = artifacts.maybe_save_model(trial.study, trial.number, float(best), model)
+            if saved is not None:
+                trial.set_user_attr("model_path", str(saved))
         return float(best)

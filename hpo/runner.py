@@ -174,6 +174,9 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
                 trial = study.ask()
         _run_one(study, objective, trial)
         ran += 1
+        if options.objective.artifacts is not None:
+            with study_lock(study._storage, study.study_name):
+                options.objective.artifacts.prune_models(study)
         reporter.trial_done(study, study._storage.get_trial(trial._trial_id))
     if is_grid:
         _report_grid_end(study, config, reporter, options.retry_failed, ran)

@@ -1,0 +1,116 @@
+"""What a trial leaves behind: PNG figures as Optuna artifacts, and the best trained models.
+
+Figures (training curves, confusion matrix, ROC curve) are uploaded to an Optuna
+``FileSystemArtifactStore``, so optuna-dashboard shows them on each trial's page. Trained
+models (``.keras``) are kept for the ``keep_models`` best trials only, in
+``DIR/models/STUDY/trial-NNNNN.keras``; a model that falls out of the top is deleted, so
+the disk does not fill over a 384-run grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from hpo import plots
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["Artifacts", "model_path", "artifact_store"]
+
+_log = logging.getLogger("hpo.artifacts")
+
+
+def artifact_store(directory: Path) -> optuna.artifacts.FileSystemArtifactStore:
+    """The Optuna artifact store in ``directory`` (created if missing)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(str(directory))
+
+
+def model_path(directory: Path, study_name: str, number: int) -> Path:
+    """Where the model of trial ``number`` is kept."""
+    return directory / "models" / study_name / f"trial-{number:05d}.keras"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Per-trial outputs.
+
+    Attributes:
+        directory: Root of the artifact store and the kept models (shared by all workers:
+            on several hosts, a shared file system).
+        keep_models: How many of the best trials keep their trained model (0: none).
+        figures: Whether to upload the PNG figures.
+    """
+
+    directory: Path
+    keep_models: int = 3
+    figures: bool = True
+
+    def record(self, trial: optuna.Trial, *, history: dict[str, list[float]],
+               evaluation: dict[str, Any], labels: np.ndarray | None,
+               probabilities: np.ndarray | None) -> None:
+        """Uploads the trial's figures as artifacts of ``trial``."""
+        if not self.figures:
+            return
+        store = artifact_store(self.directory)
+        title = f"trial {trial.number}"
+        with tempfile.TemporaryDirectory() as tmp:
+            files = [plots.training_curves(history, Path(tmp) / "training_curves.png", title)]
+            if "confusion_matrix" in evaluation:
+                files.append(plots.confusion_matrix(
+                    evaluation["confusion_matrix"], evaluation.get("classes", []),
+                    Path(tmp) / "confusion_matrix.png", title))
+            if "roc_auc" in evaluation and labels is not None and probabilities is not None:
+                files.append(plots.roc_curve(labels, probabilities[:, 1],
+                                             evaluation["roc_auc"], Path(tmp) / "roc_curve.png",
+                                             title))
+            for file in files:
+                optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(file),
+                                                 study_or_trial=trial, mimetype="image/png")
+
+    def _top(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return sorted(complete, key=lambda t: t.value, reverse=reverse)[:self.keep_models]
+
+    def maybe_save_model(self, study: optuna.Study, number: int, value: float,
+                         model: "keras.Model") -> Path | None:
+        """Saves ``model`` if a trial with ``value`` would be among the best kept ones."""
+        if self.keep_models <= 0:
+            return None
+        top = self._top(study)
+        if len(top) >= self.keep_models:
+            worst = top[-1].value
+            better = value > worst if study.direction == \
+                optuna.study.StudyDirection.MAXIMIZE else value < worst
+            if not better:
+                return None
+        path = model_path(self.directory, study.study_name, number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+        return path
+
+    def prune_models(self, study: optuna.Study) -> list[Path]:
+        """Deletes kept models of trials no longer among the best ``keep_models``."""
+        folder = self.directory / "models" / study.study_name
+        if not folder.is_dir():
+            return []
+        keep = {model_path(self.directory, study.study_name, t.number)
+                for t in self._top(study)}
+        running = {model_path(self.directory, study.study_name, t.number)
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        removed = []
+        for path in folder.glob("trial-*.keras"):
+            if path not in keep and path not in running:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
