@@ -67,6 +67,20 @@ class EpochRecorder(keras.callbacks.Callback):
             self._report(epoch + 1, self._epochs, values, time.perf_counter() - self._start)
 
 
-def pruning_callback(trial: optuna.Trial, metric: str) -> KerasPruningCallback:
+class _PruningCallback(KerasPruningCallback):
+    """Optuna's callback, except that a trial failed by another worker keeps training.
+
+    When a live trial is wrongly judged stale (a late heartbeat) and marked FAIL, Optuna's
+    ``report`` raises; the run then goes on unreported, so that its result can be kept.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        try:
+            super().on_epoch_end(epoch, logs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+
+def pruning_callback(trial: optuna.Trial, metric: str) -> keras.callbacks.Callback:
     """Optuna's Keras pruning callback: reports ``metric`` each epoch, prunes when told."""
-    return KerasPruningCallback(trial, metric)
+    return _PruningCallback(trial, metric)

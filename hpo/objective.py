@@ -99,8 +99,18 @@ class Objective:
         self._config = config
         self._options = options
         self._datasets: dict[tuple[int, int], Dataset] = {}
+        #: Attributes of trials that another worker marked FAIL while they ran (a late
+        #: heartbeat): trial number -> attributes, for the runner to keep with the result.
+        self.orphaned_attrs: dict[int, dict[str, Any]] = {}
         self._precision: str | None = None  # resolved at the first trial: it imports Keras
         self._seed = options.seed if options.seed is not None else config.seed
+
+    def _record(self, trial: optuna.Trial, key: str, value: Any) -> None:
+        """Sets a user attribute; keeps it aside if the trial was failed under our feet."""
+        try:
+            trial.set_user_attr(key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.orphaned_attrs.setdefault(trial.number, {})[key] = value
 
     def dataset(self, architecture: str) -> Dataset:
         """The study's images at ``architecture``'s size, decoded once and memory-mapped."""
@@ -120,11 +130,11 @@ class Objective:
         sampled = suggest(trial, self._config, grid=self._options.grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
-        trial.set_user_attr("seed", self._seed)
-        trial.set_user_attr("precision", self._precision)
-        trial.set_user_attr("backend", backend())
-        trial.set_user_attr("worker", {**describe_host(), "name": self._options.worker})
-        trial.set_user_attr("sampler", "grid" if self._options.grid else "space")
+        self._record(trial, "seed", self._seed)
+        self._record(trial, "precision", self._precision)
+        self._record(trial, "backend", backend())
+        self._record(trial, "worker", {**describe_host(), "name": self._options.worker})
+        self._record(trial, "sampler", "grid" if self._options.grid else "space")
         keras.backend.clear_session()
         try:
             return self._train(trial, params, dataset, started)
@@ -133,10 +143,10 @@ class Objective:
         except training_errors() as exc:
             kind = "out of memory" if is_out_of_memory(exc) else exc.__class__.__name__
             reason = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            trial.set_user_attr("fail_reason", reason)
+            self._record(trial, "fail_reason", reason)
             raise TrialFailed(reason) from exc
         finally:
-            trial.set_user_attr("wall_time_s", round(time.perf_counter() - started, 3))
+            self._record(trial, "wall_time_s", round(time.perf_counter() - started, 3))
             keras.backend.clear_session()
             gc.collect()
 
@@ -155,7 +165,7 @@ class Objective:
         model = build_model(params.architecture, input_shape=dataset.input_shape,
                             num_classes=len(dataset.classes), weights=weights,
                             **params.model_kwargs)
-        trial.set_user_attr("n_params", int(model.count_params()))
+        self._record(trial, "n_params", int(model.count_params()))
         model.compile(
             optimizer=build_optimizer(params.optimizer, params.learning_rate,
                                       **params.optimizer_kwargs),
@@ -176,16 +186,16 @@ class Objective:
                       callbacks=[NanGuard(), recorder,
                                  pruning_callback(trial, self._config.metric)])
         finally:
-            trial.set_user_attr("history", recorder.history)
-            trial.set_user_attr("epochs_trained", len(recorder.history.get("loss", [])))
-            trial.set_user_attr("train_time_s", round(time.perf_counter() - fit_started, 3))
+            self._record(trial, "history", recorder.history)
+            self._record(trial, "epochs_trained", len(recorder.history.get("loss", [])))
+            self._record(trial, "train_time_s", round(time.perf_counter() - fit_started, 3))
             if recorder.first_step_at is not None:
-                trial.set_user_attr("startup_s", round(recorder.first_step_at - started, 3))
+                self._record(trial, "startup_s", round(recorder.first_step_at - started, 3))
         values = recorder.history.get(self._config.metric)
         if not values:
             raise TrialFailed(f"training reported no {self._config.metric}")
         best = max(values) if self._config.direction == "maximize" else min(values)
-        trial.set_user_attr("best_epoch", values.index(best) + 1)
+        self._record(trial, "best_epoch", values.index(best) + 1)
         evaluation: dict[str, Any] = {"classes": list(dataset.classes)}
         probabilities = None
         if dataset.test is not None:
@@ -194,13 +204,13 @@ class Objective:
             probabilities = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
             evaluation.update(evaluate_classifier(probabilities, dataset.test.y))
         for key, value in evaluation.items():
-            trial.set_user_attr(key, value)
+            self._record(trial, key, value)
         artifacts = self._options.artifacts
-        if artifacts is not None:
+        if artifacts is not None and trial.number not in self.orphaned_attrs:
             artifacts.record(trial, history=recorder.history, evaluation=evaluation,
                              labels=dataset.test.y if dataset.test is not None else None,
                              probabilities=probabilities)
             saved = artifacts.maybe_save_model(trial.study, trial.number, float(best), model)
             if saved is not None:
-                trial.set_user_attr("model_path", str(saved))
+                self._record(trial, "model_path", str(saved))
         return float(best)

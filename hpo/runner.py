@@ -14,6 +14,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, replace
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -26,7 +27,7 @@ from hpo.models import check_weights
 from hpo.objective import Objective, ObjectiveOptions, TrialFailed
 from hpo.progress import Reporter, format_params
 from hpo.samplers import WorkerGridSampler, canonical_sampler
-from hpo.storage import DEFAULT_STORAGE, StorageOptions, open_storage
+from hpo.storage import DEFAULT_STORAGE, StorageOptions, close_storage, open_storage
 from hpo.study import claim_grid_point, grid_coverage, open_study, reap_dead_trials
 
 __all__ = ["RunOptions", "run_study", "prepare_study", "report_best"]
@@ -83,12 +84,12 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
-          value: float | None) -> None:
+          value: float | None, orphaned: dict[str, Any]) -> None:
     """Tells Optuna how ``trial`` ended; keeps a result whose trial was wrongly failed."""
     frozen = study._storage.get_trial(trial._trial_id)
     if frozen.state.is_finished():
         if state == TrialState.COMPLETE:
-            _keep_result_of_failed_trial(study, frozen, value)
+            _keep_result_of_failed_trial(study, frozen, value, orphaned)
         return
     if state == TrialState.COMPLETE:
         study.tell(trial, value)
@@ -97,7 +98,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
 
 
 def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial,
-                                 value: float | None) -> None:
+                                 value: float | None, orphaned: dict[str, Any]) -> None:
     """The trial was marked FAIL as stale while it was alive (a slow heartbeat): keep its
     result as a new COMPLETE trial and withdraw the retry queued for it, so the grid point
     is neither lost nor trained twice."""
@@ -111,7 +112,8 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
         study.add_trial(optuna.create_trial(
             state=TrialState.COMPLETE, value=value, params=frozen.params,
             distributions=frozen.distributions,
-            user_attrs={**frozen.user_attrs, "recovered_from_trial": frozen.number},
+            user_attrs={**frozen.user_attrs, **orphaned,
+                        "recovered_from_trial": frozen.number},
             system_attrs={k: v for k, v in frozen.system_attrs.items()
                           if k in ("grid_id", "search_space")},
             intermediate_values=frozen.intermediate_values,
@@ -135,7 +137,7 @@ def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> 
                 trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
                 raise
     finally:
-        _tell(study, trial, state, value)
+        _tell(study, trial, state, value, objective.orphaned_attrs.pop(trial.number, {}))
 
 
 def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> optuna.Study:
@@ -158,6 +160,20 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
         finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         reporter.info(f"study {study.study_name}: sampler {canonical_sampler(options.sampler)}"
                       f", {finished} trials so far")
+    try:
+        ran = _loop(study, config, objective, options, reporter)
+    finally:
+        close_storage(study._storage)
+    if is_grid:
+        _report_grid_end(study, config, reporter, options.retry_failed, ran)
+    report_best(study, reporter, config.metric)
+    return study
+
+
+def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, options: RunOptions,
+          reporter: Reporter) -> int:
+    """Claims and runs trials until the budget or the grid ends; returns how many ran."""
+    is_grid = isinstance(study.sampler, WorkerGridSampler)
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     ran = 0
     while options.n_trials is None or ran < options.n_trials:
@@ -178,10 +194,7 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
             with study_lock(study._storage, study.study_name):
                 options.objective.artifacts.prune_models(study)
         reporter.trial_done(study, study._storage.get_trial(trial._trial_id))
-    if is_grid:
-        _report_grid_end(study, config, reporter, options.retry_failed, ran)
-    report_best(study, reporter, config.metric)
-    return study
+    return ran
 
 
 def _report_grid_end(study: optuna.Study, config: StudyConfig, reporter: Reporter,

@@ -10,20 +10,24 @@ A password in a URL is never printed or logged: every message uses :func:`mask_u
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Iterator
 
 import optuna
 
 from hpo.errors import StorageError
 
-__all__ = ["DEFAULT_STORAGE", "StorageOptions", "mask_url", "is_sqlite", "open_storage"]
+__all__ = ["DEFAULT_STORAGE", "StorageOptions", "mask_url", "is_sqlite", "open_storage",
+           "close_storage"]
 
 _log = logging.getLogger("hpo.storage")
 DEFAULT_STORAGE = "sqlite:///hpo.db"
+_SCHEMA_LOCK = 0x68706F5F736368  # "hpo_sch": the advisory lock around schema creation
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,37 @@ def _explain(exc: Exception, url: str) -> str:
     return text
 
 
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Serialises schema creation on PostgreSQL: workers started at the same instant on an
+    empty database would otherwise race to create Optuna's tables (optuna#1092)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    if not url.startswith("postgresql"):
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                             {"k": _SCHEMA_LOCK})
+    finally:
+        engine.dispose()
+
+
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Returns a storage's database connections to the server (disposes its engine)."""
+    inner = getattr(storage, "_backend", storage)
+    engine = getattr(inner, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
 def open_storage(url: str, options: StorageOptions | None = None) -> optuna.storages.BaseStorage:
     """Opens the Optuna storage at ``url``.
 
@@ -108,9 +143,12 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
     if is_sqlite(url):
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
+        # Per worker process at most pool_size + max_overflow = 4 connections (the heartbeat
+        # thread, the study lock and the trial's own writes), plus one short-lived
+        # connection while the schema is checked: N workers hold at most 4N + N.
         engine_kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(url):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url,

@@ -1,0 +1,156 @@
+"""Faults injected where Optuna itself is fragile, on the real PostgreSQL.
+
+Each test counts what a user cares about: trials lost (must be 0) and grid points trained
+more than once (must be 0). RELIABILITY.md reports these figures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from hpo.testing import write_study
+
+pytestmark = pytest.mark.postgres
+
+
+def _worker(study_file: Path, storage: str, cwd: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo", "worker", "--study", str(study_file), "--quiet", *extra],
+        cwd=cwd, env={**os.environ, "HPO_STORAGE": storage}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _wait_running(name: str, storage: str, proc: subprocess.Popen[str],
+                  min_epochs: int = 1) -> optuna.trial.FrozenTrial:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            time.sleep(0.3)
+            continue
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            if len(trial.intermediate_values) >= min_epochs:
+                return trial
+        time.sleep(0.2)
+    raise AssertionError("no trial started training in time")
+
+
+def _complete_points(study: optuna.Study) -> list[tuple]:
+    return [tuple(sorted(t.params.items()))
+            for t in study.get_trials(states=(TrialState.COMPLETE,))]
+
+
+def test_a_live_trial_falsely_failed_as_stale_keeps_its_result(tmp_path, image_folder,
+                                                               postgres_url):
+    name = f"stale-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=15)
+    proc = _worker(study_file, postgres_url, tmp_path, "--heartbeat", "1", "--grace", "60")
+    victim = _wait_running(name, postgres_url, proc)
+    # What another worker does when it wrongly judges the trial stale:
+    storage = optuna.storages.RDBStorage(postgres_url)
+    study = optuna.load_study(study_name=name, storage=storage)
+    storage.set_trial_state_values(victim._trial_id, TrialState.FAIL)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(
+        study, storage.get_trial(victim._trial_id))
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert err.count("was marked FAIL while it was still running") == 1
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    recovered = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
+                 if t.user_attrs.get("recovered_from_trial") == victim.number]
+    assert len(recovered) == 1
+    assert recovered[0].params == victim.params
+    assert "test_accuracy" in recovered[0].user_attrs
+    points = _complete_points(study)
+    assert len(points) == len(set(points)) == 4  # lost: 0, duplicates: 0
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_every_connection_terminated_mid_trial_loses_nothing(tmp_path, image_folder,
+                                                             postgres_url):
+    name = f"blip-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=15)
+    proc = _worker(study_file, postgres_url, tmp_path, "--heartbeat", "1", "--grace", "30")
+    engine = sqlalchemy.create_engine(postgres_url)
+    terminated = 0
+    for _ in range(2):
+        _wait_running(name, postgres_url, proc, min_epochs=2)
+        with engine.connect() as conn:
+            terminated += len(conn.execute(sqlalchemy.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'")).fetchall())
+        time.sleep(3)
+    engine.dispose()
+    out, err = proc.communicate(timeout=600)
+    assert terminated >= 2
+    assert proc.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    points = _complete_points(study)
+    assert len(points) == len(set(points)) == 4
+    assert not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING))
+    optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+STARTUP = """
+import sys, time
+from hpo.config import load_study_config
+from hpo.storage import open_storage, close_storage
+from hpo.study import open_study
+start = float(sys.argv[3])
+while time.time() < start:
+    time.sleep(0.001)
+storage = open_storage(sys.argv[2])
+open_study(load_study_config(sys.argv[1]), storage, sampler="grid")
+close_storage(storage)
+"""
+
+
+def test_eight_workers_starting_at_once_on_an_empty_database(tmp_path, image_folder,
+                                                             postgres_url):
+    database = f"hpo_race_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    url = sqlalchemy.engine.make_url(postgres_url).set(database=database)
+    url_text = url.render_as_string(hide_password=False)
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name="race")
+    try:
+        start = time.time() + 8
+        procs = [subprocess.Popen([sys.executable, "-c", STARTUP, str(study_file), url_text,
+                                   str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(8)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, [r[1][-800:] for r in results]
+        check = sqlalchemy.create_engine(url_text)
+        with check.connect() as conn:
+            left = conn.execute(sqlalchemy.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND "
+                "pid <> pg_backend_pid()"), {"d": database}).scalar()
+            studies = conn.execute(sqlalchemy.text("SELECT study_name FROM studies")).fetchall()
+            schema_versions = conn.execute(sqlalchemy.text(
+                "SELECT count(*) FROM version_info")).scalar()
+        check.dispose()
+        assert left == 0  # every worker gave its connections back
+        assert [row[0] for row in studies] == ["race"]
+        assert schema_versions == 1
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": database})
+            conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {database}"))
+        admin.dispose()
