@@ -152,6 +152,9 @@ def run(
         help="One worker per GPU: 'all' or ids like 0,1,2 (with 'hpo run').")] = None,
     worker_name: Annotated[str, typer.Option(
         help="Name recorded with this worker's trials.")] = "main",
+    log_json: Annotated[bool, typer.Option(
+        help="Print one JSON object per event (epoch, trial, summary) instead of text.")]
+    = False,
 ) -> None:
     """Run (or resume) a study: train one Keras model per trial, store results in Optuna.
 
@@ -183,8 +186,8 @@ def run(
                                                        keep_models=keep_models,
                                                        figures=figures)),
     )
-    reporter = Reporter(metric=config.metric, quiet=quiet,
-                        prefix="" if worker_name == "main" else f"[{worker_name}] ")
+    reporter = Reporter(metric=config.metric, quiet=quiet, json_lines=log_json,
+                        prefix="" if worker_name == "main" or log_json else f"[{worker_name}] ")
     if ctx.info_name == "worker" or (workers == 1 and gpus is None):
         reporter.info(f"storage {mask_url(storage)}")
         run_study(config, options, reporter)
@@ -509,6 +512,38 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, out)
     typer.echo(f"wrote {out} (trial {number})")
+
+
+@app.command()
+@handles_errors
+def init(
+    data: Annotated[Path, typer.Option(help="The image folder to study.")],
+    name: Annotated[Optional[str], typer.Option(
+        help="Study name (default: the folder's name).")] = None,
+    architecture: Annotated[Optional[str], typer.Option(
+        help="Model (default: alexnet for photos, small_cnn for small images).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Study file to write (default: studies/NAME.toml).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing study file.")] = False,
+) -> None:
+    """Inspect an image folder and write a ready study file (the thesis grid, a TPE space)."""
+    from hpo.config import load_study_config
+    from hpo.init import default_architecture, study_toml, survey_folder
+
+    survey = survey_folder(data)
+    for line in survey.describe():
+        typer.echo(line)
+    study = name or "".join(c if c.isalnum() or c in "-_" else "-" for c in survey.root.name)
+    chosen = architecture or default_architecture(survey)
+    target = out or Path("studies") / f"{study}.toml"
+    if target.exists() and not force:
+        raise ConfigError(f"{target} exists; pass --force to overwrite it or --out elsewhere")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(study_toml(survey, name=study, architecture=chosen), encoding="utf-8")
+    config = load_study_config(target)  # what we wrote must load
+    typer.echo(f"wrote {target}: {chosen}, grid of {config.grid_size} points")
+    typer.echo(f"next: hpo run --study {target} --sampler grid    "
+               f"(or --sampler tpe --n-trials 50)")
 
 
 def main() -> None:

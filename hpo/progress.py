@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -34,6 +36,7 @@ class Reporter:
         epochs: Also print a line per epoch.
         stream: Where to print; standard output by default.
         prefix: Put before every line (the worker's name, with several workers).
+        json_lines: Print one JSON object per event instead of text (``--log-json``).
     """
 
     metric: str
@@ -41,30 +44,67 @@ class Reporter:
     epochs: bool = True
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     prefix: str = ""
+    json_lines: bool = False
 
     def _print(self, text: str) -> None:
+        if self._live:
+            self.stream.write("\n")
+            self._live = False
         print(self.prefix + text, file=self.stream, flush=True)
+
+    def __post_init__(self) -> None:
+        # A terminal gets one self-updating progress line per trial; logs get plain lines.
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)()) and not self.json_lines
+        self._live = False
+
+    def _event(self, event: str, **fields: Any) -> None:
+        print(json.dumps({"event": event, "time": round(time.time(), 3), **fields},
+                         default=str), file=self.stream, flush=True)
 
     def info(self, text: str) -> None:
         """A line of information, hidden when quiet."""
-        if not self.quiet:
+        if self.json_lines:
+            self._event("info", message=text)
+        elif not self.quiet:
             self._print(text)
 
     def summary(self, text: str) -> None:
         """A line printed even when quiet."""
-        self._print(text)
+        if self.json_lines:
+            self._event("summary", message=text)
+        else:
+            self._print(text)
 
     def epoch(self, trial: optuna.Trial, epoch: int, epochs: int, logs: dict[str, float],
               seconds: float) -> None:
         """Called after every epoch of a trial."""
+        if self.json_lines:
+            self._event("epoch", trial=trial.number, epoch=epoch, epochs=epochs,
+                        seconds=round(seconds, 3), **logs)
+            return
         if self.quiet or not self.epochs:
             return
         shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items()
                          if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+        if self._tty:
+            done = int(20 * epoch / max(1, epochs))
+            bar = "#" * done + "." * (20 - done)
+            self.stream.write(f"\r\x1b[K{self.prefix}  trial {trial.number} [{bar}] "
+                              f"{epoch}/{epochs} {shown}")
+            self.stream.flush()
+            self._live = True
+            return
         self._print(f"  trial {trial.number} epoch {epoch}/{epochs} {shown} ({seconds:.1f}s)")
 
     def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna callback: one line per finished trial."""
+        """One line per finished trial."""
+        if self.json_lines:
+            self._event("trial", number=trial.number, state=trial.state.name,
+                        value=trial.value, params=trial.params,
+                        **{k: trial.user_attrs[k] for k in ("test_accuracy", "wall_time_s",
+                                                             "fail_reason")
+                           if k in trial.user_attrs})
+            return
         if self.quiet:
             return
         seconds = trial.user_attrs.get("wall_time_s")

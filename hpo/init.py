@@ -1,0 +1,167 @@
+"""``hpo init``: inspect an image folder and write a ready study file for it."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpo.data.discovery import SPLITS, discover
+from hpo.errors import ConfigError
+from hpo.models import MODELS
+from hpo.optimizers import OPTIMIZERS
+
+__all__ = ["FolderSurvey", "survey_folder", "study_toml"]
+
+
+@dataclass(frozen=True)
+class FolderSurvey:
+    """What ``hpo init`` found in a folder.
+
+    Attributes:
+        root: The folder.
+        layout: ``pre-split``, ``thesis`` or ``class-folders``.
+        classes: Class names.
+        counts: Split -> class -> images.
+        median_size: Median (width, height) of the readable images.
+        channels: 1 if every image is grayscale, else 3.
+        corrupt: Files that are not readable images.
+    """
+
+    root: Path
+    layout: str
+    classes: tuple[str, ...]
+    counts: dict[str, dict[str, int]]
+    median_size: tuple[int, int]
+    channels: int
+    corrupt: tuple[str, ...]
+
+    def describe(self) -> list[str]:
+        """Lines for the terminal."""
+        total = sum(sum(c.values()) for c in self.counts.values())
+        lines = [f"{self.root}: {total} images, {len(self.classes)} classes "
+                 f"({', '.join(self.classes)}), layout {self.layout}"]
+        for split in SPLITS:
+            counts = self.counts.get(split, {})
+            if counts:
+                lines.append(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+        lines.append(f"  median size {self.median_size[0]}x{self.median_size[1]}, "
+                     f"{'grayscale' if self.channels == 1 else 'color'}")
+        if self.corrupt:
+            lines.append(f"  {len(self.corrupt)} unreadable file(s), skipped in runs; first: "
+                         f"{self.corrupt[0]}")
+        return lines
+
+
+def survey_folder(root: str | Path, *, seed: int = 0) -> FolderSurvey:
+    """Inspects ``root``: layout, classes, counts, image sizes, unreadable files.
+
+    Raises:
+        DataError: Missing or empty folder, fewer than two classes.
+    """
+    from PIL import Image
+
+    index = discover(root, fractions=(0.70, 0.15, 0.15), seed=seed)
+    counts: dict[str, dict[str, int]] = {}
+    widths, heights, corrupt = [], [], []
+    grayscale = True
+    for split in SPLITS:
+        per_class: dict[str, int] = {}
+        for path, label in index.files[split]:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+                with Image.open(path) as image:
+                    widths.append(image.size[0])
+                    heights.append(image.size[1])
+                    grayscale &= image.mode in ("L", "1", "I;16")
+            except (OSError, ValueError, SyntaxError):
+                corrupt.append(str(path))
+                continue
+            name = index.classes[label]
+            per_class[name] = per_class.get(name, 0) + 1
+        counts[split] = per_class
+    size = (int(statistics.median(widths)), int(statistics.median(heights))) if widths \
+        else (0, 0)
+    return FolderSurvey(root=index.root, layout=index.layout, classes=index.classes,
+                        counts=counts, median_size=size, channels=1 if grayscale else 3,
+                        corrupt=tuple(corrupt))
+
+
+def default_architecture(survey: FolderSurvey) -> str:
+    """AlexNet (the thesis's scratch model) for photos, the small CNN for small images."""
+    return "alexnet" if min(survey.median_size) >= 128 and survey.channels == 3 else "small_cnn"
+
+
+def study_toml(survey: FolderSurvey, *, name: str, architecture: str) -> str:
+    """A study file with the thesis grid and a TPE space for ``survey``'s folder.
+
+    Raises:
+        ConfigError: Unknown architecture, or one that needs 3 channels for gray images.
+    """
+    if architecture not in MODELS:
+        raise ConfigError(f"unknown architecture {architecture!r}; expected one of "
+                          f"{', '.join(sorted(MODELS))}")
+    spec = MODELS[architecture]
+    height, width = spec.default_image_size
+    optimizers = ", ".join(f'"{o}"' for o in OPTIMIZERS)
+    weights = '\nweights = "imagenet"   # from the Keras cache or a file path; "none": scratch' \
+        if spec.transfer else ""
+    channels = 3 if spec.transfer else survey.channels
+    return f'''# Written by `hpo init` for {survey.root}
+# {len(survey.classes)} classes: {", ".join(survey.classes)}; layout {survey.layout}
+name = {json.dumps(name)}
+description = {json.dumps(f"{architecture} on {survey.root.name}: the thesis grid")}
+metric = "val_accuracy"
+seed = 0
+pruner = "none"
+
+[data]
+source = {json.dumps(str(survey.root))}
+channels = {channels}
+split = [0.70, 0.15, 0.15]
+
+[training]
+architecture = "{architecture}"
+optimizer = "Adam"
+learning_rate = 0.001
+batch_size = 32
+epochs = 10
+
+[architectures.{architecture}]
+image_size = [{height}, {width}]{weights}
+
+# The thesis grid: 8 optimizers x 4 batch sizes x 3 learning rates x 2 epoch budgets = 192.
+[grid]
+optimizer = [{optimizers}]
+batch_size = [32, 64, 128, 256]
+learning_rate = [0.01, 0.001, 0.0001]
+epochs = [10, 200]
+
+# For --sampler tpe: a continuous learning rate, optimizer internals, regularisation.
+[space.optimizer]
+choices = [{optimizers}]
+
+[space.learning_rate]
+low = 1e-5
+high = 1e-1
+log = true
+
+[space.batch_size]
+choices = [32, 64, 128, 256]
+
+[space.epochs]
+low = 5
+high = 100
+log = true
+
+[space.momentum]
+low = 0.0
+high = 0.99
+when = {{ optimizer = ["SGD", "RMSprop"] }}
+
+[space.dropout]
+low = 0.0
+high = 0.6
+'''
