@@ -27,7 +27,7 @@ def _config(study: str | Path | StudyConfig, data: str | Path | None) -> StudyCo
 def run(study: str | Path | StudyConfig, *, sampler: str = "grid", storage: str | None = None,
         n_trials: int | None = None, timeout: float | None = None,
         data: str | Path | None = None, study_name: str | None = None, quiet: bool = True,
-        **overrides: Any) -> optuna.Study:
+        repeats: int | None = None, **overrides: Any) -> optuna.Study:
     """Runs (or resumes) a study in this process and returns the stock Optuna study.
 
     Args:
@@ -39,6 +39,7 @@ def run(study: str | Path | StudyConfig, *, sampler: str = "grid", storage: str 
         data: A data folder overriding the study file's.
         study_name: Name in the storage; default the study file's name.
         quiet: Print nothing but the summary line.
+        repeats: Training runs per configuration (overrides the study file's).
         **overrides: Fields of :class:`hpo.objective.ObjectiveOptions` (seed, precision,
             cache_dir, strict) and of :class:`hpo.runner.RunOptions` (retry_failed, pruner).
 
@@ -46,6 +47,8 @@ def run(study: str | Path | StudyConfig, *, sampler: str = "grid", storage: str 
         HpoError: Bad study, data or storage.
     """
     config = _config(study, data)
+    if repeats is not None:
+        config = config.with_repeats(repeats)
     objective_fields = set(ObjectiveOptions.__dataclass_fields__) - {"grid", "on_epoch"}
     run_fields = {"retry_failed", "pruner"}
     unknown = sorted(set(overrides) - objective_fields - run_fields)

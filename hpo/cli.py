@@ -155,6 +155,12 @@ def run(
     log_json: Annotated[bool, typer.Option(
         help="Print one JSON object per event (epoch, trial, summary) instead of text.")]
     = False,
+    repeats: Annotated[Optional[int], typer.Option(
+        help="Train each configuration R times (seeds seed..seed+R-1); value: the mean.")]
+    = None,
+    enqueue_defaults: Annotated[bool, typer.Option(
+        help="Start from the thesis baseline: each optimizer at its Keras defaults.")]
+    = False,
 ) -> None:
     """Run (or resume) a study: train one Keras model per trial, store results in Optuna.
 
@@ -175,7 +181,9 @@ def run(
     config = load_study_config(study)
     if data is not None:
         config = config.with_data(data)
-    options = RunOptions(
+    if repeats is not None:
+        config = config.with_repeats(repeats)
+    options = RunOptions(enqueue_defaults=enqueue_defaults,
         sampler=sampler, storage=storage, study_name=study_name, n_trials=n_trials,
         timeout=timeout, retry_failed=retry_failed, pruner=pruner,
         storage_options=StorageOptions(heartbeat_interval=heartbeat,
@@ -318,6 +326,11 @@ def best(
     metric = loaded.user_attrs.get("hpo:metric", "value")
     typer.echo(f"best trial {trial.number}: {metric}={trial.value:.4f}")
     typer.echo(f"  params: {format_params(trial.params)}")
+    if "value_std" in record:
+        low, high = record["value_ci95"]
+        typer.echo(f"  over {len(record['repeat_values'])} runs: mean {record['value_mean']:.4f}"
+                   f" +- {record['value_std']:.4f} (std), 95% CI [{low:.4f}, {high:.4f}], "
+                   f"seeds {record['repeat_seeds']}")
     for key in ("test_accuracy", "roc_auc", "confusion_matrix", "epochs_trained",
                 "n_params", "wall_time_s"):
         if key in record:
@@ -544,6 +557,53 @@ def init(
     typer.echo(f"wrote {target}: {chosen}, grid of {config.grid_size} points")
     typer.echo(f"next: hpo run --study {target} --sampler grid    "
                f"(or --sampler tpe --n-trials 50)")
+
+
+@app.command()
+@handles_errors
+def compare(
+    study: Annotated[str, typer.Argument(help="Study name in the database.")],
+    a: Annotated[int, typer.Argument(help="First trial number.")],
+    b: Annotated[int, typer.Argument(help="Second trial number.")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    json: JsonOpt = False,
+) -> None:
+    """Is one configuration really better? Welch's t-test on two repeated trials' runs."""
+    from hpo.errors import StudyError
+    from hpo.progress import format_params
+    from hpo.statistics import summarize, welch_test
+    from hpo.study import load_existing_study
+    from hpo.views import to_json
+
+    loaded = load_existing_study(study, _existing_storage(storage))
+    numbers = {t.number: t for t in loaded.get_trials(deepcopy=False)}
+    samples = {}
+    for number in (a, b):
+        trial = numbers.get(number)
+        if trial is None or "repeat_values" not in trial.user_attrs:
+            raise StudyError(f"trial {number} of {study!r} has no repeated runs to compare; "
+                             "run the study with --repeats 2 or more (trials: "
+                             f"0..{len(numbers) - 1})")
+        samples[number] = trial.user_attrs["repeat_values"]
+    try:
+        test = welch_test(samples[a], samples[b])
+    except ValueError as exc:
+        raise StudyError(str(exc)) from None
+    result = {"test": "Welch's t-test (two-sided, unequal variances)", "alpha": alpha,
+              **test, "significant": test["p"] < alpha,
+              "a": {"trial": a, **summarize(samples[a]), "params": numbers[a].params},
+              "b": {"trial": b, **summarize(samples[b]), "params": numbers[b].params}}
+    if json:
+        typer.echo(to_json(result))
+        return
+    for key in ("a", "b"):
+        side = result[key]
+        typer.echo(f"trial {side['trial']}: mean {side['mean']:.4f} +- {side['std']:.4f} over "
+                   f"{side['n']} runs  {format_params(side['params'])}")
+    verdict = "differ significantly" if result["significant"] else "do not differ significantly"
+    typer.echo(f"Welch's t-test: t = {test['t']:.3f}, p = {test['p']:.4f}: the two "
+               f"configurations {verdict} at alpha = {alpha}")
 
 
 def main() -> None:

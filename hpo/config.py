@@ -140,6 +140,7 @@ class StudyConfig:
         architectures: Per-architecture settings.
         grid: Parameter -> values, for ``--sampler grid``.
         space: Parameters for the other samplers, in sampling order.
+        repeats: Training runs per configuration (different seeds); the value is the mean.
     """
 
     name: str
@@ -154,11 +155,18 @@ class StudyConfig:
     architectures: Mapping[str, ArchitectureConfig]
     grid: Mapping[str, tuple[GridValue, ...]]
     space: tuple[ParamSpec, ...]
+    repeats: int = 1
 
     @property
     def grid_size(self) -> int:
         """Number of points in the grid."""
         return math.prod(len(v) for v in self.grid.values()) if self.grid else 0
+
+    def with_repeats(self, repeats: int) -> "StudyConfig":
+        """A copy training each configuration ``repeats`` times (the CLI's ``--repeats``)."""
+        if repeats < 1:
+            raise ConfigError(f"repeats must be at least 1, received {repeats}")
+        return replace(self, repeats=repeats)
 
     def with_data(self, source: str | Path) -> "StudyConfig":
         """A copy whose data comes from ``source`` (the CLI's ``--data``)."""
@@ -415,7 +423,8 @@ def _check_applicability(reader: _Reader, training: Mapping[str, Any],
 def _parse(path: Path, raw: Mapping[str, Any]) -> StudyConfig:
     reader = _Reader(path)
     reader.reject_unknown(raw, ("name", "description", "metric", "direction", "seed", "pruner",
-                                "data", "training", "architectures", "grid", "space"))
+                                "repeats", "data", "training", "architectures", "grid",
+                                "space"))
     name = reader.string(raw, "name", path.stem)
     if not name or any(c.isspace() for c in name):
         raise reader.error("name", f"expected a name without spaces, received {name!r}")
@@ -480,6 +489,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> StudyConfig:
         architectures=architectures,
         grid=grid,
         space=space,
+        repeats=reader.integer(raw, "repeats", 1, minimum=1),
     )
 
 

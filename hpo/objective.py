@@ -135,9 +135,19 @@ class Objective:
         self._record(trial, "backend", backend())
         self._record(trial, "worker", {**describe_host(), "name": self._options.worker})
         self._record(trial, "sampler", "grid" if self._options.grid else "space")
-        keras.backend.clear_session()
+        repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean
         try:
-            return self._train(trial, params, dataset, started)
+            values, tests = [], []
+            for repeat in range(repeats):
+                keras.backend.clear_session()
+                value, evaluation = self._train(trial, params, dataset, started,
+                                                seed=self._seed + repeat, first=repeat == 0)
+                values.append(value)
+                if "test_accuracy" in evaluation:
+                    tests.append(evaluation["test_accuracy"])
+            if repeats == 1:
+                return values[0]
+            return self._aggregate(trial, values, tests)
         except (HpoError, optuna.TrialPruned):
             raise
         except training_errors() as exc:
@@ -150,8 +160,29 @@ class Objective:
             keras.backend.clear_session()
             gc.collect()
 
+    def _aggregate(self, trial: optuna.Trial, values: list[float],
+                   tests: list[float]) -> float:
+        """Records the repeats' values, seeds and statistics; returns their mean."""
+        from hpo.statistics import summarize
+
+        summary = summarize(values)
+        self._record(trial, "repeat_values", values)
+        self._record(trial, "repeat_seeds", [self._seed + r for r in range(len(values))])
+        self._record(trial, "value_mean", summary["mean"])
+        self._record(trial, "value_std", summary["std"])
+        self._record(trial, "value_ci95", summary["ci95"])
+        if tests:
+            self._record(trial, "repeat_test_accuracies", tests)
+            self._record(trial, "test_accuracy", summarize(tests)["mean"])
+        return float(summary["mean"])
+
     def _train(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
-               started: float) -> float:
+               started: float, *, seed: int, first: bool) -> tuple[float, dict[str, Any]]:
+        """One training run; returns its best metric value and its test evaluation.
+
+        Only the first run of a repeated configuration reports to the pruner, uploads
+        figures and may keep its model.
+        """
         import keras
 
         from hpo.callbacks import EpochRecorder, NanGuard, pruning_callback
@@ -159,7 +190,7 @@ class Objective:
         from hpo.models import build_model
         from hpo.optimizers import build_optimizer
 
-        keras.utils.set_random_seed(self._seed)
+        keras.utils.set_random_seed(seed)
         apply_precision(str(self._precision))
         weights = self._config.architectures[params.architecture].weights
         model = build_model(params.architecture, input_shape=dataset.input_shape,
@@ -177,14 +208,16 @@ class Objective:
             (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,
             params.epochs)
         train = ArrayBatches(dataset.train.x, dataset.train.y, batch_size=params.batch_size,
-                             shuffle=True, seed=self._seed)
+                             shuffle=True, seed=seed)
         validation = ArrayBatches(dataset.validation.x, dataset.validation.y,
                                   batch_size=params.batch_size, shuffle=False)
         fit_started = time.perf_counter()
         try:
+            callbacks = [NanGuard(), recorder]
+            if first:
+                callbacks.append(pruning_callback(trial, self._config.metric))
             model.fit(train, validation_data=validation, epochs=params.epochs, verbose=0,
-                      callbacks=[NanGuard(), recorder,
-                                 pruning_callback(trial, self._config.metric)])
+                      callbacks=callbacks)
         finally:
             self._record(trial, "history", recorder.history)
             self._record(trial, "epochs_trained", len(recorder.history.get("loss", [])))
@@ -206,11 +239,11 @@ class Objective:
         for key, value in evaluation.items():
             self._record(trial, key, value)
         artifacts = self._options.artifacts
-        if artifacts is not None and trial.number not in self.orphaned_attrs:
+        if artifacts is not None and first and trial.number not in self.orphaned_attrs:
             artifacts.record(trial, history=recorder.history, evaluation=evaluation,
                              labels=dataset.test.y if dataset.test is not None else None,
                              probabilities=probabilities)
             saved = artifacts.maybe_save_model(trial.study, trial.number, float(best), model)
             if saved is not None:
                 self._record(trial, "model_path", str(saved))
-        return float(best)
+        return float(best), evaluation

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.baselines import enqueue_defaults
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError
 from hpo.heartbeat import Heartbeat
@@ -50,6 +51,7 @@ class RunOptions:
         pruner: Pruner name overriding the study file's.
         storage_options: Heartbeat and retry settings.
         objective: How trials are trained.
+        enqueue_defaults: Run each optimizer at its Keras defaults first (the baseline).
     """
 
     sampler: str = "grid"
@@ -61,6 +63,7 @@ class RunOptions:
     pruner: str | None = None
     storage_options: StorageOptions = StorageOptions()
     objective: ObjectiveOptions = ObjectiveOptions()
+    enqueue_defaults: bool = False
 
 
 def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Study, Objective]:
@@ -77,6 +80,8 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
     with study_lock(storage, options.study_name or config.name):
         study = open_study(config, storage, sampler=kind, study_name=options.study_name,
                            seed=options.objective.seed, pruner=options.pruner)
+        if options.enqueue_defaults and kind != "grid":
+            enqueue_defaults(study, config)
     objective = Objective(config, replace(options.objective, grid=kind == "grid"))
     for architecture in config.architectures:
         objective.dataset(architecture)
@@ -182,7 +187,8 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
         with study_lock(study._storage, study.study_name):
             reap_dead_trials(study, max_retry=options.storage_options.max_retry)
             if is_grid and not claim_grid_point(study, config, study.sampler,
-                                                retries=options.retry_failed):
+                                                retries=options.retry_failed,
+                                                defaults_first=options.enqueue_defaults):
                 break
             with warnings.catch_warnings():
                 # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.

@@ -135,6 +135,7 @@ def space_hash(config: StudyConfig, *, grid: bool) -> str:
             for name, a in sorted(config.architectures.items())
         },
         "metric": config.metric,
+        "repeats": config.repeats,
     }
     text = json.dumps(canonical, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

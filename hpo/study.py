@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.baselines import is_default
 from hpo.config import StudyConfig
 from hpo.errors import StudyError
 from hpo.pruners import make_pruner
@@ -214,7 +215,7 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
 
 
 def claim_grid_point(study: optuna.Study, config: StudyConfig, sampler: WorkerGridSampler, *,
-                     retries: int) -> bool:
+                     retries: int, defaults_first: bool = False) -> bool:
     """Makes sure a WAITING trial is there for this worker to take; call under the lock.
 
     In order: a trial already waiting (a retry, or a point another worker queued); a grid
@@ -241,7 +242,10 @@ def claim_grid_point(study: optuna.Study, config: StudyConfig, sampler: WorkerGr
             _requeue(study, trial)
             return True
     started = coverage.done | coverage.running | set(coverage.failed)
-    for grid_id, point in enumerate(sampler.points()):
+    order = list(enumerate(sampler.points()))
+    if defaults_first:  # the thesis's baseline first: each optimizer at its Keras defaults
+        order.sort(key=lambda item: not is_default(item[1]))
+    for grid_id, point in order:
         key = grid_key(point, config)
         if key in started:
             continue

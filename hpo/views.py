@@ -32,6 +32,7 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
                               if trial.datetime_complete else None),
     }
     for key in (*_ATTRS, "confusion_matrix", "classes", "seed", "precision", "worker",
+                "value_mean", "value_std", "value_ci95", "repeat_values", "repeat_seeds",
                 "history"):
         if key in trial.user_attrs:
             record[key] = trial.user_attrs[key]
@@ -48,13 +49,20 @@ def _param_names(trials: Iterable[FrozenTrial]) -> list[str]:
 def trials_table(trials: list[FrozenTrial], metric: str) -> str:
     """A fixed-width table of trials for the terminal."""
     params = _param_names(trials)
-    header = ["#", "state", metric, "test_acc", *params, "time_s"]
+    repeated = any("value_std" in t.user_attrs for t in trials)
+    header = ["#", "state", metric, *(["std", "ci95"] if repeated else []), "test_acc", *params,
+              "time_s"]
     rows = [header]
     for t in trials:
         test = t.user_attrs.get("test_accuracy")
         wall = t.user_attrs.get("wall_time_s")
+        spread = []
+        if repeated:
+            std, ci = t.user_attrs.get("value_std"), t.user_attrs.get("value_ci95")
+            spread = ["" if std is None else f"{std:.4f}",
+                      "" if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"]
         rows.append([str(t.number), t.state.name,
-                     "" if t.value is None else f"{t.value:.4f}",
+                     "" if t.value is None else f"{t.value:.4f}", *spread,
                      "" if test is None else f"{test:.4f}",
                      *[format_value(t.params[p]) if p in t.params else "" for p in params],
                      "" if wall is None else f"{wall:.1f}"])
