@@ -18,12 +18,19 @@ from hpo.testing import make_image_folder, write_study  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test session uses its own image cache and Keras home (no ~/.keras weights)."""
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The test session uses its own image cache and Keras home (no ~/.keras weights)."""
     base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("HPO_CACHE_DIR", str(base / "cache"))
-    monkeypatch.setenv("KERAS_HOME", str(base / "keras-home"))
+    saved = {k: os.environ.get(k) for k in ("HPO_CACHE_DIR", "KERAS_HOME")}
+    os.environ["HPO_CACHE_DIR"] = str(base / "cache")
+    os.environ["KERAS_HOME"] = str(base / "keras-home")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

