@@ -161,6 +161,9 @@ def run(
     enqueue_defaults: Annotated[bool, typer.Option(
         help="Start from the thesis baseline: each optimizer at its Keras defaults.")]
     = False,
+    isolate: Annotated[bool, typer.Option(
+        help="Run each trial in a fresh process (frees all GPU memory between trials).")]
+    = False,
 ) -> None:
     """Run (or resume) a study: train one Keras model per trial, store results in Optuna.
 
@@ -198,9 +201,48 @@ def run(
                         prefix="" if worker_name == "main" or log_json else f"[{worker_name}] ")
     if ctx.info_name == "worker" or (workers == 1 and gpus is None):
         reporter.info(f"storage {mask_url(storage)}")
-        run_study(config, options, reporter)
+        if isolate:
+            _run_isolated(ctx, config, options, reporter)
+        else:
+            run_study(config, options, reporter)
         return
     _run_workers(ctx, config, options, reporter, workers=workers, gpus=gpus)
+
+
+def _child_argv(ctx: typer.Context, skip: tuple[str, ...]) -> list[str]:
+    """This command's options, rebuilt for a child ``hpo worker`` (storage goes by env)."""
+    argv = []
+    for name, value in ctx.params.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "figures" and value is False:
+            argv.append("--no-figures")
+        if name in ("storage", *skip) or value in (None, False):
+            continue
+        argv += [flag] if value is True else [flag, str(getattr(value, "value", value))]
+    return argv
+
+
+def _run_isolated(ctx: typer.Context, config: Any, options: Any, reporter: Any) -> None:
+    """Runs each trial in a fresh ``hpo worker --n-trials 1`` process, so that whatever a
+    trial held (GPU memory above all) is returned to the system before the next one."""
+    import subprocess
+
+    from hpo.runner import prepare_study, report_best
+
+    study, _ = prepare_study(config, options)
+    argv = _child_argv(ctx, skip=("isolate", "n_trials", "workers", "gpus"))
+    env = {**os.environ, "HPO_STORAGE": options.storage}
+    ran = 0
+    while options.n_trials is None or ran < options.n_trials:
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        code = subprocess.call([sys.executable, "-m", "hpo", "worker", *argv,
+                                "--n-trials", "1"], env=env)
+        if code != 0:
+            raise typer.Exit(code)
+        if sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == finished:
+            break  # the child found nothing left to run
+        ran += 1
+    report_best(study, reporter, config.metric)
 
 
 def _run_workers(ctx: typer.Context, config: Any, options: Any, reporter: Any, *,
@@ -219,15 +261,8 @@ def _run_workers(ctx: typer.Context, config: Any, options: Any, reporter: Any, *
     study, _ = prepare_study(config, options)
     reporter.info(f"storage {mask_url(options.storage)}; starting {len(specs)} workers: "
                   + ", ".join(spec.name for spec in specs))
-    argv = []
-    for name, value in ctx.params.items():
-        flag = "--" + name.replace("_", "-")
-        if name == "figures" and value is False:
-            argv.append("--no-figures")
-        if name in ("storage", "workers", "gpus", "worker_name") or value in (None, False):
-            continue
-        argv += [flag] if value is True else [flag, str(getattr(value, "value", value))]
-    code = launch_workers(specs, argv, options.storage)
+    code = launch_workers(specs, _child_argv(ctx, skip=("workers", "gpus", "worker_name")),
+                          options.storage)
     report_best(study, reporter, config.metric)
     if code != 0:
         raise typer.Exit(code)

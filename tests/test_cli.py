@@ -172,3 +172,15 @@ def test_module_and_console_script_agree(tmp_path):
     assert result.returncode == 0
     for command in ("run", "studies", "space", "best", "trials"):
         assert command in result.stdout
+
+
+def test_isolate_runs_each_trial_in_a_fresh_process(tmp_path, tiny_study):
+    storage = f"sqlite:///{tmp_path / 'iso.db'}"
+    result = run_cli("run", "--study", str(tiny_study), "--isolate", "--n-trials", "2",
+                     "--storage", storage, "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from hpo.config import load_study_config
+
+    study = optuna.load_study(study_name=load_study_config(tiny_study).name, storage=storage)
+    pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
+    assert len(study.trials) == 2 and len(pids) == 2
