@@ -64,7 +64,18 @@ def _row(trial: FrozenTrial, training: Mapping[str, Any]) -> dict[str, Any]:
     row.update(trial=trial.number, value=trial.value,
                tp=trial.user_attrs.get("tp"), tn=trial.user_attrs.get("tn"),
                test_accuracy=trial.user_attrs.get("test_accuracy"))
+    if "value_std" in trial.user_attrs:  # repeated with several seeds
+        row.update(std=trial.user_attrs["value_std"], ci95=trial.user_attrs["value_ci95"],
+                   runs=len(trial.user_attrs.get("repeat_values", [])))
     return row
+
+
+def _spread(row: dict[str, Any]) -> str:
+    """``0.9123 +- 0.0100 [0.8875, 0.9371] (5 runs)`` for a repeated configuration."""
+    if "std" not in row:
+        return ""
+    low, high = row["ci95"]
+    return f"{row['value']:.4f} +- {row['std']:.4f} [{low:.4f}, {high:.4f}] ({row['runs']} runs)"
 
 
 def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None) -> Report:
@@ -72,9 +83,10 @@ def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None)
 
     Args:
         study: A study run by hpo (or any study with these parameter names).
-        training: The study file's training defaults, for parameters a trial did not sample.
+        training: The study file's training defaults, for parameters a trial did not sample
+            (default: those hpo stored with the study).
     """
-    training = training or {}
+    training = training or study.user_attrs.get("hpo:training", {})
     report = Report(study=study.study_name, metric=study.user_attrs.get("hpo:metric", "value"))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -144,21 +156,27 @@ def _accuracy(value: Any) -> str:
 
 def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     head = ["CNN", "optimizer", "batch", "lr", "epochs", "TP", "TN", "test accuracy", "trial"]
-    table1 = [[r["architecture"], r["optimizer"], _fmt(r["batch_size"]),
+    table1 = [[_fmt(r["architecture"]), _fmt(r["optimizer"]), _fmt(r["batch_size"]),
                _fmt(r["learning_rate"]), _fmt(r["epochs"]), _fmt(r["tp"]), _fmt(r["tn"]),
                _accuracy(r["test_accuracy"]), str(r["trial"])] for r in report.defaults]
-    table2 = [[r["architecture"], r["optimizer"], _fmt(r["batch_size"]),
+    table2 = [[_fmt(r["architecture"]), _fmt(r["optimizer"]), _fmt(r["batch_size"]),
                _fmt(r["learning_rate"]), _fmt(r["epochs"]), _fmt(r["tp"]), _fmt(r["tn"]),
                _accuracy(r["test_accuracy"]),
                "" if "change" not in r else f"{r['change']:+.2f}", str(r["trial"])]
               for r in report.best_per_optimizer]
+    if any("std" in r for r in report.best_per_optimizer):
+        head2 = head[:-1] + ["change (points)", "val mean +- std [95% CI]", "trial"]
+        table2 = [row[:-1] + [_spread(r), row[-1]]
+                  for row, r in zip(table2, report.best_per_optimizer)]
+    else:
+        head2 = head[:-1] + ["change (points)", "trial"]
     importance_rows = [[name, evaluator, f"{value:.3f}"]
                        for evaluator, values in report.importances.items()
                        for name, value in values.items()]
     return [
         ("Table 1: optimizers at the Keras defaults", head, table1),
         ("Table 2: best configuration per optimizer, change in test accuracy vs Table 1",
-         head[:-1] + ["change (points)", "trial"], table2),
+         head2, table2),
         ("Hyperparameter importances", ["parameter", "evaluator", "importance"],
          importance_rows),
     ]

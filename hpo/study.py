@@ -79,6 +79,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
         study.set_user_attr(key, expected)
         study.set_user_attr("hpo:study_file", str(config.path))
         study.set_user_attr("hpo:metric", config.metric)
+        study.set_user_attr("hpo:training", dict(config.training))
         if is_grid:
             study.set_user_attr("hpo:grid_size", config.grid_size)
     elif stored != expected:

@@ -76,3 +76,13 @@ def test_grid_defaults_first(tiny_study, sqlite_url, tmp_path):
         {("Adam", 0.001), ("SGD", 0.01)}
     assert default_configurations(load_study_config("firearms"), grid=True)[0] == \
         {"optimizer": "Adadelta", "learning_rate": 0.001, "batch_size": 32}
+
+
+def test_the_report_shows_mean_std_and_ci_of_repeated_configurations(tiny_study, sqlite_url,
+                                                                    tmp_path):
+    hpo.run(tiny_study, storage=sqlite_url, repeats=2, n_trials=2)
+    name = load_study_config(tiny_study).name
+    result = run_cli("report", name, "--storage", sqlite_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "val mean +- std [95% CI]" in result.stdout
+    assert "(2 runs)" in result.stdout
