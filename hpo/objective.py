@@ -105,7 +105,7 @@ class Objective:
         self._precision: str | None = None  # resolved at the first trial: it imports Keras
         self._seed = options.seed if options.seed is not None else config.seed
 
-    def _record(self, trial: optuna.Trial, key: str, value: Any) -> None:
+    def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
         """Sets a user attribute; keeps it aside if the trial was failed under our feet."""
         try:
             trial.set_user_attr(key, value)
@@ -130,11 +130,11 @@ class Objective:
         sampled = suggest(trial, self._config, grid=self._options.grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
-        self._record(trial, "seed", self._seed)
-        self._record(trial, "precision", self._precision)
-        self._record(trial, "backend", backend())
-        self._record(trial, "worker", {**describe_host(), "name": self._options.worker})
-        self._record(trial, "sampler", "grid" if self._options.grid else "space")
+        self.record(trial, "seed", self._seed)
+        self.record(trial, "precision", self._precision)
+        self.record(trial, "backend", backend())
+        self.record(trial, "worker", {**describe_host(), "name": self._options.worker})
+        self.record(trial, "sampler", "grid" if self._options.grid else "space")
         repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean
         try:
             values, tests = [], []
@@ -153,10 +153,10 @@ class Objective:
         except training_errors() as exc:
             kind = "out of memory" if is_out_of_memory(exc) else exc.__class__.__name__
             reason = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            self._record(trial, "fail_reason", reason)
+            self.record(trial, "fail_reason", reason)
             raise TrialFailed(reason) from exc
         finally:
-            self._record(trial, "wall_time_s", round(time.perf_counter() - started, 3))
+            self.record(trial, "wall_time_s", round(time.perf_counter() - started, 3))
             keras.backend.clear_session()
             gc.collect()
 
@@ -166,14 +166,14 @@ class Objective:
         from hpo.statistics import summarize
 
         summary = summarize(values)
-        self._record(trial, "repeat_values", values)
-        self._record(trial, "repeat_seeds", [self._seed + r for r in range(len(values))])
-        self._record(trial, "value_mean", summary["mean"])
-        self._record(trial, "value_std", summary["std"])
-        self._record(trial, "value_ci95", summary["ci95"])
+        self.record(trial, "repeat_values", values)
+        self.record(trial, "repeat_seeds", [self._seed + r for r in range(len(values))])
+        self.record(trial, "value_mean", summary["mean"])
+        self.record(trial, "value_std", summary["std"])
+        self.record(trial, "value_ci95", summary["ci95"])
         if tests:
-            self._record(trial, "repeat_test_accuracies", tests)
-            self._record(trial, "test_accuracy", summarize(tests)["mean"])
+            self.record(trial, "repeat_test_accuracies", tests)
+            self.record(trial, "test_accuracy", summarize(tests)["mean"])
         return float(summary["mean"])
 
     def _train(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
@@ -196,7 +196,7 @@ class Objective:
         model = build_model(params.architecture, input_shape=dataset.input_shape,
                             num_classes=len(dataset.classes), weights=weights,
                             **params.model_kwargs)
-        self._record(trial, "n_params", int(model.count_params()))
+        self.record(trial, "n_params", int(model.count_params()))
         model.compile(
             optimizer=build_optimizer(params.optimizer, params.learning_rate,
                                       **params.optimizer_kwargs),
@@ -219,16 +219,16 @@ class Objective:
             model.fit(train, validation_data=validation, epochs=params.epochs, verbose=0,
                       callbacks=callbacks)
         finally:
-            self._record(trial, "history", recorder.history)
-            self._record(trial, "epochs_trained", len(recorder.history.get("loss", [])))
-            self._record(trial, "train_time_s", round(time.perf_counter() - fit_started, 3))
+            self.record(trial, "history", recorder.history)
+            self.record(trial, "epochs_trained", len(recorder.history.get("loss", [])))
+            self.record(trial, "train_time_s", round(time.perf_counter() - fit_started, 3))
             if recorder.first_step_at is not None:
-                self._record(trial, "startup_s", round(recorder.first_step_at - started, 3))
+                self.record(trial, "startup_s", round(recorder.first_step_at - started, 3))
         values = recorder.history.get(self._config.metric)
         if not values:
             raise TrialFailed(f"training reported no {self._config.metric}")
         best = max(values) if self._config.direction == "maximize" else min(values)
-        self._record(trial, "best_epoch", values.index(best) + 1)
+        self.record(trial, "best_epoch", values.index(best) + 1)
         evaluation: dict[str, Any] = {"classes": list(dataset.classes)}
         probabilities = None
         if dataset.test is not None:
@@ -237,7 +237,7 @@ class Objective:
             probabilities = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
             evaluation.update(evaluate_classifier(probabilities, dataset.test.y))
         for key, value in evaluation.items():
-            self._record(trial, key, value)
+            self.record(trial, key, value)
         artifacts = self._options.artifacts
         if artifacts is not None and first and trial.number not in self.orphaned_attrs:
             artifacts.record(trial, history=recorder.history, evaluation=evaluation,
@@ -245,5 +245,5 @@ class Objective:
                              probabilities=probabilities)
             saved = artifacts.maybe_save_model(trial.study, trial.number, float(best), model)
             if saved is not None:
-                self._record(trial, "model_path", str(saved))
+                self.record(trial, "model_path", str(saved))
         return float(best), evaluation

@@ -139,7 +139,7 @@ def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> 
             except TrialFailed:
                 state = TrialState.FAIL
             except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+                objective.record(trial, "fail_reason", "interrupted (Ctrl-C)")
                 raise
     finally:
         _tell(study, trial, state, value, objective.orphaned_attrs.pop(trial.number, {}))
