@@ -13,6 +13,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
+import sqlalchemy.exc
 import typer
 
 from hpo.errors import ConfigError, HpoError, StorageError
@@ -78,6 +79,12 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except HpoError as exc:
             raise _fail(str(exc)) from None
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            # The database went away after the storage was opened (a lost server, a
+            # network cut): one line, masked; the running trial is reaped on resume.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise _fail("lost the study database: " + mask_url(reason)[:300] +
+                        "; check the server and resume with the same command") from None
         except KeyboardInterrupt:
             raise _fail("interrupted: the running trial was marked FAIL and is re-run when "
                         "you resume with the same command", 130) from None

@@ -184,3 +184,22 @@ def test_isolate_runs_each_trial_in_a_fresh_process(tmp_path, tiny_study):
     study = optuna.load_study(study_name=load_study_config(tiny_study).name, storage=storage)
     pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
     assert len(study.trials) == 2 and len(pids) == 2
+
+
+def test_a_database_lost_mid_run_is_one_line_not_a_traceback(monkeypatch, tiny_study):
+    import sqlalchemy.exc
+    from typer.testing import CliRunner
+
+    import hpo.runner
+    from hpo.cli import app
+
+    def lost(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError(
+            "SELECT 1", {}, Exception("connection to server at 10.0.0.9 failed: "
+                                      "postgresql://u:pw@db/x refused"))
+
+    monkeypatch.setattr(hpo.runner, "run_study", lost)
+    result = CliRunner().invoke(app, ["run", "--study", str(tiny_study)])
+    assert result.exit_code == 2
+    assert "lost the study database" in result.output
+    assert ":pw@" not in result.output and "Traceback" not in result.output
