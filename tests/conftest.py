@@ -59,6 +59,32 @@ def postgres_url() -> str:
     return url
 
 
+def wait_for_training(name: str, storage: str, proc: subprocess.Popen[str], *,
+                      min_epochs: int = 1, timeout: float = 180) -> "optuna.trial.FrozenTrial":
+    """Waits until study ``name`` has a RUNNING trial that reported ``min_epochs`` epochs.
+
+    Fails at once if ``proc`` (the worker) exits first.
+    """
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:  # the worker has not created the study yet
+            time.sleep(0.3)
+            continue
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            if len(trial.intermediate_values) >= min_epochs:
+                return trial
+        time.sleep(0.2)
+    raise AssertionError(f"no trial of {name} started training within {timeout} s")
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Runs ``python -m hpo ARGS`` as a user would, capturing its output."""

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
+from tests.conftest import wait_for_training
 
 
 def _start(study: Path, storage: str, cwd: Path) -> subprocess.Popen[str]:
@@ -20,24 +20,6 @@ def _start(study: Path, storage: str, cwd: Path) -> subprocess.Popen[str]:
                              "--storage", storage, "--heartbeat", "1", "--quiet"],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-
-
-def _wait_for_training(name: str, storage: str, proc: subprocess.Popen[str],
-                       timeout: float = 120) -> optuna.trial.FrozenTrial:
-    """Waits until a trial is RUNNING and has reported at least one epoch."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            time.sleep(0.5)
-            continue
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        if running and running[0].intermediate_values:
-            return running[0]
-        time.sleep(0.3)
-    raise AssertionError("no trial started training in time")
 
 
 def _long_study(tmp_path: Path, image_folder: Path, name: str) -> Path:
@@ -48,7 +30,7 @@ def test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, i
     study_file = _long_study(tmp_path, image_folder, "sigint")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     proc = _start(study_file, storage, tmp_path)
-    victim = _wait_for_training("sigint", storage, proc)
+    victim = wait_for_training("sigint", storage, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
@@ -76,7 +58,7 @@ def test_kill_9_leaves_no_trial_running_forever(tmp_path, image_folder):
     study_file = _long_study(tmp_path, image_folder, "sigkill")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     proc = _start(study_file, storage, tmp_path)
-    victim = _wait_for_training("sigkill", storage, proc)
+    victim = wait_for_training("sigkill", storage, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     study = optuna.load_study(study_name="sigkill", storage=storage)

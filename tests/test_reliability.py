@@ -19,6 +19,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
+from tests.conftest import wait_for_training
 
 pytestmark = pytest.mark.postgres
 
@@ -28,23 +29,6 @@ def _worker(study_file: Path, storage: str, cwd: Path, *extra: str) -> subproces
         [sys.executable, "-m", "hpo", "worker", "--study", str(study_file), "--quiet", *extra],
         cwd=cwd, env={**os.environ, "HPO_STORAGE": storage}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
-
-
-def _wait_running(name: str, storage: str, proc: subprocess.Popen[str],
-                  min_epochs: int = 1) -> optuna.trial.FrozenTrial:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            time.sleep(0.3)
-            continue
-        for trial in study.get_trials(states=(TrialState.RUNNING,)):
-            if len(trial.intermediate_values) >= min_epochs:
-                return trial
-        time.sleep(0.2)
-    raise AssertionError("no trial started training in time")
 
 
 def _complete_points(study: optuna.Study) -> list[tuple]:
@@ -57,7 +41,7 @@ def test_a_live_trial_falsely_failed_as_stale_keeps_its_result(tmp_path, image_f
     name = f"stale-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=15)
     proc = _worker(study_file, postgres_url, tmp_path, "--heartbeat", "1", "--grace", "60")
-    victim = _wait_running(name, postgres_url, proc)
+    victim = wait_for_training(name, postgres_url, proc)
     # What another worker does when it wrongly judges the trial stale:
     storage = optuna.storages.RDBStorage(postgres_url)
     study = optuna.load_study(study_name=name, storage=storage)
@@ -87,7 +71,7 @@ def test_every_connection_terminated_mid_trial_loses_nothing(tmp_path, image_fol
     engine = sqlalchemy.create_engine(postgres_url)
     terminated = 0
     for _ in range(2):
-        _wait_running(name, postgres_url, proc, min_epochs=2)
+        wait_for_training(name, postgres_url, proc, min_epochs=2)
         with engine.connect() as conn:
             terminated += len(conn.execute(sqlalchemy.text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

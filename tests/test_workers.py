@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for_training
 
 pytestmark = pytest.mark.postgres
 
@@ -60,17 +60,7 @@ def test_a_worker_killed_mid_trial_is_reclaimed_by_the_others(tmp_path, image_fo
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=15,
                              extra_grid="batch_size = [8, 16]")
     first = _worker(study_file, postgres_url, tmp_path, "a")
-    deadline = time.monotonic() + 180
-    victim = None
-    while victim is None and time.monotonic() < deadline:
-        time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name=name, storage=postgres_url)
-        except KeyError:
-            continue
-        victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
-                       if t.intermediate_values), None)
-    assert victim is not None, first.communicate()
+    victim = wait_for_training(name, postgres_url, first)
     second = _worker(study_file, postgres_url, tmp_path, "b")
     os.kill(first.pid, signal.SIGKILL)
     first.communicate()
@@ -112,15 +102,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path, image_fo
                             env={**os.environ, "HPO_STORAGE": postgres_url},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name=name, storage=postgres_url)
-        except KeyError:
-            continue
-        if any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
-            break
+    wait_for_training(name, postgres_url, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
