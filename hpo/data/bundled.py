@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpo.config import BUNDLED_DATA
 from hpo.errors import DataError
 
 __all__ = ["BUNDLED", "load_bundled"]
 
-BUNDLED = ("digits",)
+BUNDLED = BUNDLED_DATA  # the one list lives with the study-file schema
 
 
 def _resize_all(images: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
