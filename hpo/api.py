@@ -27,7 +27,8 @@ def _config(study: str | Path | StudyConfig, data: str | Path | None) -> StudyCo
 def run(study: str | Path | StudyConfig, *, sampler: str = "grid", storage: str | None = None,
         n_trials: int | None = None, timeout: float | None = None,
         data: str | Path | None = None, study_name: str | None = None, quiet: bool = True,
-        repeats: int | None = None, **overrides: Any) -> optuna.Study:
+        repeats: int | None = None, objectives: str | tuple[str, ...] | None = None,
+        **overrides: Any) -> optuna.Study:
     """Runs (or resumes) a study in this process and returns the stock Optuna study.
 
     Args:
@@ -40,6 +41,8 @@ def run(study: str | Path | StudyConfig, *, sampler: str = "grid", storage: str 
         study_name: Name in the storage; default the study file's name.
         quiet: Print nothing but the summary line.
         repeats: Training runs per configuration (overrides the study file's).
+        objectives: Multi-objective search, e.g. ``("val_accuracy", "train_time")``; the
+            returned study's ``best_trials`` is the Pareto front.
         **overrides: Fields of :class:`hpo.objective.ObjectiveOptions` (seed, precision,
             cache_dir, strict) and of :class:`hpo.runner.RunOptions` (retry_failed, pruner).
 
@@ -49,6 +52,8 @@ def run(study: str | Path | StudyConfig, *, sampler: str = "grid", storage: str 
     config = _config(study, data)
     if repeats is not None:
         config = config.with_repeats(repeats)
+    if objectives is not None:
+        config = config.with_objectives(objectives)
     objective_fields = set(ObjectiveOptions.__dataclass_fields__) - {"grid", "on_epoch"}
     run_fields = {"retry_failed", "pruner"}
     unknown = sorted(set(overrides) - objective_fields - run_fields)
@@ -78,13 +83,16 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
 def best(study: str, storage: str | None = None) -> optuna.trial.FrozenTrial:
     """The best finished trial of ``study``.
 
+    For a multi-objective study, the trial with the best metric (its first objective);
+    ``hpo.load_study(name).best_trials`` is its Pareto front.
+
     Raises:
         StudyError: No such study, or no completed trial yet.
     """
     from hpo.errors import StudyError
+    from hpo.objectives import best_by_metric
 
-    loaded = load_study(study, storage)
-    try:
-        return loaded.best_trial
-    except ValueError:
-        raise StudyError(f"study {study!r} has no completed trial yet; run it first") from None
+    trial = best_by_metric(load_study(study, storage))
+    if trial is None:
+        raise StudyError(f"study {study!r} has no completed trial yet; run it first")
+    return trial

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo import plots
+from hpo.objectives import metric_maximized, metric_value
 
 if TYPE_CHECKING:
     import keras
@@ -79,8 +80,8 @@ class Artifacts:
 
     def _top(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        return sorted(complete, key=lambda t: t.value, reverse=reverse)[:self.keep_models]
+        return sorted(complete, key=metric_value,  # type: ignore[arg-type]
+                      reverse=metric_maximized(study))[:self.keep_models]
 
     def maybe_save_model(self, study: optuna.Study, number: int, value: float,
                          model: "keras.Model") -> Path | None:
@@ -89,9 +90,9 @@ class Artifacts:
             return None
         top = self._top(study)
         if len(top) >= self.keep_models:
-            worst = top[-1].value
-            better = value > worst if study.direction == \
-                optuna.study.StudyDirection.MAXIMIZE else value < worst
+            worst = metric_value(top[-1])
+            assert worst is not None  # a COMPLETE trial has values
+            better = value > worst if metric_maximized(study) else value < worst
             if not better:
                 return None
         path = model_path(self.directory, study.study_name, number)

@@ -13,6 +13,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
+import optuna
 import sqlalchemy.exc
 import typer
 
@@ -26,6 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=True,
 )
+
+#: Trials after which a TensorFlow worker replaces its process (``--recycle-after``).
+DEFAULT_RECYCLE_AFTER = 20
 
 StorageOpt = Annotated[str, typer.Option(
     "--storage", envvar="HPO_STORAGE", show_envvar=True,
@@ -58,8 +62,6 @@ def _setup_logging(quiet: bool) -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     import warnings
 
-    import optuna
-
     # hpo prints each trial's outcome (with a failed trial's reason) itself.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -79,10 +81,11 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except HpoError as exc:
             raise _fail(str(exc)) from None
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            # The database went away after the storage was opened (a lost server, a
-            # network cut): one line, masked; the running trial is reaped on resume.
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            # The database failed after the storage was opened, in a way hpo's storage does
+            # not retry: one line, masked; the running trial is reaped on resume.
+            cause = exc.__cause__ or exc
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
             raise _fail("lost the study database: " + mask_url(reason)[:300] +
                         "; check the server and resume with the same command") from None
         except KeyboardInterrupt:
@@ -118,7 +121,7 @@ def run(
     study: Annotated[str, typer.Option("--study", "-s",
                                        help="Study name (see 'hpo studies') or .toml path.")],
     sampler: Annotated[str, typer.Option(
-        help="grid, tpe, random, qmc, cmaes, nsgaii (or Optuna's class names).")] = "grid",
+        help="grid, tpe, random, qmc, cmaes, nsgaii, gp (or Optuna's class names).")] = "grid",
     storage: StorageOpt = DEFAULT_STORAGE,
     data: Annotated[Optional[Path], typer.Option(
         help="Image folder overriding the study file's data.source.")] = None,
@@ -140,6 +143,9 @@ def run(
         help="Seconds between heartbeats of a running trial.")] = 60,
     grace: Annotated[Optional[int], typer.Option(
         help="Seconds without heartbeat before a trial counts as lost (default 3x).")] = None,
+    outage_timeout: Annotated[float, typer.Option(
+        help="Seconds a worker waits for an unreachable study database (a restart, a "
+             "failover, a network cut) before it gives up.")] = 600.0,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Image cache folder (default $HPO_CACHE_DIR or ~/.cache/hpo).")] = None,
     strict: Annotated[bool, typer.Option(
@@ -162,6 +168,9 @@ def run(
     log_json: Annotated[bool, typer.Option(
         help="Print one JSON object per event (epoch, trial, summary) instead of text.")]
     = False,
+    objectives: Annotated[Optional[str], typer.Option(
+        help="Multi-objective search: the metric, then train_time and/or n_params, e.g. "
+             "val_accuracy,train_time ('hpo best' then shows the Pareto front).")] = None,
     repeats: Annotated[Optional[int], typer.Option(
         help="Train each configuration R times (seeds seed..seed+R-1); value: the mean.")]
     = None,
@@ -171,6 +180,10 @@ def run(
     isolate: Annotated[bool, typer.Option(
         help="Run each trial in a fresh process (frees all GPU memory between trials).")]
     = False,
+    recycle_after: Annotated[Optional[int], typer.Option(
+        help="Replace the worker process with a fresh one every N trials, returning the "
+             "memory the backend keeps between trials (0: never; default "
+             f"{DEFAULT_RECYCLE_AFTER} with TensorFlow, never with JAX).")] = None,
 ) -> None:
     """Run (or resume) a study: train one Keras model per trial, store results in Optuna.
 
@@ -183,21 +196,27 @@ def run(
     from hpo.config import load_study_config
     from hpo.objective import ObjectiveOptions
     from hpo.progress import Reporter
-    from hpo.runner import RunOptions, run_study
+    from hpo.runner import RunOptions
     from hpo.storage import StorageOptions
 
     if heartbeat < 1:
         raise StorageError(f"--heartbeat must be at least 1 second, received {heartbeat}")
+    if not outage_timeout >= 0:
+        raise StorageError(f"--outage-timeout must be 0 or more seconds, received "
+                           f"{outage_timeout}")
     config = load_study_config(study)
     if data is not None:
         config = config.with_data(data)
     if repeats is not None:
         config = config.with_repeats(repeats)
+    if objectives is not None:
+        config = config.with_objectives(objectives)
     options = RunOptions(enqueue_defaults=enqueue_defaults,
         sampler=sampler, storage=storage, study_name=study_name, n_trials=n_trials,
         timeout=timeout, retry_failed=retry_failed, pruner=pruner,
         storage_options=StorageOptions(heartbeat_interval=heartbeat,
-                                       grace_period=grace or 3 * heartbeat),
+                                       grace_period=grace or 3 * heartbeat,
+                                       outage_timeout=outage_timeout),
         objective=ObjectiveOptions(seed=seed, precision=precision.value, cache_dir=cache_dir,
                                    strict=strict, worker=worker_name,
                                    artifacts=Artifacts(directory=artifacts.resolve(),
@@ -206,12 +225,15 @@ def run(
     )
     reporter = Reporter(metric=config.metric, quiet=quiet, json_lines=log_json,
                         prefix="" if worker_name == "main" or log_json else f"[{worker_name}] ")
+    if recycle_after is not None and recycle_after < 0:
+        raise ConfigError(f"--recycle-after must be 0 (never) or more trials, received "
+                          f"{recycle_after}")
     if ctx.info_name == "worker" or (workers == 1 and gpus is None):
         reporter.info(f"storage {mask_url(storage)}")
         if isolate:
             _run_isolated(ctx, config, options, reporter)
         else:
-            run_study(config, options, reporter)
+            _run_in_process(ctx, config, options, reporter, recycle_after)
         return
     _run_workers(ctx, config, options, reporter, workers=workers, gpus=gpus)
 
@@ -223,10 +245,40 @@ def _child_argv(ctx: typer.Context, skip: tuple[str, ...]) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if name == "figures" and value is False:
             argv.append("--no-figures")
-        if name in ("storage", *skip) or value in (None, False):
-            continue
+        if name in ("storage", *skip) or value is None or value is False:
+            continue  # (not `value in (None, False)`: 0 == False would drop --retry-failed 0)
         argv += [flag] if value is True else [flag, str(getattr(value, "value", value))]
     return argv
+
+
+def _run_in_process(ctx: typer.Context, config: Any, options: Any, reporter: Any,
+                    recycle_after: Optional[int]) -> None:
+    """Runs the worker here; every ``recycle_after`` trials it replaces this process with a
+    fresh one (same PID, same options, what is left of ``--n-trials`` and ``--timeout``),
+    because TensorFlow keeps memory across trials (BENCHMARKS.md, section 5)."""
+    import time
+    from dataclasses import replace
+
+    from hpo.runner import run_worker
+
+    if recycle_after is None:
+        from hpo.device import backend
+
+        recycle_after = DEFAULT_RECYCLE_AFTER if backend() == "tensorflow" else 0
+    started = time.monotonic()
+    result = run_worker(config, replace(options, recycle_after=recycle_after or None),
+                        reporter)
+    if not result.recycle:
+        return
+    argv = _child_argv(ctx, skip=("n_trials", "timeout"))
+    if options.n_trials is not None:
+        argv += ["--n-trials", str(options.n_trials - result.ran)]
+    if options.timeout is not None:
+        argv += ["--timeout", str(max(0.0, options.timeout - (time.monotonic() - started)))]
+    os.environ["HPO_STORAGE"] = options.storage  # never on the command line
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "hpo", str(ctx.info_name), *argv])
 
 
 def _run_isolated(ctx: typer.Context, config: Any, options: Any, reporter: Any) -> None:
@@ -357,6 +409,9 @@ def best(
     from hpo.views import to_json, trial_record
 
     loaded = load_existing_study(study, _existing_storage(storage))
+    if len(loaded.directions) > 1:
+        _print_pareto_front(loaded, json)
+        return
     try:
         trial = loaded.best_trial
     except ValueError:
@@ -377,6 +432,32 @@ def best(
                 "n_params", "wall_time_s"):
         if key in record:
             typer.echo(f"  {key}: {record[key]}")
+
+
+def _print_pareto_front(study: Any, json: bool) -> None:
+    """``hpo best`` of a multi-objective study: every trial no other trial beats on all
+    objectives, by trial number."""
+    from hpo.errors import StudyError
+    from hpo.objectives import objective_names
+    from hpo.progress import format_params
+    from hpo.views import to_json, trial_record
+
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    if not front:
+        raise StudyError(f"study {study.study_name!r} has no completed trial yet; run it "
+                         "first")
+    names = objective_names(study)
+    if json:
+        typer.echo(to_json({"objectives": names,
+                            "directions": [d.name.lower() for d in study.directions],
+                            "pareto_front": [trial_record(t) for t in front]}))
+        return
+    typer.echo(f"Pareto front of {', '.join(names)}: {len(front)} trial(s)")
+    for trial in front:
+        values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
+        test = trial.user_attrs.get("test_accuracy")
+        extra = "" if test is None else f"  test_accuracy={test:.4f}"
+        typer.echo(f"  trial {trial.number:>4}  {values}{extra}  {format_params(trial.params)}")
 
 
 @app.command()
@@ -550,11 +631,13 @@ def export(
     from hpo.study import load_existing_study
 
     loaded = load_existing_study(study, _existing_storage(storage))
-    if model == "best":
-        try:
-            number = loaded.best_trial.number
-        except ValueError:
-            raise StudyError(f"study {study!r} has no completed trial yet") from None
+    if model == "best":  # by the metric, also in a multi-objective study
+        from hpo.objectives import best_by_metric
+
+        found = best_by_metric(loaded)
+        if found is None:
+            raise StudyError(f"study {study!r} has no completed trial yet")
+        number = found.number
     elif model.isdigit():
         number = int(model)
     else:

@@ -24,6 +24,7 @@ __all__ = [
     "StudyConfig",
     "TRAINING_PARAMS",
     "METRICS",
+    "OBJECTIVES",
     "PRUNERS",
     "BUNDLED_STUDIES_DIR",
     "available_studies",
@@ -35,6 +36,9 @@ TRAINING_PARAMS: tuple[str, ...] = ("architecture", "optimizer", "learning_rate"
                                     "epochs")
 #: Metric -> the direction that is better.
 METRICS: dict[str, str] = {"val_accuracy": "maximize", "val_loss": "minimize"}
+#: What a multi-objective study can optimise together -> the direction that is better: the
+#: validation metric, the training time of the trial (seconds of ``fit``), the model size.
+OBJECTIVES: dict[str, str] = {**METRICS, "train_time": "minimize", "n_params": "minimize"}
 PRUNERS: tuple[str, ...] = ("none", "median", "successive_halving", "hyperband")
 BUNDLED_DATA: tuple[str, ...] = ("digits",)
 BUNDLED_STUDIES_DIR = Path(__file__).parent / "studies"
@@ -141,6 +145,9 @@ class StudyConfig:
         grid: Parameter -> values, for ``--sampler grid``.
         space: Parameters for the other samplers, in sampling order.
         repeats: Training runs per configuration (different seeds); the value is the mean.
+        objectives: For a multi-objective study, what is optimised: ``metric`` first, then
+            e.g. ``train_time`` or ``n_params`` (see :data:`OBJECTIVES`); empty: ``metric``
+            alone.
     """
 
     name: str
@@ -156,6 +163,36 @@ class StudyConfig:
     grid: Mapping[str, tuple[GridValue, ...]]
     space: tuple[ParamSpec, ...]
     repeats: int = 1
+    objectives: tuple[str, ...] = ()
+
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        """What each trial's value(s) stand for, in order."""
+        return self.objectives or (self.metric,)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """``maximize`` / ``minimize`` per objective."""
+        return tuple(OBJECTIVES[name] for name in self.objective_names)
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether trials have several values (a Pareto front, no single best)."""
+        return len(self.objective_names) > 1
+
+    def with_objectives(self, names: str | tuple[str, ...]) -> "StudyConfig":
+        """A copy optimising ``names`` (the CLI's ``--objectives val_accuracy,train_time``).
+
+        Raises:
+            ConfigError: Unknown or repeated objective, or the first is no validation
+                metric.
+        """
+        if isinstance(names, str):
+            names = tuple(n.strip() for n in names.split(",") if n.strip())
+        objectives = _check_objectives(names, lambda message: ConfigError(
+            f"--objectives: {message}"))
+        return replace(self, metric=objectives[0], direction=METRICS[objectives[0]],
+                       objectives=objectives if len(objectives) > 1 else ())
 
     @property
     def grid_size(self) -> int:
@@ -215,6 +252,23 @@ class _Reader:
             if key not in allowed:
                 raise self.error(prefix + key,
                                  f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+
+def _check_objectives(names: Any, error: Any) -> tuple[str, ...]:
+    """Validates a list of objectives; ``error(message)`` builds the exception to raise."""
+    if not isinstance(names, (list, tuple)) or not names or \
+            not all(isinstance(n, str) for n in names):
+        raise error(f"expected a list of objective names, received {names!r}")
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise error(f"unknown objective {unknown[0]!r}; expected names from "
+                    f"{', '.join(OBJECTIVES)}")
+    if len(set(names)) != len(names):
+        raise error(f"an objective is named twice in {list(names)!r}")
+    if names[0] not in METRICS:
+        raise error(f"the first objective must be the validation metric ({' or '.join(METRICS)})"
+                    f", received {names[0]!r}; e.g. val_accuracy,train_time")
+    return tuple(names)
 
 
 def _known_params() -> tuple[str, ...]:
@@ -424,11 +478,19 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> StudyConfig:
     reader = _Reader(path)
     reader.reject_unknown(raw, ("name", "description", "metric", "direction", "seed", "pruner",
                                 "repeats", "data", "training", "architectures", "grid",
-                                "space"))
+                                "space", "objectives"))
     name = reader.string(raw, "name", path.stem)
     if not name or any(c.isspace() for c in name):
         raise reader.error("name", f"expected a name without spaces, received {name!r}")
-    metric = reader.string(raw, "metric", "val_accuracy", allowed=tuple(METRICS))
+    objectives: tuple[str, ...] = ()
+    if "objectives" in raw:
+        objectives = _check_objectives(raw["objectives"],
+                                       lambda message: reader.error("objectives", message))
+        if "metric" in raw and raw["metric"] != objectives[0]:
+            raise reader.error("objectives", f"the first objective must be the metric "
+                                             f"{raw['metric']!r}, received {objectives[0]!r}")
+    metric = reader.string(raw, "metric", objectives[0] if objectives else "val_accuracy",
+                           allowed=tuple(METRICS))
     direction = reader.string(raw, "direction", METRICS[metric],
                               allowed=("maximize", "minimize"))
     if direction != METRICS[metric]:
@@ -476,6 +538,11 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> StudyConfig:
     used |= {str(a) for a in _possible_values("architecture", training, {}, space)}
     architectures = _read_architectures(reader, reader.table(raw, "architectures"), used)
 
+    pruner = reader.string(raw, "pruner", "none", allowed=PRUNERS)
+    if len(objectives) > 1 and pruner != "none":
+        raise reader.error("pruner", f"received {pruner!r}, but Optuna cannot prune a "
+                                     "multi-objective trial; set pruner = \"none\"")
+
     return StudyConfig(
         name=name,
         path=path,
@@ -483,13 +550,14 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> StudyConfig:
         metric=metric,
         direction=direction,
         seed=reader.integer(raw, "seed", 0, minimum=0),
-        pruner=reader.string(raw, "pruner", "none", allowed=PRUNERS),
+        pruner=pruner,
         data=data,
         training=training,
         architectures=architectures,
         grid=grid,
         space=space,
         repeats=reader.integer(raw, "repeats", 1, minimum=1),
+        objectives=objectives if len(objectives) > 1 else (),
     )
 
 

@@ -2,7 +2,8 @@
 
 Optuna's own heartbeat thread stops for good on the first database error (optuna#4994), and
 the live trial is later failed as stale. This one logs the error and keeps beating, so a
-short database outage costs nothing.
+database outage costs nothing (hpo's storage itself also retries through one:
+:mod:`hpo.resilient_storage`).
 """
 
 from __future__ import annotations
@@ -42,10 +43,16 @@ class Heartbeat:
     def _beat(self, interval: int) -> None:
         import sqlalchemy.exc
 
+        from hpo.errors import StorageError
+
         while True:
             try:
                 self._storage.record_heartbeat(self._trial_id)  # type: ignore[attr-defined]
-            except sqlalchemy.exc.SQLAlchemyError as exc:
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+                    StorageError) as exc:
+                # Optuna wraps a database error in StorageInternalError; hpo's storage
+                # retries through an outage and raises StorageError when it outlasts the
+                # timeout. Either way: keep beating, the trial is alive.
                 self.errors += 1
                 _log.warning("heartbeat of trial id %d failed (%s); retrying",
                              self._trial_id, exc.__class__.__name__)

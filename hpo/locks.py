@@ -13,10 +13,12 @@ import fcntl
 import hashlib
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import optuna
 from optuna.storages._cached_storage import _CachedStorage
+
+from hpo.resilient_storage import ResilientRDBStorage, is_connection_error
 
 __all__ = ["study_lock"]
 
@@ -39,17 +41,44 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _locked_connection(storage: optuna.storages.RDBStorage, key: int) -> Any:
+    """A connection holding the advisory lock ``key``; waits out a database outage."""
+    import sqlalchemy
+
+    def attempt(retry: bool) -> Any:
+        conn = storage.engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except sqlalchemy.exc.SQLAlchemyError:
+            conn.close()
+            raise
+        return conn
+
+    if isinstance(storage, ResilientRDBStorage):
+        return storage.call_with_retries("study lock", attempt)
+    return attempt(False)
+
+
 @contextlib.contextmanager
 def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Iterator[None]:
     import sqlalchemy
 
-    with storage.engine.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+    conn = _locked_connection(storage, key)
+    try:
+        yield
+    finally:
         try:
-            yield
-        finally:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             conn.commit()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if not is_connection_error(exc):
+                raise
+            # The lock's connection was lost (the server restarted or cut it): the server
+            # released the lock with it, so there is nothing left to unlock.
+            _log.debug("study lock connection lost before unlock (%s)",
+                       exc.__class__.__name__)
+        finally:
+            conn.close()
 
 
 @contextlib.contextmanager

@@ -121,7 +121,10 @@ class Objective:
                 cache_dir=self._options.cache_dir, strict=self._options.strict)
         return self._datasets[size]
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        """Trains the trial's configuration (``repeats`` times) and returns its value: the
+        best epoch's validation metric, or one value per objective of a multi-objective
+        study (each the mean over the repeats)."""
         import keras
 
         started = time.perf_counter()
@@ -137,17 +140,21 @@ class Objective:
         self.record(trial, "sampler", "grid" if self._options.grid else "space")
         repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean
         try:
-            values, tests = [], []
+            runs: list[dict[str, float]] = []
+            tests = []
             for repeat in range(repeats):
                 keras.backend.clear_session()
-                value, evaluation = self._train(trial, params, dataset, started,
-                                                seed=self._seed + repeat, first=repeat == 0)
-                values.append(value)
+                measures, evaluation = self._train(trial, params, dataset, started,
+                                                   seed=self._seed + repeat,
+                                                   first=repeat == 0)
+                runs.append(measures)
                 if "test_accuracy" in evaluation:
                     tests.append(evaluation["test_accuracy"])
-            if repeats == 1:
-                return values[0]
-            return self._aggregate(trial, values, tests)
+            names = self._config.objective_names
+            if repeats > 1:
+                self._aggregate(trial, [run[names[0]] for run in runs], tests)
+            values = [float(np.mean([run[name] for run in runs])) for name in names]
+            return values[0] if len(values) == 1 else values
         except (HpoError, optuna.TrialPruned):
             raise
         except training_errors() as exc:
@@ -161,8 +168,8 @@ class Objective:
             gc.collect()
 
     def _aggregate(self, trial: optuna.Trial, values: list[float],
-                   tests: list[float]) -> float:
-        """Records the repeats' values, seeds and statistics; returns their mean."""
+                   tests: list[float]) -> None:
+        """Records the repeats' metric values, seeds and statistics."""
         from hpo.statistics import summarize
 
         summary = summarize(values)
@@ -174,11 +181,13 @@ class Objective:
         if tests:
             self.record(trial, "repeat_test_accuracies", tests)
             self.record(trial, "test_accuracy", summarize(tests)["mean"])
-        return float(summary["mean"])
 
     def _train(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
-               started: float, *, seed: int, first: bool) -> tuple[float, dict[str, Any]]:
-        """One training run; returns its best metric value and its test evaluation.
+               started: float, *, seed: int, first: bool
+               ) -> tuple[dict[str, float], dict[str, Any]]:
+        """One training run; returns what it measured for :data:`hpo.config.OBJECTIVES` (the
+        best epoch's metric, the training seconds, the parameter count) and its test
+        evaluation.
 
         Only the first run of a repeated configuration reports to the pruner, uploads
         figures and may keep its model.
@@ -212,16 +221,18 @@ class Objective:
         validation = ArrayBatches(dataset.validation.x, dataset.validation.y,
                                   batch_size=params.batch_size, shuffle=False)
         fit_started = time.perf_counter()
+        fit_seconds = 0.0
         try:
             callbacks = [NanGuard(), recorder]
-            if first:
+            if first and not self._config.multi_objective:  # Optuna prunes single values
                 callbacks.append(pruning_callback(trial, self._config.metric))
             model.fit(train, validation_data=validation, epochs=params.epochs, verbose=0,
                       callbacks=callbacks)
         finally:
             self.record(trial, "history", recorder.history)
             self.record(trial, "epochs_trained", len(recorder.history.get("loss", [])))
-            self.record(trial, "train_time_s", round(time.perf_counter() - fit_started, 3))
+            fit_seconds = time.perf_counter() - fit_started
+            self.record(trial, "train_time_s", round(fit_seconds, 3))
             if recorder.first_step_at is not None:
                 self.record(trial, "startup_s", round(recorder.first_step_at - started, 3))
         values = recorder.history.get(self._config.metric)
@@ -246,4 +257,6 @@ class Objective:
             saved = artifacts.maybe_save_model(trial.study, trial.number, float(best), model)
             if saved is not None:
                 self.record(trial, "model_path", str(saved))
-        return float(best), evaluation
+        measures = {self._config.metric: float(best), "train_time": round(fit_seconds, 3),
+                    "n_params": float(model.count_params())}
+        return measures, evaluation

@@ -11,6 +11,8 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.objectives import metric_value, objective_names
+
 __all__ = ["Reporter", "format_params", "format_value"]
 
 
@@ -100,7 +102,7 @@ class Reporter:
         """One line per finished trial."""
         if self.json_lines:
             self._event("trial", number=trial.number, state=trial.state.name,
-                        value=trial.value, params=trial.params,
+                        value=metric_value(trial), values=trial.values, params=trial.params,
                         **{k: trial.user_attrs[k] for k in ("test_accuracy", "wall_time_s",
                                                              "fail_reason")
                            if k in trial.user_attrs})
@@ -110,7 +112,10 @@ class Reporter:
         seconds = trial.user_attrs.get("wall_time_s")
         took = f" {seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
         if trial.state == TrialState.COMPLETE:
-            result = f"{self.metric}={trial.value:.4f}"
+            result = f"{self.metric}={metric_value(trial):.4f}"
+            if trial.values is not None and len(trial.values) > 1:
+                result += "".join(f" {n}={v:.4g}" for n, v in
+                                  zip(objective_names(study)[1:], trial.values[1:]))
             test = trial.user_attrs.get("test_accuracy")
             if test is not None:
                 result += f" test_accuracy={test:.4f}"

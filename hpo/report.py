@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import ConfigError
+from hpo.objectives import best_by_metric, metric_maximized, metric_value
 from hpo.optimizers import default_learning_rate
 
 __all__ = ["FORMATS", "Report", "build_report", "write_report"]
@@ -61,7 +62,7 @@ def _value(trial: FrozenTrial, name: str, training: Mapping[str, Any]) -> Any:
 
 def _row(trial: FrozenTrial, training: Mapping[str, Any]) -> dict[str, Any]:
     row = {name: _value(trial, name, training) for name in _TABLE_COLUMNS[:5]}
-    row.update(trial=trial.number, value=trial.value,
+    row.update(trial=trial.number, value=metric_value(trial),
                tp=trial.user_attrs.get("tp"), tn=trial.user_attrs.get("tn"),
                test_accuracy=trial.user_attrs.get("test_accuracy"))
     if "value_std" in trial.user_attrs:  # repeated with several seeds
@@ -92,7 +93,7 @@ def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None)
     if not complete:
         report.notes.append("no completed trial yet")
         return report
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    pick = max if metric_maximized(study) else min
     groups: dict[tuple[str, str], list[FrozenTrial]] = {}
     for trial in complete:
         key = (str(_value(trial, "architecture", training)),
@@ -108,8 +109,7 @@ def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None)
             chosen = [t for t in baseline if int(_value(t, "epochs", training) or 0) == most]
             default_row = _row(max(chosen, key=lambda t: t.number), training)
             report.defaults.append(default_row)
-        pick = max if maximize else min
-        best_row = _row(pick(trials, key=lambda t: t.value), training)
+        best_row = _row(pick(trials, key=metric_value), training)  # type: ignore[arg-type]
         if default_row and default_row["test_accuracy"] is not None \
                 and best_row["test_accuracy"] is not None:
             best_row["change"] = 100 * (best_row["test_accuracy"] - default_row["test_accuracy"])
@@ -117,7 +117,8 @@ def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None)
     if not report.defaults:
         report.notes.append("no trial ran an optimizer at the Keras defaults (batch 32, "
                             "lr 0.001; 0.01 for SGD): Table 1 is empty")
-    best = study.best_trial
+    best = best_by_metric(study)
+    assert best is not None  # there are completed trials
     report.best = {**_row(best, training), "params": best.params,
                    "confusion_matrix": best.user_attrs.get("confusion_matrix"),
                    "roc_auc": best.user_attrs.get("roc_auc"),
@@ -135,7 +136,10 @@ def _add_importances(study: optuna.Study, report: Report) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+                importances = optuna.importance.get_param_importances(
+                    study, evaluator=evaluator,
+                    # a multi-objective study: importances for the metric (its first value)
+                    target=metric_value if len(study.directions) > 1 else None)
         except (ValueError, RuntimeError) as exc:
             report.notes.append(f"{name} importances unavailable: {exc}")
             continue

@@ -31,7 +31,8 @@ from hpo.samplers import WorkerGridSampler, canonical_sampler
 from hpo.storage import DEFAULT_STORAGE, StorageOptions, close_storage, open_storage
 from hpo.study import claim_grid_point, grid_coverage, open_study, reap_dead_trials
 
-__all__ = ["RunOptions", "run_study", "prepare_study", "report_best"]
+__all__ = ["RunOptions", "WorkerRun", "run_study", "run_worker", "prepare_study",
+           "report_best"]
 
 _log = logging.getLogger("hpo.runner")
 
@@ -52,6 +53,9 @@ class RunOptions:
         storage_options: Heartbeat and retry settings.
         objective: How trials are trained.
         enqueue_defaults: Run each optimizer at its Keras defaults first (the baseline).
+        recycle_after: Most trials before this process hands over to a fresh one (the
+            backend keeps memory across trials; see BENCHMARKS.md); None: never. Only the
+            CLI, which can replace its own process, sets it.
     """
 
     sampler: str = "grid"
@@ -64,6 +68,23 @@ class RunOptions:
     storage_options: StorageOptions = StorageOptions()
     objective: ObjectiveOptions = ObjectiveOptions()
     enqueue_defaults: bool = False
+    recycle_after: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """What one worker process did.
+
+    Attributes:
+        study: The study.
+        ran: Trials this process ran.
+        recycle: It stopped after ``recycle_after`` trials with work left: the caller goes
+            on in a fresh process.
+    """
+
+    study: optuna.Study
+    ran: int
+    recycle: bool = False
 
 
 def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Study, Objective]:
@@ -74,6 +95,14 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
     if options.n_trials is not None and options.n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, received {options.n_trials}")
     kind = canonical_sampler(options.sampler)
+    if config.multi_objective and (options.pruner or config.pruner) != "none":
+        raise ConfigError(f"pruner {options.pruner or config.pruner!r} with objectives "
+                          f"{', '.join(config.objective_names)}: Optuna cannot prune a "
+                          "multi-objective trial; use --pruner none")
+    if config.multi_objective and kind == "cmaes":
+        raise ConfigError(f"--sampler {kind} optimises one objective; for "
+                          f"{', '.join(config.objective_names)} use tpe, nsgaii, random, qmc "
+                          "or grid")
     for name, arch in config.architectures.items():
         check_weights(name, arch.weights)
     storage = open_storage(options.storage, options.storage_options)
@@ -89,7 +118,7 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
-          value: float | None, orphaned: dict[str, Any]) -> None:
+          value: float | list[float] | None, orphaned: dict[str, Any]) -> None:
     """Tells Optuna how ``trial`` ended; keeps a result whose trial was wrongly failed."""
     frozen = study._storage.get_trial(trial._trial_id)
     if frozen.state.is_finished():
@@ -103,7 +132,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
 
 
 def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial,
-                                 value: float | None, orphaned: dict[str, Any]) -> None:
+                                 value: float | list[float] | None,
+                                 orphaned: dict[str, Any]) -> None:
     """The trial was marked FAIL as stale while it was alive (a slow heartbeat): keep its
     result as a new COMPLETE trial and withdraw the retry queued for it, so the grid point
     is neither lost nor trained twice."""
@@ -115,7 +145,9 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
                                                    "recovered result")
                 study._storage.set_trial_state_values(waiting._trial_id, TrialState.FAIL)
         study.add_trial(optuna.create_trial(
-            state=TrialState.COMPLETE, value=value, params=frozen.params,
+            state=TrialState.COMPLETE,
+            values=list(value) if isinstance(value, (list, tuple)) else [value],
+            params=frozen.params,
             distributions=frozen.distributions,
             user_attrs={**frozen.user_attrs, **orphaned,
                         "recovered_from_trial": frozen.number},
@@ -128,7 +160,8 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
 
 
 def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> None:
-    state, value = TrialState.FAIL, None
+    state: TrialState = TrialState.FAIL
+    value: float | list[float] | None = None
     try:
         with Heartbeat(study._storage, trial._trial_id):
             try:
@@ -153,6 +186,15 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
         KeyboardInterrupt: On Ctrl-C, after the running trial was marked FAIL (the next
             run re-runs its grid point).
     """
+    return run_worker(config, replace(options, recycle_after=None), reporter).study
+
+
+def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> WorkerRun:
+    """:func:`run_study`, stopping early for a fresh process after ``recycle_after`` trials.
+
+    Raises:
+        HpoError, KeyboardInterrupt: As :func:`run_study`.
+    """
     study, objective = prepare_study(
         config, replace(options, objective=replace(options.objective, on_epoch=reporter.epoch)))
     is_grid = isinstance(study.sampler, WorkerGridSampler)
@@ -166,18 +208,23 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
         reporter.info(f"study {study.study_name}: sampler {canonical_sampler(options.sampler)}"
                       f", {finished} trials so far")
     try:
-        ran = _loop(study, config, objective, options, reporter)
+        ran, recycle = _loop(study, config, objective, options, reporter)
     finally:
         close_storage(study._storage)
+    if recycle:
+        reporter.info(f"this worker ran {ran} trials: handing over to a fresh process (it "
+                      "returns the memory the backend keeps between trials)")
+        return WorkerRun(study, ran, recycle=True)
     if is_grid:
         _report_grid_end(study, config, reporter, options.retry_failed, ran)
     report_best(study, reporter, config.metric)
-    return study
+    return WorkerRun(study, ran)
 
 
 def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, options: RunOptions,
-          reporter: Reporter) -> int:
-    """Claims and runs trials until the budget or the grid ends; returns how many ran."""
+          reporter: Reporter) -> tuple[int, bool]:
+    """Claims and runs trials until the budget or the grid ends, or it is time for a fresh
+    process; returns how many ran and whether work is left for that fresh process."""
     is_grid = isinstance(study.sampler, WorkerGridSampler)
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     ran = 0
@@ -190,6 +237,8 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
                                                 retries=options.retry_failed,
                                                 defaults_first=options.enqueue_defaults):
                 break
+            if options.recycle_after is not None and ran >= options.recycle_after:
+                return ran, True  # a claimed grid point waits for the fresh process
             with warnings.catch_warnings():
                 # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -200,7 +249,7 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
             with study_lock(study._storage, study.study_name):
                 options.objective.artifacts.prune_models(study)
         reporter.trial_done(study, study._storage.get_trial(trial._trial_id))
-    return ran
+    return ran, False
 
 
 def _report_grid_end(study: optuna.Study, config: StudyConfig, reporter: Reporter,
@@ -217,7 +266,19 @@ def _report_grid_end(study: optuna.Study, config: StudyConfig, reporter: Reporte
 
 
 def report_best(study: optuna.Study, reporter: Reporter, metric: str) -> None:
-    """Prints the best trial so far (even when quiet)."""
+    """Prints the best trial so far, or a multi-objective study's Pareto front (even when
+    quiet)."""
+    if len(study.directions) > 1:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        if not front:
+            reporter.summary("no trial has completed yet")
+            return
+        names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+        reporter.summary(f"Pareto front ({', '.join(names)}): {len(front)} trial(s)")
+        for trial in front:
+            values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
+            reporter.summary(f"  trial {trial.number}  {values}  {format_params(trial.params)}")
+        return
     try:
         best = study.best_trial
     except ValueError:

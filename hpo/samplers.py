@@ -20,6 +20,7 @@ SAMPLERS: dict[str, str] = {
     "qmc": "QMCSampler",
     "cmaes": "CmaEsSampler",
     "nsgaii": "NSGAIISampler",
+    "gp": "GPSampler",
 }
 _ALIASES = {**{k: k for k in SAMPLERS}, **{v.lower(): k for k, v in SAMPLERS.items()}}
 
@@ -89,4 +90,19 @@ def make_sampler(name: str, config: StudyConfig, seed: int | None) -> optuna.sam
         return optuna.samplers.QMCSampler(seed=seed)
     if kind == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if kind == "gp":
+        _require_gp_dependencies()
+        return optuna.samplers.GPSampler(seed=seed, deterministic_objective=False)
     return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def _require_gp_dependencies() -> None:
+    """Optuna's GPSampler fits its Gaussian process with PyTorch and SciPy, which hpo does
+    not install by default (PyTorch is large)."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"--sampler gp needs {' and '.join(missing)}, which is not "
+                          "installed; run: pip install 'hpo[gp]' (or pip install torch "
+                          "scipy), or use --sampler tpe")

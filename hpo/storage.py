@@ -21,6 +21,7 @@ from typing import Iterator
 import optuna
 
 from hpo.errors import StorageError
+from hpo.resilient_storage import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage
 
 __all__ = ["DEFAULT_STORAGE", "StorageOptions", "mask_url", "is_sqlite", "open_storage",
            "close_storage"]
@@ -38,11 +39,14 @@ class StorageOptions:
         heartbeat_interval: Seconds between a running trial's heartbeats.
         grace_period: Seconds without a heartbeat after which a trial is stale (FAIL).
         max_retry: How many times a stale trial is re-queued with the same parameters.
+        outage_timeout: Seconds a storage call keeps retrying while the database is
+            unreachable (a restart, a failover, a network cut) before the worker gives up.
     """
 
     heartbeat_interval: int = 60
     grace_period: int = 180
     max_retry: int = 1
+    outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
 
 
 def mask_url(url: str) -> str:
@@ -150,8 +154,10 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
     try:
         with warnings.catch_warnings(), _schema_lock(url):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            return ResilientRDBStorage(
                 url,
+                outage_timeout=options.outage_timeout,
+                mask=lambda text: _scrub(mask_url(text), url),
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=options.heartbeat_interval,
                 grace_period=options.grace_period,

@@ -63,14 +63,23 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
         storage=storage,
         sampler=make_sampler(kind, config, config.seed if seed is None else seed),
         pruner=make_pruner(pruner or config.pruner, max_epochs=_max_epochs(config)),
-        direction=config.direction,
+        directions=list(config.directions),
         load_if_exists=True,
     )
-    if study.direction.name.lower() != config.direction:
+    stored = [d.name.lower() for d in study.directions]
+    names = list(config.objective_names)
+    if stored != list(config.directions) or study.metric_names not in (None, names):
+        have = ", ".join(f"{n} ({d})" for n, d in zip(study.metric_names or
+                                                      ["value"] * len(stored), stored))
         raise StudyError(
-            f"study {name!r} in the database is to {study.direction.name.lower()}, but "
-            f"{config.path} says {config.direction}; use --study-name to start a new study"
+            f"study {name!r} in the database optimises {have}, but {config.path} (with the "
+            f"options given) asks for {', '.join(names)}; use --study-name to start a new "
+            "study"
         )
+    if study.metric_names is None:
+        with warnings.catch_warnings():  # experimental in Optuna, stable in its storage
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)  # what the stock dashboard labels its axes with
     is_grid = kind == "grid"
     key = f"hpo:space_hash:{'grid' if is_grid else 'space'}"
     expected = space_hash(config, grid=is_grid)

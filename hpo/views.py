@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
+from hpo.objectives import metric_maximized, metric_value, objective_names
 from hpo.progress import format_value
 
 __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "study_status",
@@ -25,12 +26,14 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     record: dict[str, Any] = {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": metric_value(trial),
         "params": trial.params,
         "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "datetime_complete": (trial.datetime_complete.isoformat()
                               if trial.datetime_complete else None),
     }
+    if trial.values is not None and len(trial.values) > 1:
+        record["values"] = trial.values
     for key in (*_ATTRS, "confusion_matrix", "classes", "seed", "precision", "worker",
                 "value_mean", "value_std", "value_ci95", "repeat_values", "repeat_seeds",
                 "history"):
@@ -62,7 +65,7 @@ def trials_table(trials: list[FrozenTrial], metric: str) -> str:
             spread = ["" if std is None else f"{std:.4f}",
                       "" if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"]
         rows.append([str(t.number), t.state.name,
-                     "" if t.value is None else f"{t.value:.4f}", *spread,
+                     "" if t.values is None else f"{metric_value(t):.4f}", *spread,
                      "" if test is None else f"{test:.4f}",
                      *[format_value(t.params[p]) if p in t.params else "" for p in params],
                      "" if wall is None else f"{wall:.1f}"])
@@ -77,7 +80,7 @@ def trials_csv(trials: list[FrozenTrial]) -> str:
     writer = csv.writer(out)
     writer.writerow(["number", "state", "value", *params, *_ATTRS])
     for t in trials:
-        writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
+        writer.writerow([t.number, t.state.name, "" if t.values is None else metric_value(t),
                          *[t.params.get(p, "") for p in params],
                          *[t.user_attrs.get(a, "") for a in _ATTRS]])
     return out.getvalue()
@@ -93,9 +96,11 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = None
         if complete:
-            pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-            best = pick(complete, key=lambda t: t.value).value
-        result.append({"name": summary.study_name, "direction": study.direction.name.lower(),
+            pick = max if metric_maximized(study) else min
+            best = metric_value(pick(complete, key=metric_value))  # type: ignore[arg-type]
+        result.append({"name": summary.study_name,
+                       "direction": study.directions[0].name.lower(),
+                       "objectives": objective_names(study),
                        "metric": study.user_attrs.get("hpo:metric", "value"),
                        "trials": len(trials),
                        "states": {k: v for k, v in counts.items() if v}, "best_value": best})

@@ -186,6 +186,21 @@ def test_isolate_runs_each_trial_in_a_fresh_process(tmp_path, tiny_study):
     assert len(study.trials) == 2 and len(pids) == 2
 
 
+def test_a_worker_replaces_its_process_every_n_trials_keeping_its_pid(tmp_path, tiny_study):
+    """--recycle-after: the fresh process (exec, same PID) runs what is left of --n-trials."""
+    storage = f"sqlite:///{tmp_path / 'recycle.db'}"
+    result = run_cli("run", "--study", str(tiny_study), "--recycle-after", "2", "--n-trials",
+                     "3", "--storage", storage, "--no-figures", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("handing over to a fresh process") == 1
+    assert result.stdout.count("best: trial") == 1  # reported once, by the last process
+    from hpo.config import load_study_config
+
+    study = optuna.load_study(study_name=load_study_config(tiny_study).name, storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert len({t.user_attrs["worker"]["pid"] for t in study.trials}) == 1
+
+
 def test_a_database_lost_mid_run_is_one_line_not_a_traceback(monkeypatch, tiny_study):
     import sqlalchemy.exc
     from typer.testing import CliRunner
@@ -198,7 +213,7 @@ def test_a_database_lost_mid_run_is_one_line_not_a_traceback(monkeypatch, tiny_s
             "SELECT 1", {}, Exception("connection to server at 10.0.0.9 failed: "
                                       "postgresql://u:pw@db/x refused"))
 
-    monkeypatch.setattr(hpo.runner, "run_study", lost)
+    monkeypatch.setattr(hpo.runner, "run_worker", lost)
     result = CliRunner().invoke(app, ["run", "--study", str(tiny_study)])
     assert result.exit_code == 2
     assert "lost the study database" in result.output

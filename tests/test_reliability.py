@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from hpo.testing import write_study
 from tests.conftest import wait_for_training
+from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -86,6 +87,41 @@ def test_every_connection_terminated_mid_trial_loses_nothing(tmp_path, image_fol
     points = _complete_points(study)
     assert len(points) == len(set(points)) == 4
     assert not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING))
+    optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_the_database_unreachable_for_ten_seconds_mid_trial_loses_nothing(
+        tmp_path, image_folder, postgres_url):
+    """The worker reaches PostgreSQL through a proxy that drops every connection and refuses
+    new ones for 10 s while a trial trains: the worker waits it out and loses nothing."""
+    url = sqlalchemy.engine.make_url(postgres_url)
+    proxy = CuttableProxy(url.host or "127.0.0.1", url.port or 5432)
+    through_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False)
+    name = f"outage-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=15)
+    try:
+        proc = _worker(study_file, through_proxy, tmp_path, "--heartbeat", "1", "--grace",
+                       "60")
+        victim = wait_for_training(name, postgres_url, proc, min_epochs=2)
+        dropped = proxy.cut()
+        time.sleep(10)
+        proxy.restore()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proxy.close()
+    assert dropped >= 1
+    assert proc.returncode == 0, err
+    assert err.count("the study database is unreachable") >= 1, err
+    assert "reachable again after" in err
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    trial = study.trials[victim.number]
+    assert trial.state == TrialState.COMPLETE  # the trial in flight finished, not re-run
+    assert len(trial.intermediate_values) == 15  # every epoch's report reached the database
+    points = _complete_points(study)
+    assert len(points) == len(set(points)) == 4  # lost: 0, duplicates: 0
+    assert not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING,
+                                        TrialState.WAITING))
     optuna.delete_study(study_name=name, storage=postgres_url)
 
 

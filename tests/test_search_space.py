@@ -69,3 +69,23 @@ def test_describe_space_is_json_ready(grid):
     json.dumps(description)
     if grid:
         assert description["size"] == 384
+
+
+def test_the_gp_sampler_is_optunas_or_one_line_on_what_to_install():
+    import importlib.util
+
+    from hpo.errors import ConfigError
+    from hpo.samplers import make_sampler
+
+    config = load_study_config("demo")
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("scipy"):
+        sampler = make_sampler("gp", config, seed=0)
+        assert isinstance(sampler, optuna.samplers.GPSampler)
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        for _ in range(3):
+            trial = study.ask()
+            study.tell(trial, float(len(str(suggest(trial, config, grid=False)))))
+        assert len(study.trials) == 3
+    else:  # hpo does not install PyTorch by default
+        with pytest.raises(ConfigError, match=r"--sampler gp needs .*pip install 'hpo\[gp\]'"):
+            make_sampler("gp", config, seed=0)

@@ -1,0 +1,255 @@
+"""An Optuna RDBStorage that rides out database outages instead of losing the trial.
+
+Optuna's RDBStorage gives up on the first lost connection: a database restarted, failed over
+or cut off for ten seconds raises ``StorageInternalError`` in the middle of a trial, the
+worker dies and hours of GPU training are thrown away. :class:`ResilientRDBStorage` retries
+every storage call that failed because the server could not be reached, with exponential
+backoff, for up to ``outage_timeout`` seconds; training threads simply wait on their next
+write. One warning says when an outage starts and one line when it ends.
+
+A write that failed while its COMMIT was in flight may nevertheless have been stored (a
+"lost acknowledgement"). Retrying it must not store it twice:
+
+* creating a trial carries a unique token (system attribute ``hpo:create_token``); a retry
+  first looks for a trial with that token and returns it instead of creating another;
+* a state change retried after a lost acknowledgement is taken as done when the stored trial
+  already has that state and those values;
+* every other write is an upsert (attributes, intermediate values, heartbeats) or is
+  rejected as a duplicate by a unique key that Optuna ignores (parameters).
+
+Only the first contact with the database (opening the storage) is not retried, so a wrong
+URL or password still fails at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import random
+import threading
+import time
+import uuid
+from datetime import datetime
+from typing import Any, Callable, Sequence, TypeVar
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import StorageError
+
+__all__ = ["ResilientRDBStorage", "is_connection_error", "DEFAULT_OUTAGE_TIMEOUT"]
+
+_log = logging.getLogger("hpo.storage")
+_T = TypeVar("_T")
+
+#: Seconds a worker waits for an unreachable database before it gives up.
+DEFAULT_OUTAGE_TIMEOUT = 600.0
+_TOKEN = "hpo:create_token"
+_FIRST_DELAY = 0.25
+_MAX_DELAY = 5.0
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) means the database could not be reached.
+
+    Covers a refused or dropped connection, a server that closed it (restart, failover,
+    ``pg_terminate_backend``), a connection the pool invalidated, and the transient
+    ``OperationalError`` family (deadlocks, "database is locked") that a retry also cures.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _retried(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Wraps one RDBStorage method so that a connection error retries it."""
+
+    @functools.wraps(method)
+    def wrapper(self: "ResilientRDBStorage", *args: Any, **kwargs: Any) -> _T:
+        return self.call_with_retries(method.__name__, lambda retry: method(self, *args, **kwargs))
+
+    return wrapper
+
+
+class ResilientRDBStorage(RDBStorage):
+    """:class:`optuna.storages.RDBStorage` that retries calls through database outages.
+
+    It is a plain RDBStorage to Optuna (``optuna.create_study`` wraps it in its cache as
+    usual) and to the database (same schema): only the behaviour on a lost connection
+    differs.
+
+    Args:
+        url: SQLAlchemy database URL.
+        outage_timeout: Seconds to keep retrying one call while the database is
+            unreachable; past that, :class:`hpo.errors.StorageError` is raised.
+        mask: Turns a message into one without the URL's password (for logs).
+        **kwargs: Passed to :class:`optuna.storages.RDBStorage`.
+    """
+
+    def __init__(self, url: str, *, outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
+                 mask: Callable[[str], str] = str, **kwargs: Any) -> None:
+        self.outage_timeout = outage_timeout
+        self._mask = mask
+        self._outage_lock = threading.Lock()
+        self._outage_since: float | None = None
+        #: Connection errors ridden out so far (for tests and ``hpo status``-like reports).
+        self.retried_errors = 0
+        super().__init__(url, **kwargs)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_outage_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._outage_lock = threading.Lock()
+
+    # -- the retry loop ----------------------------------------------------------------
+
+    def call_with_retries(self, name: str, attempt: Callable[[bool], _T]) -> _T:
+        """Calls ``attempt(retry)`` until it succeeds or the outage outlasts the timeout.
+
+        ``retry`` is True on every call after one that failed, so that a non-idempotent
+        write can first check whether its earlier try was stored after all.
+        """
+        deadline: float | None = None
+        delay = _FIRST_DELAY
+        retry = False
+        while True:
+            try:
+                result = attempt(retry)
+            except (optuna.exceptions.StorageInternalError,
+                    sqlalchemy.exc.SQLAlchemyError) as exc:
+                if not is_connection_error(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.outage_timeout
+                self._outage_started(name, exc)
+                if now >= deadline:
+                    raise StorageError(
+                        f"the study database has been unreachable for "
+                        f"{self.outage_timeout:.0f} s ({self._reason(exc)}); check the server, "
+                        "then resume with the same command (the trial in flight is re-run)"
+                    ) from None
+                self.retried_errors += 1
+                time.sleep(min(delay, max(0.0, deadline - now)) * (0.5 + random.random() / 2))
+                delay = min(delay * 2, _MAX_DELAY)
+                retry = True
+                continue
+            if retry:
+                self._outage_ended()
+            return result
+
+    def _reason(self, exc: BaseException) -> str:
+        cause: BaseException = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        text = str(cause).strip().splitlines()
+        return self._mask(f"{cause.__class__.__name__}: {text[0] if text else ''}")[:300]
+
+    def _outage_started(self, name: str, exc: BaseException) -> None:
+        with self._outage_lock:
+            if self._outage_since is not None:
+                return
+            self._outage_since = time.monotonic()
+        _log.warning("the study database is unreachable (%s, in %s); retrying for up to "
+                     "%.0f s", self._reason(exc), name, self.outage_timeout)
+
+    def _outage_ended(self) -> None:
+        with self._outage_lock:
+            since, self._outage_since = self._outage_since, None
+        if since is not None:
+            _log.warning("the study database is reachable again after %.1f s; carrying on",
+                         time.monotonic() - since)
+
+    # -- writes that must not be stored twice ------------------------------------------
+
+    def _create_new_trial(self, study_id: int,
+                          template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        token = uuid.uuid4().hex
+        if template_trial is None:
+            template = FrozenTrial(
+                number=-1, state=TrialState.RUNNING, value=None, values=None,
+                datetime_start=datetime.now(), datetime_complete=None, params={},
+                distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
+                trial_id=-1)
+        else:
+            template = copy.copy(template_trial)
+        template.system_attrs = {**template.system_attrs, _TOKEN: token}
+
+        def attempt(retry: bool) -> FrozenTrial:
+            if retry:
+                stored = self._trial_with_token(study_id, token)
+                if stored is not None:
+                    return stored
+            return RDBStorage._create_new_trial(self, study_id, template)
+
+        return self.call_with_retries("create_new_trial", attempt)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._create_new_trial(study_id, template_trial)._trial_id
+
+    def _trial_with_token(self, study_id: int, token: str) -> FrozenTrial | None:
+        for trial in RDBStorage.get_all_trials(self, study_id, deepcopy=False):
+            if trial.system_attrs.get(_TOKEN) == token:
+                return trial
+        return None
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        def attempt(retry: bool) -> bool:
+            try:
+                done = RDBStorage.set_trial_state_values(self, trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if retry and self._has_state(trial_id, state, values):
+                    return True  # the earlier try was stored; its answer was lost
+                raise
+            if not done and retry and self._has_state(trial_id, state, values):
+                return True
+            return done
+
+        return self.call_with_retries("set_trial_state_values", attempt)
+
+    def _has_state(self, trial_id: int, state: TrialState,
+                   values: Sequence[float] | None) -> bool:
+        stored = RDBStorage.get_trial(self, trial_id)
+        return stored.state == state and (values is None or stored.values == list(values))
+
+    # -- everything else is safe to repeat ---------------------------------------------
+
+    create_new_study = _retried(RDBStorage.create_new_study)
+    delete_study = _retried(RDBStorage.delete_study)
+    set_study_user_attr = _retried(RDBStorage.set_study_user_attr)
+    set_study_system_attr = _retried(RDBStorage.set_study_system_attr)
+    get_study_id_from_name = _retried(RDBStorage.get_study_id_from_name)
+    get_study_name_from_id = _retried(RDBStorage.get_study_name_from_id)
+    get_study_directions = _retried(RDBStorage.get_study_directions)
+    get_study_user_attrs = _retried(RDBStorage.get_study_user_attrs)
+    get_study_system_attrs = _retried(RDBStorage.get_study_system_attrs)
+    get_trial_user_attrs = _retried(RDBStorage.get_trial_user_attrs)
+    get_trial_system_attrs = _retried(RDBStorage.get_trial_system_attrs)
+    get_all_studies = _retried(RDBStorage.get_all_studies)
+    set_trial_param = _retried(RDBStorage.set_trial_param)
+    _set_trial_param = _retried(RDBStorage._set_trial_param)
+    get_trial_param = _retried(RDBStorage.get_trial_param)
+    set_trial_intermediate_value = _retried(RDBStorage.set_trial_intermediate_value)
+    set_trial_user_attr = _retried(RDBStorage.set_trial_user_attr)
+    set_trial_system_attr = _retried(RDBStorage.set_trial_system_attr)
+    get_trial_id_from_study_id_trial_number = _retried(
+        RDBStorage.get_trial_id_from_study_id_trial_number)
+    get_trial = _retried(RDBStorage.get_trial)
+    get_all_trials = _retried(RDBStorage.get_all_trials)
+    _get_trials = _retried(RDBStorage._get_trials)
+    get_best_trial = _retried(RDBStorage.get_best_trial)
+    _get_best_trial_id = _retried(RDBStorage._get_best_trial_id)
+    record_heartbeat = _retried(RDBStorage.record_heartbeat)
+    _get_stale_trial_ids = _retried(RDBStorage._get_stale_trial_ids)

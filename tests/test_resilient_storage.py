@@ -1,0 +1,180 @@
+"""ResilientRDBStorage: storage calls ride out lost connections, and nothing is stored twice.
+
+Faults are injected deterministically into an SQLite storage: a statement that raises the
+OperationalError a dropped connection raises, and "lost acknowledgements" (the write is
+committed, then the call fails as if the answer never came back).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from hpo.errors import StorageError
+from hpo.heartbeat import Heartbeat
+from hpo.resilient_storage import ResilientRDBStorage, is_connection_error
+from hpo.storage import StorageOptions, open_storage
+
+
+def _dropped() -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError(
+        "SELECT 1", None, ConnectionError("server closed the connection unexpectedly"))
+
+
+class _Faults:
+    """Every ``every``-th use of a pooled connection fails at its first statement, like a
+    connection the server dropped (a retry takes the connection again, and gets through)."""
+
+    def __init__(self, engine: sqlalchemy.Engine, every: int) -> None:
+        self.every = every
+        self.checkouts = 0
+        self.injected = 0
+        self._armed = False
+        sqlalchemy.event.listen(engine, "checkout", self._checkout)
+        sqlalchemy.event.listen(engine, "before_cursor_execute", self._statement)
+
+    def _checkout(self, *args: object) -> None:
+        self.checkouts += 1
+        self._armed = self.checkouts % self.every == 0
+
+    def _statement(self, *args: object) -> None:
+        if self._armed:
+            self._armed = False
+            self.injected += 1
+            raise _dropped()
+
+
+def _drive(storage: optuna.storages.BaseStorage, n_trials: int = 6) -> optuna.Study:
+    """What a worker does to a study: ask, report epochs, set attributes, tell."""
+    study = optuna.create_study(study_name="s", storage=storage,
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    study.enqueue_trial({"x": 0.5, "opt": "sgd"})
+    for _ in range(n_trials):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0, 1)
+        trial.suggest_categorical("opt", ["adam", "sgd"])
+        for step in range(3):
+            trial.report(x * step, step)
+        trial.set_user_attr("epochs", 3)
+        study.tell(trial, x)
+    return study
+
+
+def _summary(study: optuna.Study) -> list[tuple]:
+    return [(t.number, t.state, t.params, t.value, t.intermediate_values,
+             t.user_attrs) for t in study.get_trials()]
+
+
+def test_a_study_driven_through_dropped_connections_ends_as_without_them(tmp_path, caplog):
+    clean = _drive(open_storage(f"sqlite:///{tmp_path / 'clean.db'}"))
+    storage = open_storage(f"sqlite:///{tmp_path / 'faulty.db'}")
+    assert isinstance(storage, ResilientRDBStorage)
+    faults = _Faults(storage.engine, every=4)
+    with caplog.at_level(logging.WARNING, logger="hpo.storage"):
+        faulty = _drive(storage)
+    assert faults.injected >= 10
+    assert storage.retried_errors >= 10  # (Optuna itself retries a few trial creations)
+    assert _summary(faulty) == _summary(clean)
+    assert "unreachable" in caplog.text and "reachable again" in caplog.text
+
+
+def test_a_trial_created_whose_acknowledgement_was_lost_is_created_once(tmp_path, monkeypatch):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    original = RDBStorage._create_new_trial
+    calls = []
+
+    def commits_then_fails(self, study_id, template_trial=None):
+        calls.append(1)
+        frozen = original(self, study_id, template_trial)
+        if len(calls) == 1:
+            raise optuna.exceptions.StorageInternalError("commit") from _dropped()
+        return frozen
+
+    monkeypatch.setattr(RDBStorage, "_create_new_trial", commits_then_fails)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    assert len(calls) == 1  # the retry found the stored trial instead of creating another
+    assert [(t.number, t.state) for t in study.get_trials()] == [(0, TrialState.COMPLETE)]
+
+
+def test_a_tell_whose_acknowledgement_was_lost_completes_the_trial(tmp_path, monkeypatch):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    original = RDBStorage.set_trial_state_values
+    lost = []
+
+    def commits_then_fails(self, trial_id, state, values=None):
+        done = original(self, trial_id, state, values)
+        if state.is_finished() and not lost:
+            lost.append(trial_id)
+            raise optuna.exceptions.StorageInternalError("commit") from _dropped()
+        return done
+
+    monkeypatch.setattr(RDBStorage, "set_trial_state_values", commits_then_fails)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    study.tell(trial, 0.25)  # the retry meets a finished trial: taken as done, not an error
+    assert lost
+    assert [(t.state, t.value) for t in study.get_trials()] == [(TrialState.COMPLETE, 0.25)]
+
+
+def test_an_outage_longer_than_the_timeout_is_one_masked_storage_error(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", StorageOptions(outage_timeout=1))
+    study = optuna.create_study(storage=storage)
+    _Faults(storage.engine, every=1)
+    with pytest.raises(StorageError) as raised:
+        study.ask()
+    message = str(raised.value)
+    assert "unreachable for 1 s" in message and "resume with the same command" in message
+    assert "\n" not in message
+
+
+def test_the_password_never_reaches_the_outage_messages(caplog):
+    storage = ResilientRDBStorage.__new__(ResilientRDBStorage)
+    storage._mask = lambda text: text.replace("hunter2", "***")
+    error = sqlalchemy.exc.OperationalError(
+        "x", None, ConnectionError("connection to postgresql://u:hunter2@db failed"))
+    assert "hunter2" not in storage._reason(error)
+
+
+def test_only_connection_errors_are_retried():
+    assert is_connection_error(_dropped())
+    wrapped = optuna.exceptions.StorageInternalError("commit")
+    wrapped.__cause__ = _dropped()
+    assert is_connection_error(wrapped)
+    assert not is_connection_error(sqlalchemy.exc.IntegrityError("x", None, ValueError()))
+    assert not is_connection_error(optuna.exceptions.StorageInternalError("too long"))
+
+
+class _FlakyHeartbeatStorage:
+    """Stands in for a storage whose heartbeat writes fail as Optuna's RDBStorage fails."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.beats = 0
+
+    def get_heartbeat_interval(self) -> int:
+        return 1
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise optuna.exceptions.StorageInternalError("commit") from _dropped()
+        self.beats += 1
+
+
+def test_the_heartbeat_thread_survives_storage_internal_errors():
+    import time
+
+    storage = _FlakyHeartbeatStorage(failures=2)
+    with Heartbeat(storage, trial_id=1) as heartbeat:  # type: ignore[arg-type]
+        deadline = time.monotonic() + 20
+        while storage.beats == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert heartbeat.errors == 2
+    assert storage.beats >= 1
