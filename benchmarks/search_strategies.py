@@ -3,7 +3,7 @@ of the grid's best, over several seeds of the search itself.
 
 Two steps:
 
-1. ``--grid-db`` absent: trains the whole grid of ``benchmarks/studies/thesis-digits.toml``
+1. Without ``--table``: trains the whole grid of ``benchmarks/studies/thesis-digits.toml``
    for real (``hpo run --sampler grid --workers 2``: 96 small CNNs on the bundled digits,
    4 epochs each) and keeps the study database.
 2. Replays each search strategy, with Optuna's own samplers and pruner, against that
@@ -20,6 +20,9 @@ with at most as many trials as the grid has. The grid itself is run in hpo's gri
 (one order) and, for its expected cost, in random orders (seeds).
 
     python benchmarks/search_strategies.py --seeds 10 --out benchmarks/results/search_strategies_cpu.json
+
+The output holds the grid's table too: ``--table benchmarks/results/search_strategies_cpu.json``
+replays against it again (other seeds, other strategies) without training anything.
 """
 
 from __future__ import annotations
@@ -151,17 +154,18 @@ def summarize(runs: list[dict[str, Any]], budget: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--grid-db", type=Path, help="a finished grid run to replay against")
+    parser.add_argument("--table", type=Path,
+                        help="an earlier output of this script: replay against its grid")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.grid_db is None:
+    if args.table is not None:
+        table = {tuple(sorted(r["params"].items())): Row(**r)
+                 for r in json.loads(args.table.read_text())["table"]}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
             os.environ.setdefault("HPO_CACHE_DIR", str(Path(tmp) / "cache"))
-            db = run_grid(Path(tmp))
-        else:
-            db = args.grid_db
-        table = load_table(db)
+            table = load_table(run_grid(Path(tmp)))
     rows = list(table.values())
     budget = len(rows)
     best = max(r.value for r in rows)
@@ -200,7 +204,9 @@ def main() -> None:
             "top_configurations": [
                 {"params": r.params, "val_accuracy": r.value}
                 for r in sorted(rows, key=lambda r: -r.value)[:5]],
-            "results": results, "runs": runs_by_strategy}, indent=2, default=str))
+            "results": results, "runs": runs_by_strategy,
+            "table": [vars(r) for r in sorted(rows, key=lambda r: r.grid_order)]},
+            indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -262,9 +262,9 @@ def _run_in_process(ctx: typer.Context, config: Any, options: Any, reporter: Any
     from hpo.runner import run_worker
 
     if recycle_after is None:
-        from hpo.device import backend
+        from hpo.device import configured_backend
 
-        recycle_after = DEFAULT_RECYCLE_AFTER if backend() == "tensorflow" else 0
+        recycle_after = DEFAULT_RECYCLE_AFTER if configured_backend() == "tensorflow" else 0
     started = time.monotonic()
     result = run_worker(config, replace(options, recycle_after=recycle_after or None),
                         reporter)
@@ -479,7 +479,10 @@ def trials(
     elif csv:
         typer.echo(trials_csv(all_trials), nl=False)
     else:
-        typer.echo(trials_table(all_trials, loaded.user_attrs.get("hpo:metric", "value")))
+        from hpo.objectives import objective_names
+
+        typer.echo(trials_table(all_trials, loaded.user_attrs.get("hpo:metric", "value"),
+                                tuple(objective_names(loaded)[1:])))
 
 
 @app.command()

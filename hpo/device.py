@@ -8,7 +8,7 @@ import socket
 
 from hpo.errors import ConfigError
 
-__all__ = ["PRECISIONS", "backend", "gpu_count", "configure_gpus", "resolve_precision",
+__all__ = ["PRECISIONS", "backend", "configured_backend", "gpu_count", "configure_gpus", "resolve_precision",
            "apply_precision", "training_errors", "is_out_of_memory", "describe_host"]
 
 _log = logging.getLogger("hpo.device")
@@ -20,6 +20,22 @@ def backend() -> str:
     import keras
 
     return keras.backend.backend()
+
+
+def configured_backend() -> str:
+    """The Keras backend ``import keras`` will pick, without importing it (and TensorFlow):
+    ``$KERAS_BACKEND``, else ``backend`` in ``$KERAS_HOME/keras.json`` (``~/.keras``), else
+    ``tensorflow``, as Keras itself decides."""
+    import json
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as handle:
+            return str(json.load(handle).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
 
 
 def gpu_count() -> int:

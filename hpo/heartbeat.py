@@ -17,6 +17,7 @@ import optuna
 __all__ = ["Heartbeat"]
 
 _log = logging.getLogger("hpo.heartbeat")
+_JOIN_TIMEOUT_S = 5.0
 
 
 class Heartbeat:
@@ -74,4 +75,7 @@ class Heartbeat:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            # A beat may be waiting out a database outage (hpo's storage retries it): do not
+            # hold up the end of the trial, or Ctrl-C, for it; the thread is a daemon and
+            # stops after that beat.
+            self._thread.join(timeout=_JOIN_TIMEOUT_S)

@@ -49,12 +49,19 @@ def _param_names(trials: Iterable[FrozenTrial]) -> list[str]:
     return list(names)
 
 
-def trials_table(trials: list[FrozenTrial], metric: str) -> str:
-    """A fixed-width table of trials for the terminal."""
+def trials_table(trials: list[FrozenTrial], metric: str,
+                 other_objectives: tuple[str, ...] = ()) -> str:
+    """A fixed-width table of trials for the terminal.
+
+    Args:
+        trials: The trials, one row each.
+        metric: Name of the (first) value.
+        other_objectives: Names of a multi-objective study's further values, one column each.
+    """
     params = _param_names(trials)
     repeated = any("value_std" in t.user_attrs for t in trials)
-    header = ["#", "state", metric, *(["std", "ci95"] if repeated else []), "test_acc", *params,
-              "time_s"]
+    header = ["#", "state", metric, *other_objectives, *(["std", "ci95"] if repeated else []),
+              "test_acc", *params, "time_s"]
     rows = [header]
     for t in trials:
         test = t.user_attrs.get("test_accuracy")
@@ -65,7 +72,10 @@ def trials_table(trials: list[FrozenTrial], metric: str) -> str:
             spread = ["" if std is None else f"{std:.4f}",
                       "" if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"]
         rows.append([str(t.number), t.state.name,
-                     "" if t.values is None else f"{metric_value(t):.4f}", *spread,
+                     "" if t.values is None else f"{metric_value(t):.4f}",
+                     *([f"{v:.4g}" for v in t.values[1:]] if t.values
+                       else [""] * len(other_objectives)),
+                     *spread,
                      "" if test is None else f"{test:.4f}",
                      *[format_value(t.params[p]) if p in t.params else "" for p in params],
                      "" if wall is None else f"{wall:.1f}"])

@@ -70,18 +70,24 @@ def wait_for_training(name: str, storage: str, proc: subprocess.Popen[str], *,
     import optuna
     from optuna.trial import TrialState
 
+    # One storage for the whole wait, disposed at the end: a new one per poll would leave
+    # its connections open until garbage collection (PostgreSQL allows 100 clients).
+    rdb = optuna.storages.RDBStorage(storage)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:  # the worker has not created the study yet
-            time.sleep(0.3)
-            continue
-        for trial in study.get_trials(states=(TrialState.RUNNING,)):
-            if len(trial.intermediate_values) >= min_epochs:
-                return trial
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                study = optuna.load_study(study_name=name, storage=rdb)
+            except KeyError:  # the worker has not created the study yet
+                time.sleep(0.3)
+                continue
+            for trial in study.get_trials(states=(TrialState.RUNNING,)):
+                if len(trial.intermediate_values) >= min_epochs:
+                    return trial
+            time.sleep(0.2)
+    finally:
+        rdb.engine.dispose()
     raise AssertionError(f"no trial of {name} started training within {timeout} s")
 
 

@@ -201,6 +201,18 @@ def test_a_worker_replaces_its_process_every_n_trials_keeping_its_pid(tmp_path, 
     assert len({t.user_attrs["worker"]["pid"] for t in study.trials}) == 1
 
 
+def test_the_backend_that_decides_recycling_is_read_as_keras_reads_it(tmp_path, monkeypatch):
+    from hpo.device import configured_backend
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert configured_backend() == "tensorflow"  # no keras.json: Keras's default
+    (tmp_path / "keras.json").write_text('{"backend": "jax", "floatx": "float32"}')
+    assert configured_backend() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert configured_backend() == "torch"
+
+
 def test_a_database_lost_mid_run_is_one_line_not_a_traceback(monkeypatch, tiny_study):
     import sqlalchemy.exc
     from typer.testing import CliRunner

@@ -50,6 +50,8 @@ def test_a_multi_objective_study_has_a_pareto_front_stock_optuna_reads(
         sorted(t.number for t in front)
     text = cli("best", "mo", "--storage", sqlite_url, cwd=tmp_path).stdout
     assert text.startswith(f"Pareto front of {', '.join(names)}: {len(front)} trial(s)")
+    table = cli("trials", "mo", "--storage", sqlite_url, cwd=tmp_path).stdout
+    assert table.splitlines()[0].split()[:5] == ["#", "state", *names]
 
 
 def test_objectives_in_a_study_file_and_their_mistakes(tmp_path, image_folder):
