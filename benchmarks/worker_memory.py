@@ -74,20 +74,36 @@ def run(backend: str, recycle: int, trials: int, folder: Path, study: Path) -> d
         done = finished_trials(db)
         if done > seen:
             memory = rss_mib(proc.pid)
-            if memory is not None:
+            if memory:  # None: gone; 0: caught in the middle of its own exec (recycling)
                 samples[done] = memory
             seen = done
         time.sleep(0.1)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"worker ({backend}, recycle {recycle}) exited {proc.returncode}")
-    points = sorted((n, m) for n, m in samples.items() if n >= 5)
-    return {"backend": backend, "recycle_after": recycle, "trials": finished_trials(db),
-            "wall_s": round(seconds, 1), "rss_mib": {str(n): round(m, 1) for n, m in
-                                                     sorted(samples.items())},
+    return summarize({"backend": backend, "recycle_after": recycle,
+                      "trials": finished_trials(db), "wall_s": round(seconds, 1),
+                      "rss_mib": {str(n): round(m, 1) for n, m in sorted(samples.items())}})
+
+
+def summarize(row: dict) -> dict:
+    """Adds RSS after trial 5 and after the last, the peak, and the growth per trial (least
+    squares over trials 5..N; a recycled worker's saw-tooth makes that near 0)."""
+    points = sorted((int(n), m) for n, m in row["rss_mib"].items() if int(n) >= 5 and m > 0)
+    return {**row,
             "rss_after_5": round(points[0][1], 1) if points else None,
             "rss_after_last": round(points[-1][1], 1) if points else None,
+            "rss_peak": round(max(m for _, m in points), 1) if points else None,
             "growth_mib_per_trial": round(slope(points), 2)}
+
+
+def report(rows: list[dict]) -> None:
+    for row in rows:
+        base = next(r for r in rows if r["backend"] == row["backend"])
+        print(f"{row['backend']:<10} recycle {row['recycle_after']:>2}: {row['trials']} "
+              f"trials, RSS {row['rss_after_5']} -> {row['rss_after_last']} MiB, peak "
+              f"{row['rss_peak']} ({row['growth_mib_per_trial']:+.2f} MiB/trial), "
+              f"{row['wall_s']} s ({row['wall_s'] / base['wall_s']:.2f}x)")
 
 
 def main() -> None:
@@ -96,7 +112,15 @@ def main() -> None:
     parser.add_argument("--backends", default="tensorflow,jax")
     parser.add_argument("--recycle", default="0,20")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--summarize", type=Path,
+                        help="recompute the summary of an earlier --out from its samples")
     args = parser.parse_args()
+    if args.summarize is not None:
+        earlier = json.loads(args.summarize.read_text())
+        earlier["rows"] = [summarize(row) for row in earlier["rows"]]
+        args.summarize.write_text(json.dumps(earlier, indent=2))
+        report(earlier["rows"])
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         os.environ["HPO_CACHE_DIR"] = str(folder / "cache")
@@ -107,12 +131,7 @@ def main() -> None:
                         "--quiet", "--no-figures"], check=True, cwd=folder)  # decode once
         rows = [run(b, int(r), args.trials, folder, study)
                 for b in args.backends.split(",") for r in args.recycle.split(",")]
-    for row in rows:
-        base = next(r for r in rows if r["backend"] == row["backend"])
-        print(f"{row['backend']:<10} recycle {row['recycle_after']:>2}: {row['trials']} "
-              f"trials, RSS {row['rss_after_5']} -> {row['rss_after_last']} MiB "
-              f"({row['growth_mib_per_trial']:+.2f} MiB/trial), {row['wall_s']} s "
-              f"({row['wall_s'] / base['wall_s']:.2f}x)")
+    report(rows)
     if args.out:
         args.out.write_text(json.dumps({
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows},

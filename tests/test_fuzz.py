@@ -15,7 +15,8 @@ from hpo.errors import ConfigError
 KEYS = ["name", "metric", "direction", "seed", "pruner", "data", "training", "grid", "space",
         "architectures", "source", "channels", "split", "optimizer", "learning_rate",
         "batch_size", "epochs", "architecture", "choices", "low", "high", "log", "step",
-        "when", "image_size", "weights", "momentum", "dropout", "alexnet", "small_cnn"]
+        "when", "image_size", "weights", "momentum", "dropout", "alexnet", "small_cnn",
+        "objectives", "val_accuracy", "train_time", "n_params", "repeats"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                     st.floats(allow_nan=True), st.text(max_size=12), st.sampled_from(KEYS))
 values = st.recursive(scalars, lambda inner: st.one_of(
