@@ -94,6 +94,9 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
     """
     if options.n_trials is not None and options.n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, received {options.n_trials}")
+    if options.recycle_after is not None and options.recycle_after < 1:
+        raise ConfigError(f"--recycle-after must be at least 1 trial (or 0 on the command "
+                          f"line: never), received {options.recycle_after}")
     kind = canonical_sampler(options.sampler)
     if config.multi_objective and (options.pruner or config.pruner) != "none":
         raise ConfigError(f"pruner {options.pruner or config.pruner!r} with objectives "
