@@ -439,25 +439,21 @@ def _print_pareto_front(study: Any, json: bool) -> None:
     objectives, by trial number."""
     from hpo.errors import StudyError
     from hpo.objectives import objective_names
-    from hpo.progress import format_params
+    from hpo.progress import pareto_front_lines
     from hpo.views import to_json, trial_record
 
-    front = sorted(study.best_trials, key=lambda t: t.number)
-    if not front:
+    lines = pareto_front_lines(study)
+    if not lines:
         raise StudyError(f"study {study.study_name!r} has no completed trial yet; run it "
                          "first")
-    names = objective_names(study)
     if json:
-        typer.echo(to_json({"objectives": names,
+        typer.echo(to_json({"objectives": objective_names(study),
                             "directions": [d.name.lower() for d in study.directions],
-                            "pareto_front": [trial_record(t) for t in front]}))
+                            "pareto_front": [trial_record(t) for t in
+                                             sorted(study.best_trials, key=lambda t: t.number)]}))
         return
-    typer.echo(f"Pareto front of {', '.join(names)}: {len(front)} trial(s)")
-    for trial in front:
-        values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
-        test = trial.user_attrs.get("test_accuracy")
-        extra = "" if test is None else f"  test_accuracy={test:.4f}"
-        typer.echo(f"  trial {trial.number:>4}  {values}{extra}  {format_params(trial.params)}")
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()

@@ -28,6 +28,23 @@ def format_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in params.items())
 
 
+def pareto_front_lines(study: optuna.Study) -> list[str]:
+    """A multi-objective study's Pareto front, a heading and one line per trial; empty
+    before any trial completes."""
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    if not front:
+        return []
+    names = objective_names(study)
+    lines = [f"Pareto front of {', '.join(names)}: {len(front)} trial(s)"]
+    for trial in front:
+        values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
+        test = trial.user_attrs.get("test_accuracy")
+        extra = "" if test is None else f"  test_accuracy={test:.4f}"
+        lines.append(f"  trial {trial.number:>4}  {values}{extra}  "
+                     f"{format_params(trial.params)}")
+    return lines
+
+
 @dataclass
 class Reporter:
     """Prints progress to a stream; silent when ``quiet`` (only the final summary shows).

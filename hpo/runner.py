@@ -26,7 +26,7 @@ from hpo.heartbeat import Heartbeat
 from hpo.locks import study_lock
 from hpo.models import check_weights
 from hpo.objective import Objective, ObjectiveOptions, TrialFailed
-from hpo.progress import Reporter, format_params
+from hpo.progress import Reporter, format_params, pareto_front_lines
 from hpo.samplers import WorkerGridSampler, canonical_sampler
 from hpo.storage import DEFAULT_STORAGE, StorageOptions, close_storage, open_storage
 from hpo.study import claim_grid_point, grid_coverage, open_study, reap_dead_trials
@@ -272,15 +272,8 @@ def report_best(study: optuna.Study, reporter: Reporter, metric: str) -> None:
     """Prints the best trial so far, or a multi-objective study's Pareto front (even when
     quiet)."""
     if len(study.directions) > 1:
-        front = sorted(study.best_trials, key=lambda t: t.number)
-        if not front:
-            reporter.summary("no trial has completed yet")
-            return
-        names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-        reporter.summary(f"Pareto front ({', '.join(names)}): {len(front)} trial(s)")
-        for trial in front:
-            values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
-            reporter.summary(f"  trial {trial.number}  {values}  {format_params(trial.params)}")
+        for line in pareto_front_lines(study) or ["no trial has completed yet"]:
+            reporter.summary(line)
         return
     try:
         best = study.best_trial

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
-from hpo.objectives import metric_maximized, metric_value, objective_names
+from hpo.objectives import best_by_metric, metric_value, objective_names
 from hpo.progress import format_value
 
 __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "study_status",
@@ -103,11 +103,8 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = None
-        if complete:
-            pick = max if metric_maximized(study) else min
-            best = metric_value(pick(complete, key=metric_value))  # type: ignore[arg-type]
+        best_trial = best_by_metric(study)
+        best = None if best_trial is None else metric_value(best_trial)
         result.append({"name": summary.study_name,
                        "direction": study.directions[0].name.lower(),
                        "objectives": objective_names(study),
