@@ -438,21 +438,20 @@ def _print_pareto_front(study: Any, json: bool) -> None:
     """``hpo best`` of a multi-objective study: every trial no other trial beats on all
     objectives, by trial number."""
     from hpo.errors import StudyError
-    from hpo.objectives import objective_names
+    from hpo.objectives import objective_names, pareto_front
     from hpo.progress import pareto_front_lines
     from hpo.views import to_json, trial_record
 
-    lines = pareto_front_lines(study)
-    if not lines:
+    front = pareto_front(study)
+    if not front:
         raise StudyError(f"study {study.study_name!r} has no completed trial yet; run it "
                          "first")
     if json:
         typer.echo(to_json({"objectives": objective_names(study),
                             "directions": [d.name.lower() for d in study.directions],
-                            "pareto_front": [trial_record(t) for t in
-                                             sorted(study.best_trials, key=lambda t: t.number)]}))
+                            "pareto_front": [trial_record(t) for t in front]}))
         return
-    for line in lines:
+    for line in pareto_front_lines(study, front):
         typer.echo(line)
 
 

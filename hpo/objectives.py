@@ -10,7 +10,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-__all__ = ["metric_value", "metric_maximized", "objective_names", "best_by_metric"]
+__all__ = ["metric_value", "metric_maximized", "objective_names", "best_by_metric",
+           "pareto_front"]
 
 
 def metric_value(trial: FrozenTrial) -> float | None:
@@ -45,3 +46,8 @@ def best_by_metric(study: optuna.Study) -> FrozenTrial | None:
         return None
     pick = max if metric_maximized(study) else min
     return pick(complete, key=lambda t: t.values[0])
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """A multi-objective study's Pareto front (``study.best_trials``), by trial number."""
+    return sorted(study.best_trials, key=lambda t: t.number)

@@ -28,10 +28,9 @@ def format_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in params.items())
 
 
-def pareto_front_lines(study: optuna.Study) -> list[str]:
-    """A multi-objective study's Pareto front, a heading and one line per trial; empty
-    before any trial completes."""
-    front = sorted(study.best_trials, key=lambda t: t.number)
+def pareto_front_lines(study: optuna.Study, front: list[FrozenTrial]) -> list[str]:
+    """``front`` (:func:`hpo.objectives.pareto_front`), a heading and one line per trial;
+    empty before any trial completes."""
     if not front:
         return []
     names = objective_names(study)

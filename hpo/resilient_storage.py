@@ -100,7 +100,7 @@ class ResilientRDBStorage(RDBStorage):
         self._mask = mask
         self._outage_lock = threading.Lock()
         self._outage_since: float | None = None
-        #: Connection errors ridden out so far (for tests and ``hpo status``-like reports).
+        #: Connection errors ridden out so far by this storage object.
         self.retried_errors = 0
         super().__init__(url, **kwargs)
 

@@ -26,6 +26,7 @@ from hpo.heartbeat import Heartbeat
 from hpo.locks import study_lock
 from hpo.models import check_weights
 from hpo.objective import Objective, ObjectiveOptions, TrialFailed
+from hpo.objectives import pareto_front
 from hpo.progress import Reporter, format_params, pareto_front_lines
 from hpo.samplers import WorkerGridSampler, canonical_sampler
 from hpo.storage import DEFAULT_STORAGE, StorageOptions, close_storage, open_storage
@@ -272,7 +273,8 @@ def report_best(study: optuna.Study, reporter: Reporter, metric: str) -> None:
     """Prints the best trial so far, or a multi-objective study's Pareto front (even when
     quiet)."""
     if len(study.directions) > 1:
-        for line in pareto_front_lines(study) or ["no trial has completed yet"]:
+        for line in pareto_front_lines(study, pareto_front(study)) or \
+                ["no trial has completed yet"]:
             reporter.summary(line)
         return
     try:
