@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _flops import training_flops_per_image  # noqa: E402
-from hpo.data.batches import ArrayBatches  # noqa: E402
-from hpo.device import apply_precision, gpu_count  # noqa: E402
+
+from hpo.data import ArrayBatches  # noqa: E402
 from hpo.models import MODELS, build_model  # noqa: E402
 from hpo.optimizers import build_optimizer  # noqa: E402
+from hpo.trial import apply_precision, gpu_count  # noqa: E402
 
 
 def measure(arch: str, batch: int, precision: str, steps: int,

@@ -32,8 +32,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from hpo.config import DataConfig  # noqa: E402
-from hpo.data import load_dataset  # noqa: E402
-from hpo.data.batches import ArrayBatches  # noqa: E402
+from hpo.data import (
+    ArrayBatches,  # noqa: E402
+    load_dataset,  # noqa: E402
+)
 
 
 def make_jpegs(root: Path, n: int, size: int) -> None:

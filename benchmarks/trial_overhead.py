@@ -28,8 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import optuna  # noqa: E402
 
 import hpo  # noqa: E402
-from hpo.progress import Reporter  # noqa: E402
-from hpo.runner import RunOptions, run_study  # noqa: E402
+from hpo.execution import RunOptions, run_study  # noqa: E402
+from hpo.reporting import Reporter  # noqa: E402
 
 
 def rss_mib() -> float:

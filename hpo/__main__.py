@@ -1,5 +1,5 @@
 """``python -m hpo`` runs the CLI."""
 
-from hpo.cli import main
+from hpo.cli._app import main
 
 main()

@@ -10,11 +10,11 @@ import optuna
 
 from hpo.config import StudyConfig, load_study_config
 from hpo.errors import ConfigError
-from hpo.objective import ObjectiveOptions
-from hpo.progress import Reporter
-from hpo.runner import RunOptions, run_study
+from hpo.execution import RunOptions, run_study
+from hpo.reporting import Reporter
 from hpo.storage import DEFAULT_STORAGE, StorageOptions, open_storage
 from hpo.study import load_existing_study
+from hpo.trial import ObjectiveOptions
 
 __all__ = ["run", "best", "load_study"]
 
@@ -43,8 +43,8 @@ def run(study: str | Path | StudyConfig, *, sampler: str = "grid", storage: str 
         repeats: Training runs per configuration (overrides the study file's).
         objectives: Multi-objective search, e.g. ``("val_accuracy", "train_time")``; the
             returned study's ``best_trials`` is the Pareto front.
-        **overrides: Fields of :class:`hpo.objective.ObjectiveOptions` (seed, precision,
-            cache_dir, strict) and of :class:`hpo.runner.RunOptions` (retry_failed, pruner).
+        **overrides: Fields of :class:`hpo.trial.ObjectiveOptions` (seed, precision,
+            cache_dir, strict) and of :class:`hpo.execution.RunOptions` (retry_failed, pruner).
 
     Raises:
         HpoError: Bad study, data or storage.
@@ -90,7 +90,7 @@ def best(study: str, storage: str | None = None) -> optuna.trial.FrozenTrial:
         StudyError: No such study, or no completed trial yet.
     """
     from hpo.errors import StudyError
-    from hpo.objectives import best_by_metric
+    from hpo.study import best_by_metric
 
     trial = best_by_metric(load_study(study, storage))
     if trial is None:

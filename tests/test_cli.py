@@ -202,7 +202,7 @@ def test_a_worker_replaces_its_process_every_n_trials_keeping_its_pid(tmp_path, 
 
 
 def test_the_backend_that_decides_recycling_is_read_as_keras_reads_it(tmp_path, monkeypatch):
-    from hpo.device import configured_backend
+    from hpo.trial import configured_backend
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
@@ -217,7 +217,7 @@ def test_a_database_lost_mid_run_is_one_line_not_a_traceback(monkeypatch, tiny_s
     import sqlalchemy.exc
     from typer.testing import CliRunner
 
-    import hpo.runner
+    import hpo.execution._loop
     from hpo.cli import app
 
     def lost(*args, **kwargs):
@@ -225,7 +225,7 @@ def test_a_database_lost_mid_run_is_one_line_not_a_traceback(monkeypatch, tiny_s
             "SELECT 1", {}, Exception("connection to server at 10.0.0.9 failed: "
                                       "postgresql://u:pw@db/x refused"))
 
-    monkeypatch.setattr(hpo.runner, "run_worker", lost)
+    monkeypatch.setattr(hpo.execution._loop, "run_worker", lost)
     result = CliRunner().invoke(app, ["run", "--study", str(tiny_study)])
     assert result.exit_code == 2
     assert "lost the study database" in result.output

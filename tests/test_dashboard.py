@@ -14,10 +14,10 @@ import urllib.request
 import pytest
 
 import hpo
-from hpo.artifacts import Artifacts
-from hpo.dashboard import check_host
 from hpo.errors import ConfigError
+from hpo.reporting import check_host
 from hpo.testing import write_study
+from hpo.trial import Artifacts
 
 
 def _free_port() -> int:

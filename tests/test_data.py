@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 
 from hpo.config import DataConfig
-from hpo.data import load_dataset
-from hpo.data.batches import ArrayBatches
-from hpo.data.discovery import discover
+from hpo.data import ArrayBatches, discover, load_dataset
 from hpo.errors import DataError
 from hpo.testing import make_image_folder
 
@@ -83,7 +81,7 @@ def test_images_are_decoded_once_into_a_memory_mapped_uint8_cache(tmp_path, monk
     assert first.train.x.dtype == np.uint8
     assert first.input_shape == (10, 10, 1)
 
-    import hpo.data.cache as cache
+    import hpo.data._cache as cache
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache exists")

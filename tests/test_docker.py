@@ -84,10 +84,9 @@ def test_dockerfile_runs_hpo_as_a_non_root_user():
 def test_hadolint_passes():
     import shutil
     import subprocess
+    import sys
 
     import pytest
-
-    import sys
 
     beside = Path(sys.executable).with_name("hadolint")
     hadolint = shutil.which("hadolint") or (str(beside) if beside.exists() else None)

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from scipy import stats
 
 import hpo
-from hpo.baselines import default_configurations
 from hpo.config import load_study_config
+from hpo.search import default_configurations
 from tests.conftest import run_cli
 
 

@@ -7,10 +7,10 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
-from hpo.artifacts import Artifacts, model_path
 from hpo.config import load_study_config
-from hpo.report import build_report, write_report
+from hpo.reporting import build_report, write_report
 from hpo.testing import write_study
+from hpo.trial import Artifacts, model_path
 from tests.conftest import run_cli
 
 

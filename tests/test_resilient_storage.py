@@ -16,9 +16,13 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hpo.errors import StorageError
-from hpo.heartbeat import Heartbeat
-from hpo.resilient_storage import ResilientRDBStorage, is_connection_error
-from hpo.storage import StorageOptions, open_storage
+from hpo.storage import (
+    Heartbeat,
+    ResilientRDBStorage,
+    StorageOptions,
+    is_connection_error,
+    open_storage,
+)
 
 
 def _dropped() -> sqlalchemy.exc.OperationalError:

@@ -7,9 +7,9 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
-from hpo.callbacks import NanGuard, NonFiniteLossError
 from hpo.config import load_study_config
 from hpo.errors import StudyError
+from hpo.trial import NanGuard, NonFiniteLossError
 
 
 def test_a_grid_runs_every_point_and_records_results(tiny_study, sqlite_url):
@@ -53,7 +53,7 @@ def test_running_again_resumes_and_trains_nothing_twice(tiny_study, sqlite_url):
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_study, sqlite_url,
                                                           monkeypatch):
-    from hpo import objective as objective_module
+    from hpo.trial import _objective as objective_module
 
     real_train = objective_module.Objective._train
 

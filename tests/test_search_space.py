@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from hpo.config import load_study_config
-from hpo.search_space import describe_space, grid_search_space, resolve, space_hash, suggest
+from hpo.search import describe_space, grid_search_space, resolve, space_hash, suggest
 
 
 def test_grid_suggestions_cover_the_grid_exactly_once():
@@ -75,7 +75,7 @@ def test_the_gp_sampler_is_optunas_or_one_line_on_what_to_install():
     import importlib.util
 
     from hpo.errors import ConfigError
-    from hpo.samplers import make_sampler
+    from hpo.search import make_sampler
 
     config = load_study_config("demo")
     if importlib.util.find_spec("torch") and importlib.util.find_spec("scipy"):

@@ -23,8 +23,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import ConfigError
-from hpo.objectives import best_by_metric, metric_maximized, metric_value
 from hpo.optimizers import default_learning_rate
+from hpo.study import best_by_metric, metric_maximized, metric_value
 
 __all__ = ["FORMATS", "Report", "build_report", "write_report"]
 

@@ -19,8 +19,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpo import plots
-from hpo.objectives import metric_maximized, metric_value
+from hpo.study import metric_maximized, metric_value
+from hpo.trial import _plots as plots
 
 if TYPE_CHECKING:
     import keras

@@ -8,7 +8,7 @@ import optuna
 
 from hpo.config import GridValue, StudyConfig
 from hpo.errors import ConfigError
-from hpo.search_space import grid_search_space
+from hpo.search._space import grid_search_space
 
 __all__ = ["SAMPLERS", "WorkerGridSampler", "canonical_sampler", "make_sampler"]
 

@@ -18,12 +18,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.baselines import is_default
 from hpo.config import StudyConfig
 from hpo.errors import StudyError
-from hpo.pruners import make_pruner
-from hpo.samplers import WorkerGridSampler, canonical_sampler, make_sampler
-from hpo.search_space import space_hash
+from hpo.search import (
+    WorkerGridSampler,
+    canonical_sampler,
+    is_default,
+    make_pruner,
+    make_sampler,
+    space_hash,
+)
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "reap_dead_trials", "claim_grid_point", "grid_key"]

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import optuna
 from optuna.storages._cached_storage import _CachedStorage
 
-from hpo.resilient_storage import ResilientRDBStorage, is_connection_error
+from hpo.storage._resilient import ResilientRDBStorage, is_connection_error
 
 __all__ = ["study_lock"]
 

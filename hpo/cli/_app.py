@@ -192,12 +192,11 @@ def run(
     starts and supervises N such workers.
     """
     _setup_logging(quiet)
-    from hpo.artifacts import Artifacts
     from hpo.config import load_study_config
-    from hpo.objective import ObjectiveOptions
-    from hpo.progress import Reporter
-    from hpo.runner import RunOptions
+    from hpo.execution import RunOptions
+    from hpo.reporting import Reporter
     from hpo.storage import StorageOptions
+    from hpo.trial import Artifacts, ObjectiveOptions
 
     if heartbeat < 1:
         raise StorageError(f"--heartbeat must be at least 1 second, received {heartbeat}")
@@ -259,10 +258,10 @@ def _run_in_process(ctx: typer.Context, config: Any, options: Any, reporter: Any
     import time
     from dataclasses import replace
 
-    from hpo.runner import run_worker
+    from hpo.execution import run_worker
 
     if recycle_after is None:
-        from hpo.device import configured_backend
+        from hpo.trial import configured_backend
 
         recycle_after = DEFAULT_RECYCLE_AFTER if configured_backend() == "tensorflow" else 0
     started = time.monotonic()
@@ -286,7 +285,7 @@ def _run_isolated(ctx: typer.Context, config: Any, options: Any, reporter: Any) 
     trial held (GPU memory above all) is returned to the system before the next one."""
     import subprocess
 
-    from hpo.runner import prepare_study, report_best
+    from hpo.execution import prepare_study, report_best
 
     study, _ = prepare_study(config, options)
     argv = _child_argv(ctx, skip=("isolate", "n_trials", "workers", "gpus"))
@@ -307,8 +306,7 @@ def _run_isolated(ctx: typer.Context, config: Any, options: Any, reporter: Any) 
 def _run_workers(ctx: typer.Context, config: Any, options: Any, reporter: Any, *,
                  workers: int, gpus: Optional[str]) -> None:
     """Prepares the study once (schema, study, image cache), then starts the workers."""
-    from hpo.runner import prepare_study, report_best
-    from hpo.workers import launch_workers, plan_workers
+    from hpo.execution import launch_workers, plan_workers, prepare_study, report_best
 
     specs = plan_workers(workers=workers, gpus=gpus)
     if is_sqlite(options.storage) and len(specs) > 1:
@@ -335,7 +333,7 @@ app.command("worker", help="Run one worker of a study in this process (same opti
 def studies(storage: StorageOpt = DEFAULT_STORAGE, json: JsonOpt = False) -> None:
     """List the study files you can run and the studies stored in the database."""
     from hpo.config import available_studies, load_study_config
-    from hpo.views import study_summaries, to_json
+    from hpo.reporting import study_summaries, to_json
 
     files = []
     for name, path in available_studies().items():
@@ -371,9 +369,8 @@ def space(
 ) -> None:
     """Print a study's search space (or grid) and its size."""
     from hpo.config import load_study_config
-    from hpo.samplers import canonical_sampler
-    from hpo.search_space import describe_space
-    from hpo.views import to_json
+    from hpo.reporting import to_json
+    from hpo.search import canonical_sampler, describe_space
 
     config = load_study_config(study)
     grid = canonical_sampler(sampler) == "grid"
@@ -404,9 +401,8 @@ def best(
 ) -> None:
     """Print the best trial of a study."""
     from hpo.errors import StudyError
-    from hpo.progress import format_params
+    from hpo.reporting import format_params, to_json, trial_record
     from hpo.study import load_existing_study
-    from hpo.views import to_json, trial_record
 
     loaded = load_existing_study(study, _existing_storage(storage))
     if len(loaded.directions) > 1:
@@ -438,9 +434,8 @@ def _print_pareto_front(study: Any, json: bool) -> None:
     """``hpo best`` of a multi-objective study: every trial no other trial beats on all
     objectives, by trial number."""
     from hpo.errors import StudyError
-    from hpo.objectives import objective_names, pareto_front
-    from hpo.progress import pareto_front_lines
-    from hpo.views import to_json, trial_record
+    from hpo.reporting import pareto_front_lines, to_json, trial_record
+    from hpo.study import objective_names, pareto_front
 
     front = pareto_front(study)
     if not front:
@@ -464,8 +459,8 @@ def trials(
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
     """List a study's trials (table, --json or --csv)."""
+    from hpo.reporting import to_json, trial_record, trials_csv, trials_table
     from hpo.study import load_existing_study
-    from hpo.views import to_json, trial_record, trials_csv, trials_table
 
     loaded = load_existing_study(study, _existing_storage(storage))
     all_trials = loaded.get_trials(deepcopy=False)
@@ -474,7 +469,7 @@ def trials(
     elif csv:
         typer.echo(trials_csv(all_trials), nl=False)
     else:
-        from hpo.objectives import objective_names
+        from hpo.study import objective_names
 
         typer.echo(trials_table(all_trials, loaded.user_attrs.get("hpo:metric", "value"),
                                 tuple(objective_names(loaded)[1:])))
@@ -491,8 +486,8 @@ def status(
 ) -> None:
     """Show grid coverage (done / running / failed / left), workers seen and an ETA."""
     from hpo.config import load_study_config
+    from hpo.reporting import study_status, to_json
     from hpo.study import load_existing_study
-    from hpo.views import study_status, to_json
 
     try:
         config = load_study_config(study)
@@ -561,7 +556,7 @@ def dashboard(
         help="Allow a non-loopback --host (the dashboard has no authentication).")] = False,
 ) -> None:
     """Browse studies, trials and their figures in optuna-dashboard."""
-    from hpo.dashboard import make_dashboard_server
+    from hpo.reporting import make_dashboard_server
     from hpo.study import load_existing_study
 
     opened = _existing_storage(storage)
@@ -595,7 +590,7 @@ def report(
 ) -> None:
     """The thesis's tables from a study: defaults and best per optimizer, importances."""
     from hpo.config import load_study_config
-    from hpo.report import build_report, write_report
+    from hpo.reporting import build_report, write_report
     from hpo.study import load_existing_study
 
     try:
@@ -624,13 +619,13 @@ def export(
     """Copy the trained model of the best trial (or of trial N) to a .keras file."""
     import shutil
 
-    from hpo.artifacts import model_path
     from hpo.errors import StudyError
     from hpo.study import load_existing_study
+    from hpo.trial import model_path
 
     loaded = load_existing_study(study, _existing_storage(storage))
     if model == "best":  # by the metric, also in a multi-objective study
-        from hpo.objectives import best_by_metric
+        from hpo.study import best_by_metric
 
         found = best_by_metric(loaded)
         if found is None:
@@ -664,7 +659,7 @@ def init(
 ) -> None:
     """Inspect an image folder and write a ready study file (the thesis grid, a TPE space)."""
     from hpo.config import load_study_config
-    from hpo.init import default_architecture, study_toml, survey_folder
+    from hpo.data import default_architecture, study_toml, survey_folder
 
     survey = survey_folder(data)
     for line in survey.describe():
@@ -694,10 +689,9 @@ def compare(
 ) -> None:
     """Is one configuration really better? Welch's t-test on two repeated trials' runs."""
     from hpo.errors import StudyError
-    from hpo.progress import format_params
+    from hpo.reporting import format_params, to_json
     from hpo.statistics import summarize, welch_test
     from hpo.study import load_existing_study
-    from hpo.views import to_json
 
     loaded = load_existing_study(study, _existing_storage(storage))
     numbers = {t.number: t for t in loaded.get_trials(deepcopy=False)}

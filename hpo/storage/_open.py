@@ -21,7 +21,7 @@ from typing import Iterator
 import optuna
 
 from hpo.errors import StorageError
-from hpo.resilient_storage import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage
+from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage
 
 __all__ = ["DEFAULT_STORAGE", "StorageOptions", "mask_url", "is_sqlite", "open_storage",
            "close_storage"]

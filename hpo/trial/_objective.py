@@ -17,13 +17,19 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 
-from hpo.artifacts import Artifacts
 from hpo.config import StudyConfig
 from hpo.data import Dataset, load_dataset
-from hpo.device import (apply_precision, backend, describe_host, is_out_of_memory,
-                        resolve_precision, training_errors)
 from hpo.errors import HpoError
-from hpo.search_space import TrialParams, resolve, suggest
+from hpo.search import TrialParams, resolve, suggest
+from hpo.trial._artifacts import Artifacts
+from hpo.trial._device import (
+    apply_precision,
+    backend,
+    describe_host,
+    is_out_of_memory,
+    resolve_precision,
+    training_errors,
+)
 
 __all__ = ["TrialFailed", "ObjectiveOptions", "Objective", "evaluate_classifier"]
 
@@ -194,10 +200,10 @@ class Objective:
         """
         import keras
 
-        from hpo.callbacks import EpochRecorder, NanGuard, pruning_callback
-        from hpo.data.batches import ArrayBatches
+        from hpo.data import ArrayBatches
         from hpo.models import build_model
         from hpo.optimizers import build_optimizer
+        from hpo.trial._callbacks import EpochRecorder, NanGuard, pruning_callback
 
         keras.utils.set_random_seed(seed)
         apply_precision(str(self._precision))

@@ -41,7 +41,17 @@ METRICS: dict[str, str] = {"val_accuracy": "maximize", "val_loss": "minimize"}
 OBJECTIVES: dict[str, str] = {**METRICS, "train_time": "minimize", "n_params": "minimize"}
 PRUNERS: tuple[str, ...] = ("none", "median", "successive_halving", "hyperband")
 BUNDLED_DATA: tuple[str, ...] = ("digits",)
-BUNDLED_STUDIES_DIR = Path(__file__).parent / "studies"
+
+
+def _bundled_studies_dir() -> Path:
+    """The shipped study files: ``hpo/_studies`` in an installed wheel (package data built
+    from the top-level ``studies/`` folder), that folder itself in a checkout."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_studies"
+    return installed if installed.is_dir() else package.parent / "studies"
+
+
+BUNDLED_STUDIES_DIR = _bundled_studies_dir()
 
 _MODEL_PARAMS: frozenset[str] = frozenset(p for m in MODELS.values() for p in m.hyperparameters)
 _CONDITION_KEYS = ("architecture", "optimizer")

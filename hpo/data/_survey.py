@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpo.data.discovery import SPLITS, discover
+from hpo.data._discovery import SPLITS, discover
 from hpo.errors import ConfigError
 from hpo.models import MODELS
 from hpo.optimizers import OPTIMIZERS

@@ -19,18 +19,21 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.baselines import enqueue_defaults
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError
-from hpo.heartbeat import Heartbeat
-from hpo.locks import study_lock
 from hpo.models import check_weights
-from hpo.objective import Objective, ObjectiveOptions, TrialFailed
-from hpo.objectives import pareto_front
-from hpo.progress import Reporter, format_params, pareto_front_lines
-from hpo.samplers import WorkerGridSampler, canonical_sampler
-from hpo.storage import DEFAULT_STORAGE, StorageOptions, close_storage, open_storage
-from hpo.study import claim_grid_point, grid_coverage, open_study, reap_dead_trials
+from hpo.reporting import Reporter, format_params, pareto_front_lines
+from hpo.search import WorkerGridSampler, canonical_sampler, enqueue_defaults
+from hpo.storage import (
+    DEFAULT_STORAGE,
+    Heartbeat,
+    StorageOptions,
+    close_storage,
+    open_storage,
+    study_lock,
+)
+from hpo.study import claim_grid_point, grid_coverage, open_study, pareto_front, reap_dead_trials
+from hpo.trial import Objective, ObjectiveOptions, TrialFailed
 
 __all__ = ["RunOptions", "WorkerRun", "run_study", "run_worker", "prepare_study",
            "report_best"]

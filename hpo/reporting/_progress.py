@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.objectives import metric_value, objective_names
+from hpo.study import metric_value, objective_names
 
 __all__ = ["Reporter", "format_params", "format_value"]
 

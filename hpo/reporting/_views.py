@@ -11,8 +11,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
-from hpo.objectives import best_by_metric, metric_value, objective_names
-from hpo.progress import format_value
+from hpo.reporting._progress import format_value
+from hpo.study import best_by_metric, metric_value, objective_names
 
 __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "study_status",
            "to_json"]

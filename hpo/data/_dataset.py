@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from hpo.config import DataConfig
-from hpo.data.bundled import load_bundled
-from hpo.data.cache import build_entry, cache_key, default_cache_dir
-from hpo.data.discovery import SPLITS, discover, stratified_split
+from hpo.data._bundled import load_bundled
+from hpo.data._cache import build_entry, cache_key, default_cache_dir
+from hpo.data._discovery import SPLITS, discover, stratified_split
 from hpo.errors import DataError
 
 __all__ = ["Split", "Dataset", "load_dataset"]

@@ -1,0 +1,34 @@
+"""Study files: the validated description of a study (data, metric, architectures, grid,
+space), loaded from TOML with one-line errors. The first layer above errors/models/optimizers."""
+
+from hpo.config._load import (
+    BUNDLED_DATA,
+    BUNDLED_STUDIES_DIR,
+    METRICS,
+    OBJECTIVES,
+    PRUNERS,
+    TRAINING_PARAMS,
+    ArchitectureConfig,
+    DataConfig,
+    GridValue,
+    ParamSpec,
+    StudyConfig,
+    available_studies,
+    load_study_config,
+)
+
+__all__ = [
+    "ParamSpec",
+    "ArchitectureConfig",
+    "DataConfig",
+    "StudyConfig",
+    "TRAINING_PARAMS",
+    "METRICS",
+    "OBJECTIVES",
+    "PRUNERS",
+    "BUNDLED_STUDIES_DIR",
+    "BUNDLED_DATA",
+    "GridValue",
+    "available_studies",
+    "load_study_config",
+]

@@ -1,0 +1,34 @@
+"""What a person sees: live progress, trial tables and JSON views, the thesis's reports,
+and optuna-dashboard."""
+
+from hpo.reporting._dashboard import check_host, make_dashboard_server, read_only
+from hpo.reporting._progress import Reporter, format_params, format_value, pareto_front_lines
+from hpo.reporting._report import FORMATS, Report, build_report, write_report
+from hpo.reporting._views import (
+    study_status,
+    study_summaries,
+    to_json,
+    trial_record,
+    trials_csv,
+    trials_table,
+)
+
+__all__ = [
+    "Reporter",
+    "format_params",
+    "format_value",
+    "pareto_front_lines",
+    "trial_record",
+    "trials_table",
+    "trials_csv",
+    "study_summaries",
+    "study_status",
+    "to_json",
+    "FORMATS",
+    "Report",
+    "build_report",
+    "write_report",
+    "read_only",
+    "check_host",
+    "make_dashboard_server",
+]

@@ -1,0 +1,28 @@
+"""Where studies live: opening SQLite / PostgreSQL / journal storages, the RDB storage that
+rides out database outages, the study-wide lock, and trial heartbeats."""
+
+from hpo.storage._heartbeat import Heartbeat
+from hpo.storage._locks import study_lock
+from hpo.storage._open import (
+    DEFAULT_STORAGE,
+    StorageOptions,
+    close_storage,
+    is_sqlite,
+    mask_url,
+    open_storage,
+)
+from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage, is_connection_error
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "StorageOptions",
+    "mask_url",
+    "is_sqlite",
+    "open_storage",
+    "close_storage",
+    "ResilientRDBStorage",
+    "is_connection_error",
+    "DEFAULT_OUTAGE_TIMEOUT",
+    "study_lock",
+    "Heartbeat",
+]

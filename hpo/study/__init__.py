@@ -1,0 +1,34 @@
+"""One Optuna study as hpo uses it: open or resume it, grid coverage and exactly-once
+claims, reaping lost trials, and reading its objective values (best trial, Pareto front)."""
+
+from hpo.study._study import (
+    GridCoverage,
+    claim_grid_point,
+    grid_coverage,
+    grid_key,
+    load_existing_study,
+    open_study,
+    reap_dead_trials,
+)
+from hpo.study._values import (
+    best_by_metric,
+    metric_maximized,
+    metric_value,
+    objective_names,
+    pareto_front,
+)
+
+__all__ = [
+    "GridCoverage",
+    "open_study",
+    "load_existing_study",
+    "grid_coverage",
+    "reap_dead_trials",
+    "claim_grid_point",
+    "grid_key",
+    "metric_value",
+    "metric_maximized",
+    "objective_names",
+    "best_by_metric",
+    "pareto_front",
+]
