@@ -1,8 +1,17 @@
-"""The one exception hierarchy of ``hpo``.
+"""The one exception hierarchy of ``hpo``, typed by intent.
 
-Every error a user can cause (a bad study file, a missing folder, an unreachable database)
-is an :class:`HpoError`. Its message is one line that says what was received, what was
-expected and how to fix it; the CLI prints it and exits with status 2.
+* :class:`HpoError`: bad input a user can fix (a study file, a folder, a setting, an
+  unreachable database). One line that says what was received, what was expected and how to
+  fix it; the CLI prints it and exits with status 2. :class:`InvalidSetting` names the
+  setting (``n_trials``); the CLI renders it as its flag (``--n-trials``).
+* :class:`TrialFailed`: one trial failed (NaN loss, out of memory, an unreadable batch); it
+  is stored as FAIL with its reason and the search goes on.
+* :class:`TooManyFailures`: N trials failed in a row: no longer one trial's problem but the
+  code's or the environment's (a bug, a broken driver). The worker stops with one line and
+  exit status 1; the failed grid points are re-run on resume (KerasTuner's rule).
+* :class:`Stopped`: the worker was asked to stop by a signal (SIGTERM from Slurm,
+  Kubernetes, ``docker stop``); the trial in flight is FAIL and the exit status 128 + signal.
+  SIGINT stays Python's :class:`KeyboardInterrupt`.
 """
 
 from __future__ import annotations
@@ -14,6 +23,10 @@ __all__ = [
     "ModelError",
     "StorageError",
     "StudyError",
+    "InvalidSetting",
+    "TrialFailed",
+    "TooManyFailures",
+    "Stopped",
 ]
 
 
@@ -39,3 +52,72 @@ class StorageError(HpoError):
 
 class StudyError(HpoError):
     """The study in the database does not match what was asked of it."""
+
+
+class InvalidSetting(ConfigError):
+    """A run setting has a value it cannot take.
+
+    Attributes:
+        setting: The setting's name in the library (``n_trials``).
+        problem: What is wrong, without the name (``must be at least 1``).
+        received: The value received.
+    """
+
+    def __init__(self, setting: str, problem: str, received: object) -> None:
+        self.setting = setting
+        self.problem = problem
+        self.received = received
+        super().__init__(self.render(setting))
+
+    def render(self, name: str) -> str:
+        """The message with the setting called ``name`` (a CLI flag, say)."""
+        shown = repr(self.received) if isinstance(self.received, str) else self.received
+        tail = "" if self.received is None else f", received {shown}"
+        return f"{name} {self.problem}{tail}"
+
+
+class TrialFailed(Exception):
+    """One trial failed (NaN loss, out of memory, a backend error); the search goes on.
+
+    The reason is stored in the trial's ``fail_reason`` user attribute.
+    """
+
+
+class TooManyFailures(Exception):
+    """``count`` trials in a row failed; the worker stops (exit status 1).
+
+    Attributes:
+        count: Failed trials in a row.
+        last_reason: The last one's ``fail_reason``.
+    """
+
+    def __init__(self, count: int, last_reason: str) -> None:
+        self.count = count
+        self.last_reason = last_reason
+        super().__init__(
+            f"{count} trials failed in a row (last: {last_reason or 'no reason recorded'}); "
+            "this worker stops, as a bug or a broken environment fails every trial. Fix the "
+            "cause (see 'hpo trials STUDY' for each fail_reason), then resume with the same "
+            "command: the failed grid points are trained again; raise max_consecutive_failures "
+            "if failures in a row are expected")
+
+
+class Stopped(BaseException):
+    """A signal asked this worker to stop (SIGTERM); not an error of the trial.
+
+    A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` swallows it.
+
+    Attributes:
+        signum: The signal received.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        super().__init__(f"stopped ({signal.Signals(signum).name})")
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process a signal ended."""
+        return 128 + self.signum

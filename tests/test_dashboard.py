@@ -17,7 +17,6 @@ import hpo
 from hpo.errors import ConfigError
 from hpo.reporting import check_host
 from hpo.testing import write_study
-from hpo.trial import Artifacts
 
 
 def _free_port() -> int:
@@ -31,8 +30,7 @@ def served(tmp_path, image_folder):
     study_file = write_study(tmp_path / "d.toml", data=image_folder, name="browsed")
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     artifacts = tmp_path / "artifacts"
-    hpo.run(study_file, storage=storage, n_trials=2,
-            artifacts=Artifacts(directory=artifacts, keep_models=1))
+    hpo.run(study_file, storage=storage, n_trials=2, artifacts=artifacts, keep_models=1)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--study", "browsed",
                              "--storage", storage, "--artifacts", str(artifacts), "--port",
@@ -58,7 +56,7 @@ def test_the_dashboard_serves_the_study_and_refuses_writes(served):
     assert [s["study_name"] for s in studies["study_summaries"]] == ["browsed"]
     study_id = studies["study_summaries"][0]["study_id"]
     for method, path in (("DELETE", f"/api/studies/{study_id}"),
-                         ("POST", f"/api/trials/1/tell"),
+                         ("POST", "/api/trials/1/tell"),
                          ("POST", f"/api/artifacts/{study_id}/1")):
         request = urllib.request.Request(base + path, method=method, data=b"{}")
         with pytest.raises(urllib.error.HTTPError) as info:

@@ -23,7 +23,7 @@ def test_the_public_api_is_explicit_and_typed():
     for name in hpo.__all__:
         assert getattr(hpo, name) is not None
     assert issubclass(hpo.ConfigError, hpo.HpoError)
-    with pytest.raises(ConfigError, match="unknown option"):
+    with pytest.raises(ConfigError, match="unknown setting"):
         hpo.run("demo", bogus=1)
 
 

@@ -22,7 +22,7 @@ def finished(tmp_path_factory, image_folder):
                              epochs=4, extra_grid="batch_size = [32]")
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     artifacts = Artifacts(directory=tmp_path / "artifacts", keep_models=2)
-    study = hpo.run(study_file, storage=storage, artifacts=artifacts)
+    study = hpo.run(study_file, storage=storage, artifacts=artifacts.directory, keep_models=2)
     return study_file, storage, artifacts, study
 
 

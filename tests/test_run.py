@@ -114,3 +114,34 @@ def test_best_reads_a_stored_study(tiny_study, sqlite_url):
     assert best.value == optuna.load_study(study_name=name, storage=sqlite_url).best_value
     with pytest.raises(StudyError, match="no study 'missing'"):
         hpo.best("missing", storage=sqlite_url)
+
+
+def test_a_bug_that_fails_every_trial_stops_the_worker_after_n_in_a_row(tiny_study, sqlite_url,
+                                                                       monkeypatch):
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+    from hpo.errors import TooManyFailures
+    from hpo.trial import _objective as objective_module
+
+    def broken(self, trial, params, dataset, started, **kwargs):
+        return params.no_such_field  # a programming error, not a training failure
+
+    monkeypatch.setattr(objective_module.Objective, "_train", broken)
+    with pytest.raises(TooManyFailures, match="2 trials failed in a row"):
+        hpo.run(tiny_study, storage=sqlite_url, max_consecutive_failures=2)
+    study = optuna.load_study(study_name=hpo.load_study_config(tiny_study).name,
+                              storage=sqlite_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert study.trials[0].user_attrs["fail_reason"].startswith("AttributeError:")
+    assert "no_such_field" in study.trials[0].user_attrs["fail_traceback"]
+    # The CLI: one line, exit status 1; nothing left RUNNING; the points wait for a resume.
+    result = CliRunner().invoke(app, ["run", "--study", str(tiny_study), "--storage",
+                                      sqlite_url, "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "3 trials failed in a row (last: AttributeError" in result.output
+    assert "Traceback" not in result.output
+    study = optuna.load_study(study_name=study.study_name, storage=sqlite_url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    monkeypatch.undo()
+    assert hpo.run(tiny_study, storage=sqlite_url, retry_failed=3).best_trial is not None

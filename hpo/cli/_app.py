@@ -5,20 +5,16 @@ Every :class:`hpo.HpoError` becomes one line on standard error and exit status 2
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
-import optuna
-import sqlalchemy.exc
 import typer
 
-from hpo.errors import ConfigError, HpoError, StorageError
+from hpo.errors import ConfigError, InvalidSetting, StorageError
 from hpo.storage import DEFAULT_STORAGE, is_sqlite, mask_url
+from hpo.study import attrs
 
 app = typer.Typer(
     name="hpo",
@@ -29,7 +25,7 @@ app = typer.Typer(
 )
 
 #: Trials after which a TensorFlow worker replaces its process (``--recycle-after``).
-DEFAULT_RECYCLE_AFTER = 20
+DEFAULT_RECYCLE_AFTER = 20  # the same as hpo.config.DEFAULT_RECYCLE_AFTER (imported lazily)
 
 StorageOpt = Annotated[str, typer.Option(
     "--storage", envvar="HPO_STORAGE", show_envvar=True,
@@ -45,52 +41,32 @@ class Precision(str, Enum):
     mixed_bfloat16 = "mixed_bfloat16"
 
 
-def _quiet_backends() -> None:
-    """Keeps TensorFlow's and JAX's start-up chatter out of the output; call before import."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-
-
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("hpo: %(levelname)s: %(message)s"))
-    logger = logging.getLogger("hpo")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    import warnings
-
-    # hpo prints each trial's outcome (with a failed trial's reason) itself.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"hpo: error: {message}", err=True)
     return typer.Exit(code)
 
 
+def _flag(setting: str) -> str:
+    """The command-line flag of a library setting: ``n_trials`` -> ``--n-trials``."""
+    return "--" + setting.replace("_", "-")
+
+
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turns domain errors into one line and exit 2, Ctrl-C into one line and exit 130."""
+    """Turns how a command ends (bad input, a lost database, SIGINT, SIGTERM) into one line
+    and its exit status (:func:`hpo.execution.failure_line`); a setting is named by its
+    flag."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hpo.execution import ENDINGS, failure_line
+
         try:
             return func(*args, **kwargs)
-        except HpoError as exc:
-            raise _fail(str(exc)) from None
-        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            # The database failed after the storage was opened, in a way hpo's storage does
-            # not retry: one line, masked; the running trial is reaped on resume.
-            cause = exc.__cause__ or exc
-            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-            raise _fail("lost the study database: " + mask_url(reason)[:300] +
-                        "; check the server and resume with the same command") from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted: the running trial was marked FAIL and is re-run when "
-                        "you resume with the same command", 130) from None
+        except InvalidSetting as exc:
+            raise _fail(exc.render(_flag(exc.setting))) from None
+        except ENDINGS as exc:
+            message, code = failure_line(exc)
+            raise _fail(message, code) from None
 
     return wrapper
 
@@ -110,14 +86,15 @@ def _existing_storage(url: str) -> Any:
 @app.callback()
 def _configure() -> None:
     """Hyperparameter search for Keras image classifiers, on Optuna."""
-    _quiet_backends()
-    _setup_logging(quiet=False)
+    from hpo.reporting import quiet_backends, setup_logging
+
+    quiet_backends()
+    setup_logging(quiet=False)
 
 
 @app.command()
 @handles_errors
 def run(
-    ctx: typer.Context,
     study: Annotated[str, typer.Option("--study", "-s",
                                        help="Study name (see 'hpo studies') or .toml path.")],
     sampler: Annotated[str, typer.Option(
@@ -184,6 +161,9 @@ def run(
         help="Replace the worker process with a fresh one every N trials, returning the "
              "memory the backend keeps between trials (0: never; default "
              f"{DEFAULT_RECYCLE_AFTER} with TensorFlow, never with JAX).")] = None,
+    max_consecutive_failures: Annotated[int, typer.Option(
+        help="Stop the worker (exit 1) after this many failed trials in a row: a bug or a "
+             "broken environment, not one trial's problem.")] = 3,
 ) -> None:
     """Run (or resume) a study: train one Keras model per trial, store results in Optuna.
 
@@ -191,142 +171,36 @@ def run(
     job scheduler (Slurm array, Kubernetes Job); 'hpo run --workers N' or '--gpus 0,1'
     starts and supervises N such workers.
     """
-    _setup_logging(quiet)
-    from hpo.config import load_study_config
-    from hpo.execution import RunOptions
-    from hpo.reporting import Reporter
-    from hpo.storage import StorageOptions
-    from hpo.trial import Artifacts, ObjectiveOptions
+    settings = _run_settings(locals())
+    from hpo.execution import execute
 
-    if heartbeat < 1:
-        raise StorageError(f"--heartbeat must be at least 1 second, received {heartbeat}")
-    if not outage_timeout >= 0:
-        raise StorageError(f"--outage-timeout must be 0 or more seconds, received "
-                           f"{outage_timeout}")
-    config = load_study_config(study)
-    if data is not None:
-        config = config.with_data(data)
-    if repeats is not None:
-        config = config.with_repeats(repeats)
-    if objectives is not None:
-        config = config.with_objectives(objectives)
-    options = RunOptions(enqueue_defaults=enqueue_defaults,
-        sampler=sampler, storage=storage, study_name=study_name, n_trials=n_trials,
-        timeout=timeout, retry_failed=retry_failed, pruner=pruner,
-        storage_options=StorageOptions(heartbeat_interval=heartbeat,
-                                       grace_period=grace or 3 * heartbeat,
-                                       outage_timeout=outage_timeout),
-        objective=ObjectiveOptions(seed=seed, precision=precision.value, cache_dir=cache_dir,
-                                   strict=strict, worker=worker_name,
-                                   artifacts=Artifacts(directory=artifacts.resolve(),
-                                                       keep_models=keep_models,
-                                                       figures=figures)),
-    )
-    reporter = Reporter(metric=config.metric, quiet=quiet, json_lines=log_json,
-                        prefix="" if worker_name == "main" or log_json else f"[{worker_name}] ")
-    if recycle_after is not None and recycle_after < 0:
-        raise ConfigError(f"--recycle-after must be 0 (never) or more trials, received "
-                          f"{recycle_after}")
-    if ctx.info_name == "worker" or (workers == 1 and gpus is None):
-        reporter.info(f"storage {mask_url(storage)}")
-        if isolate:
-            _run_isolated(ctx, config, options, reporter)
-        else:
-            _run_in_process(ctx, config, options, reporter, recycle_after)
-        return
-    _run_workers(ctx, config, options, reporter, workers=workers, gpus=gpus)
+    _exit_with(execute(settings))
 
 
-def _child_argv(ctx: typer.Context, skip: tuple[str, ...]) -> list[str]:
-    """This command's options, rebuilt for a child ``hpo worker`` (storage goes by env)."""
-    argv = []
-    for name, value in ctx.params.items():
-        flag = "--" + name.replace("_", "-")
-        if name == "figures" and value is False:
-            argv.append("--no-figures")
-        if name in ("storage", *skip) or value is None or value is False:
-            continue  # (not `value in (None, False)`: 0 == False would drop --retry-failed 0)
-        argv += [flag] if value is True else [flag, str(getattr(value, "value", value))]
-    return argv
+def _run_settings(options: dict[str, Any]) -> Any:
+    """The validated :class:`hpo.config.RunSettings` of ``hpo run`` / ``hpo worker``."""
+    from hpo.config import RunSettings
+    from hpo.reporting import setup_logging
+
+    setup_logging(options["quiet"])
+    values = {k: getattr(v, "value", v) for k, v in options.items()}
+    return RunSettings.create(**values)
 
 
-def _run_in_process(ctx: typer.Context, config: Any, options: Any, reporter: Any,
-                    recycle_after: Optional[int]) -> None:
-    """Runs the worker here; every ``recycle_after`` trials it replaces this process with a
-    fresh one (same PID, same options, what is left of ``--n-trials`` and ``--timeout``),
-    because TensorFlow keeps memory across trials (BENCHMARKS.md, section 5)."""
-    import time
-    from dataclasses import replace
-
-    from hpo.execution import run_worker
-
-    if recycle_after is None:
-        from hpo.trial import configured_backend
-
-        recycle_after = DEFAULT_RECYCLE_AFTER if configured_backend() == "tensorflow" else 0
-    started = time.monotonic()
-    result = run_worker(config, replace(options, recycle_after=recycle_after or None),
-                        reporter)
-    if not result.recycle:
-        return
-    argv = _child_argv(ctx, skip=("n_trials", "timeout"))
-    if options.n_trials is not None:
-        argv += ["--n-trials", str(options.n_trials - result.ran)]
-    if options.timeout is not None:
-        argv += ["--timeout", str(max(0.0, options.timeout - (time.monotonic() - started)))]
-    os.environ["HPO_STORAGE"] = options.storage  # never on the command line
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "hpo", str(ctx.info_name), *argv])
-
-
-def _run_isolated(ctx: typer.Context, config: Any, options: Any, reporter: Any) -> None:
-    """Runs each trial in a fresh ``hpo worker --n-trials 1`` process, so that whatever a
-    trial held (GPU memory above all) is returned to the system before the next one."""
-    import subprocess
-
-    from hpo.execution import prepare_study, report_best
-
-    study, _ = prepare_study(config, options)
-    argv = _child_argv(ctx, skip=("isolate", "n_trials", "workers", "gpus"))
-    env = {**os.environ, "HPO_STORAGE": options.storage}
-    ran = 0
-    while options.n_trials is None or ran < options.n_trials:
-        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        code = subprocess.call([sys.executable, "-m", "hpo", "worker", *argv,
-                                "--n-trials", "1"], env=env)
-        if code != 0:
-            raise typer.Exit(code)
-        if sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == finished:
-            break  # the child found nothing left to run
-        ran += 1
-    report_best(study, reporter, config.metric)
-
-
-def _run_workers(ctx: typer.Context, config: Any, options: Any, reporter: Any, *,
-                 workers: int, gpus: Optional[str]) -> None:
-    """Prepares the study once (schema, study, image cache), then starts the workers."""
-    from hpo.execution import launch_workers, plan_workers, prepare_study, report_best
-
-    specs = plan_workers(workers=workers, gpus=gpus)
-    if is_sqlite(options.storage) and len(specs) > 1:
-        logging.getLogger("hpo").warning(
-            "%d workers share the SQLite file %s: fine for a few workers on this host (a "
-            "file lock keeps grid points exactly-once), but SQLite serialises every write; "
-            "use --storage postgresql://... for GPUs or several hosts", len(specs),
-            mask_url(options.storage))
-    study, _ = prepare_study(config, options)
-    reporter.info(f"storage {mask_url(options.storage)}; starting {len(specs)} workers: "
-                  + ", ".join(spec.name for spec in specs))
-    code = launch_workers(specs, _child_argv(ctx, skip=("workers", "gpus", "worker_name")),
-                          options.storage)
-    report_best(study, reporter, config.metric)
+def _exit_with(code: int) -> None:
     if code != 0:
         raise typer.Exit(code)
 
 
-app.command("worker", help="Run one worker of a study in this process (same options as "
-                           "'hpo run'; for job schedulers).")(run)
+@app.command("worker", help="Run one worker of a study in this process (same options as "
+                            "'hpo run'; for job schedulers).")
+@handles_errors
+@wraps(run.__wrapped__)  # the same options as 'hpo run'
+def worker(**options: Any) -> None:
+    from hpo.execution import work
+
+    _exit_with(work(_run_settings(options)))
+
 
 @app.command()
 @handles_errors
@@ -416,7 +290,7 @@ def best(
     if json:
         typer.echo(to_json(record))
         return
-    metric = loaded.user_attrs.get("hpo:metric", "value")
+    metric = loaded.user_attrs.get(attrs.METRIC, "value")
     typer.echo(f"best trial {trial.number}: {metric}={trial.value:.4f}")
     typer.echo(f"  params: {format_params(trial.params)}")
     if "value_std" in record:
@@ -471,7 +345,7 @@ def trials(
     else:
         from hpo.study import objective_names
 
-        typer.echo(trials_table(all_trials, loaded.user_attrs.get("hpo:metric", "value"),
+        typer.echo(trials_table(all_trials, loaded.user_attrs.get(attrs.METRIC, "value"),
                                 tuple(objective_names(loaded)[1:])))
 
 
@@ -557,12 +431,13 @@ def dashboard(
 ) -> None:
     """Browse studies, trials and their figures in optuna-dashboard."""
     from hpo.reporting import make_dashboard_server
+    from hpo.storage import study_id
     from hpo.study import load_existing_study
 
     opened = _existing_storage(storage)
     path = ""
     if study is not None:
-        path = f"studies/{load_existing_study(study, opened)._study_id}"
+        path = f"studies/{study_id(load_existing_study(study, opened))}"
     server = make_dashboard_server(opened, artifacts, host=host, port=port,
                                    allow_write=allow_write, allow_remote=allow_remote)
     shown = "localhost" if host in ("127.0.0.1", "localhost") else host
@@ -570,12 +445,11 @@ def dashboard(
                f"({'read-write' if allow_write else 'read-only'}): "
                f"http://{shown}:{server.server_port}/dashboard/{path}", )
     typer.echo("press Ctrl-C to stop")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        typer.echo("dashboard stopped")
-    finally:
-        server.server_close()
+    from hpo.execution import serve_until_signal
+
+    code = serve_until_signal(server)
+    typer.echo("dashboard stopped")
+    _exit_with(code)
 
 
 @app.command()
@@ -702,7 +576,7 @@ def compare(
             raise StudyError(f"trial {number} of {study!r} has no repeated runs to compare; "
                              "run the study with --repeats 2 or more (trials: "
                              f"0..{len(numbers) - 1})")
-        samples[number] = trial.user_attrs["repeat_values"]
+        samples[number] = trial.user_attrs[attrs.REPEAT_VALUES]
     try:
         test = welch_test(samples[a], samples[b])
     except ValueError as exc:

@@ -1,5 +1,6 @@
 """Study files: the validated description of a study (data, metric, architectures, grid,
-space), loaded from TOML with one-line errors. The first layer above errors/models/optimizers."""
+space), loaded from TOML with one-line errors, and the validated settings of a run. The first
+layer above errors/models/optimizers."""
 
 from hpo.config._load import (
     BUNDLED_DATA,
@@ -16,6 +17,7 @@ from hpo.config._load import (
     available_studies,
     load_study_config,
 )
+from hpo.config._run import DEFAULT_RECYCLE_AFTER, SETTINGS_ENV, RunSettings, settings_from_env
 
 __all__ = [
     "ParamSpec",
@@ -31,4 +33,8 @@ __all__ = [
     "GridValue",
     "available_studies",
     "load_study_config",
+    "RunSettings",
+    "DEFAULT_RECYCLE_AFTER",
+    "SETTINGS_ENV",
+    "settings_from_env",
 ]

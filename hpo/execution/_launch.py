@@ -1,9 +1,11 @@
-"""Many workers on one study: one process per GPU (or per CPU share), supervised.
+"""The processes around the worker loop: one worker here (recycled every N trials), each
+trial in a fresh process (``isolate``), or N supervised workers (one per GPU or CPU share).
 
-Each worker is a plain ``hpo worker`` process: the same command a job scheduler (a Slurm
-array, a Kubernetes Job) runs on other hosts against the same PostgreSQL study. The storage
-URL reaches the workers through the ``HPO_STORAGE`` environment variable, never their
-command line, so a password never shows in ``ps``.
+Every process hpo starts is ``python -m hpo.execution``, the same worker a job scheduler (a
+Slurm array, a Kubernetes Job) runs as ``hpo worker`` on other hosts against the same
+PostgreSQL study. It receives its validated settings as JSON in the ``HPO_RUN_SETTINGS``
+environment variable (the storage URL included), never as a rebuilt command line, so a
+password never shows in ``ps``.
 """
 
 from __future__ import annotations
@@ -11,16 +13,32 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from typing import Any
 
+from hpo.config import (
+    DEFAULT_RECYCLE_AFTER,
+    RunSettings,
+    StudyConfig,
+    load_study_config,
+    settings_from_env,
+)
 from hpo.errors import ConfigError
+from hpo.execution._loop import RunOptions, prepare_study, report_best
+from hpo.execution._outcome import ENDINGS, failure_line
+from hpo.execution._signals import forwarding_signals, worker_signals
+from hpo.reporting import Reporter
+from hpo.storage import StorageOptions, is_sqlite, mask_url
 
-__all__ = ["WorkerSpec", "plan_workers", "launch_workers"]
+__all__ = ["WorkerSpec", "plan_workers", "plan_run", "execute", "work", "launch_workers",
+           "child_main"]
 
-_log = logging.getLogger("hpo.workers")
+_log = logging.getLogger("hpo.execution")
+#: How hpo starts a worker process: settings come from the environment.
+_CHILD = ("-m", "hpo.execution")
 
 
 @dataclass(frozen=True)
@@ -74,37 +92,202 @@ def plan_workers(*, workers: int, gpus: str | None) -> list[WorkerSpec]:
             for i in range(workers)]
 
 
-def launch_workers(specs: list[WorkerSpec], argv: list[str], storage: str) -> int:
-    """Starts ``hpo worker ARGV --worker-name NAME`` per spec and waits for all of them.
+def plan_run(settings: RunSettings, config: StudyConfig | None = None
+             ) -> tuple[StudyConfig, RunOptions, Reporter]:
+    """The study (with the settings' data, repeats and objectives), the worker's options and
+    its reporter, from validated settings. ``config`` replaces loading ``settings.study``
+    (the Python API may pass a loaded study)."""
+    from hpo.trial import Artifacts, ObjectiveOptions
 
-    Ctrl-C reaches the workers directly (same process group): each marks its running trial
-    FAIL and exits; SIGTERM to this process is passed on to them as SIGINT.
+    if config is None:
+        config = load_study_config(settings.study)
+    if settings.data is not None:
+        config = config.with_data(settings.data)
+    if settings.repeats is not None:
+        config = config.with_repeats(settings.repeats)
+    if settings.objectives is not None:
+        config = config.with_objectives(settings.objectives)
+    options = RunOptions(
+        sampler=settings.sampler, storage=settings.storage, study_name=settings.study_name,
+        n_trials=settings.n_trials, timeout=settings.timeout,
+        retry_failed=settings.retry_failed, pruner=settings.pruner,
+        enqueue_defaults=settings.enqueue_defaults,
+        max_consecutive_failures=settings.max_consecutive_failures,
+        storage_options=StorageOptions(heartbeat_interval=settings.heartbeat,
+                                       grace_period=settings.grace_period,
+                                       outage_timeout=settings.outage_timeout),
+        objective=ObjectiveOptions(
+            seed=settings.seed, precision=settings.precision, cache_dir=settings.cache_dir,
+            strict=settings.strict, worker=settings.worker_name,
+            artifacts=Artifacts(directory=settings.artifacts.resolve(),
+                                keep_models=settings.keep_models, figures=settings.figures)),
+    )
+    prefix = "" if settings.worker_name == "main" or settings.log_json else \
+        f"[{settings.worker_name}] "
+    reporter = Reporter(metric=config.metric, quiet=settings.quiet,
+                        json_lines=settings.log_json, prefix=prefix)
+    return config, options, reporter
+
+
+def execute(settings: RunSettings) -> int:
+    """``hpo run``: supervised worker processes when ``workers`` > 1 or ``gpus`` is set,
+    else one worker in this process (:func:`work`).
+
+    Returns:
+        The exit status: 0, or the first non-zero status of a worker process.
+
+    Raises:
+        HpoError: Bad study, data, settings or storage.
+        KeyboardInterrupt, Stopped: A signal stopped the worker in this process.
+    """
+    if settings.workers == 1 and settings.gpus is None:
+        return work(settings)
+    return _supervise(settings)
+
+
+def work(settings: RunSettings) -> int:
+    """``hpo worker``: one worker in this process; with ``isolate``, each trial in a fresh
+    child process; otherwise this process is replaced by a fresh one (same PID) every
+    ``recycle_after`` trials. Returns the exit status (see :func:`execute`)."""
+    config, options, reporter = plan_run(settings)
+    reporter.info(f"storage {mask_url(settings.storage)}")
+    with worker_signals():
+        if settings.isolate:
+            return _run_isolated(settings, config, options, reporter)
+        _run_here(settings, config, options, reporter)
+    return 0
+
+
+def _recycle_after(settings: RunSettings) -> int:
+    if settings.recycle_after is not None:
+        return settings.recycle_after
+    from hpo.trial import configured_backend
+
+    return DEFAULT_RECYCLE_AFTER if configured_backend() == "tensorflow" else 0
+
+
+def _run_here(settings: RunSettings, config: StudyConfig, options: RunOptions,
+              reporter: Reporter) -> None:
+    """Runs the worker here; every ``recycle_after`` trials it replaces this process with a
+    fresh one (same PID, same settings, what is left of ``n_trials`` and ``timeout``),
+    because TensorFlow keeps memory across trials (BENCHMARKS.md, section 5)."""
+    from hpo.execution import _loop
+
+    recycle_after = _recycle_after(settings)
+    started = time.monotonic()
+    result = _loop.run_worker(config, replace(options, recycle_after=recycle_after or None),
+                              reporter)
+    if not result.recycle:
+        return
+    rest: dict[str, Any] = {"recycle_after": recycle_after, "workers": 1, "gpus": None}
+    if settings.n_trials is not None:
+        rest["n_trials"] = settings.n_trials - result.ran
+    if settings.timeout is not None:
+        rest["timeout"] = max(0.0, settings.timeout - (time.monotonic() - started))
+    os.environ.update(settings.replace(**rest).to_env())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *_CHILD])
+
+
+def _child_settings(settings: RunSettings, **changes: Any) -> dict[str, str]:
+    return settings.replace(workers=1, gpus=None, isolate=False, **changes).to_env()
+
+
+def _run_isolated(settings: RunSettings, config: StudyConfig, options: RunOptions,
+                  reporter: Reporter) -> int:
+    """Runs each trial in a fresh child process, so that whatever a trial held (GPU memory
+    above all) is returned to the system before the next one."""
+    study, _ = prepare_study(config, options)
+    env = {**os.environ, **_child_settings(settings, n_trials=1, recycle_after=0)}
+    ran = 0
+    while settings.n_trials is None or ran < settings.n_trials:
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        code = _wait_for([_start_child(env)])
+        if code != 0:
+            return code
+        if sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == finished:
+            break  # the child found nothing left to run
+        ran += 1
+    report_best(study, reporter, config.metric)
+    return 0
+
+
+def _supervise(settings: RunSettings) -> int:
+    """Prepares the study once (schema, study, image cache), then starts and supervises the
+    workers; returns the first non-zero exit status of a worker, else 0."""
+    config, options, reporter = plan_run(settings)
+    specs = plan_workers(workers=settings.workers, gpus=settings.gpus)
+    if is_sqlite(settings.storage) and len(specs) > 1:
+        _log.warning(
+            "%d workers share the SQLite file %s: fine for a few workers on this host (a "
+            "file lock keeps grid points exactly-once), but SQLite serialises every write; "
+            "use --storage postgresql://... for GPUs or several hosts", len(specs),
+            mask_url(settings.storage))
+    with worker_signals():  # a signal while the study is prepared stops here, as a worker
+        study, _ = prepare_study(config, options)
+    reporter.info(f"storage {mask_url(settings.storage)}; starting {len(specs)} workers: "
+                  + ", ".join(spec.name for spec in specs))
+    code = launch_workers(specs, settings)
+    report_best(study, reporter, config.metric)
+    return code
+
+
+def launch_workers(specs: list[WorkerSpec], settings: RunSettings) -> int:
+    """Starts one worker process per spec (``settings`` with the spec's name) and waits for
+    all of them.
+
+    The workers run in sessions of their own, so that a terminal's Ctrl-C reaches them once,
+    through this supervisor: the first SIGINT or SIGTERM is passed on to every worker (each
+    marks its running trial FAIL and exits 130 or 143), a second one kills them at once.
 
     Returns:
         0 when every worker succeeded, else the first non-zero exit status.
     """
-    procs: list[subprocess.Popen[bytes]] = []
-    for spec in specs:
-        env = {**os.environ, **spec.env, "HPO_STORAGE": storage}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "hpo", "worker", *argv, "--worker-name", spec.name],
-            env=env))
+    procs = [_start_child({**os.environ, **spec.env,
+                           **_child_settings(settings, worker_name=spec.name)})
+             for spec in specs]
+    return _wait_for(procs)
 
-    def forward(signum: int, frame: object) -> None:
+
+def _start_child(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *_CHILD], env=env, start_new_session=True)
+
+
+def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:
+    """Waits for every process, passing SIGINT / SIGTERM on (see :func:`launch_workers`)."""
+    def forward(signum: int) -> None:
         for proc in procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
-    codes: list[int] = []
-    try:
+    def kill() -> None:
         for proc in procs:
-            while True:
-                try:
-                    codes.append(proc.wait())
-                    break
-                except KeyboardInterrupt:
-                    continue  # the workers got the same Ctrl-C: wait for them to finish
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return next((c for c in codes if c != 0), 0)
+            if proc.poll() is None:
+                proc.kill()
+
+    with forwarding_signals(forward, kill) as received:
+        codes = [proc.wait() for proc in procs]
+    failed = [c for c in codes if c != 0]
+    if received and len(received) > 1:
+        return 128 + received[-1]
+    if failed:
+        return 128 - failed[0] if failed[0] < 0 else failed[0]
+    return 0
+
+
+def child_main() -> None:
+    """Entry point of a worker process that a supervisor, an isolated run or a recycling
+    worker started (``python -m hpo.execution``): settings from the environment, one
+    worker, one line and an exit status on failure."""
+    from hpo.reporting import quiet_backends, setup_logging
+
+    quiet_backends()
+    try:
+        settings = settings_from_env()
+        setup_logging(settings.quiet)
+        code = work(settings)
+    except ENDINGS as exc:
+        message, code = failure_line(exc)
+        sys.stderr.write(f"hpo: error: {message}\n")
+    sys.exit(code)

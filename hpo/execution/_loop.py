@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, Stopped, TooManyFailures
 from hpo.models import check_weights
 from hpo.reporting import Reporter, format_params, pareto_front_lines
 from hpo.search import WorkerGridSampler, canonical_sampler, enqueue_defaults
@@ -30,9 +30,18 @@ from hpo.storage import (
     StorageOptions,
     close_storage,
     open_storage,
+    storage_of,
     study_lock,
+    trial_id,
 )
-from hpo.study import claim_grid_point, grid_coverage, open_study, pareto_front, reap_dead_trials
+from hpo.study import (
+    attrs,
+    claim_grid_point,
+    grid_coverage,
+    open_study,
+    pareto_front,
+    reap_dead_trials,
+)
 from hpo.trial import Objective, ObjectiveOptions, TrialFailed
 
 __all__ = ["RunOptions", "WorkerRun", "run_study", "run_worker", "prepare_study",
@@ -60,6 +69,9 @@ class RunOptions:
         recycle_after: Most trials before this process hands over to a fresh one (the
             backend keeps memory across trials; see BENCHMARKS.md); None: never. Only the
             CLI, which can replace its own process, sets it.
+        max_consecutive_failures: Failed trials in a row after which the worker stops
+            (:class:`hpo.errors.TooManyFailures`): one failed trial is the trial's problem,
+            N in a row are the code's or the environment's (KerasTuner's rule).
     """
 
     sampler: str = "grid"
@@ -73,6 +85,7 @@ class RunOptions:
     objective: ObjectiveOptions = ObjectiveOptions()
     enqueue_defaults: bool = False
     recycle_after: int | None = None
+    max_consecutive_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,7 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
 def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
           value: float | list[float] | None, orphaned: dict[str, Any]) -> None:
     """Tells Optuna how ``trial`` ended; keeps a result whose trial was wrongly failed."""
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = storage_of(study).get_trial(trial_id(trial))
     if frozen.state.is_finished():
         if state == TrialState.COMPLETE:
             _keep_result_of_failed_trial(study, frozen, value, orphaned)
@@ -144,13 +157,13 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
     """The trial was marked FAIL as stale while it was alive (a slow heartbeat): keep its
     result as a new COMPLETE trial and withdraw the retry queued for it, so the grid point
     is neither lost nor trained twice."""
-    with study_lock(study._storage, study.study_name):
+    with study_lock(storage_of(study), study.study_name):
         for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             if waiting.system_attrs.get("failed_trial") == frozen.number:
-                study._storage.set_trial_user_attr(waiting._trial_id, "fail_reason",
+                storage_of(study).set_trial_user_attr(trial_id(waiting), attrs.FAIL_REASON,
                                                    f"superseded by trial {frozen.number}'s "
                                                    "recovered result")
-                study._storage.set_trial_state_values(waiting._trial_id, TrialState.FAIL)
+                storage_of(study).set_trial_state_values(trial_id(waiting), TrialState.FAIL)
         study.add_trial(optuna.create_trial(
             state=TrialState.COMPLETE,
             values=list(value) if isinstance(value, (list, tuple)) else [value],
@@ -166,11 +179,12 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
                  "late); its result is kept as a new trial", frozen.number)
 
 
-def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> None:
+def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> TrialState:
+    """Runs one trial with a heartbeat; one tell decides its state, which is returned."""
     state: TrialState = TrialState.FAIL
     value: float | list[float] | None = None
     try:
-        with Heartbeat(study._storage, trial._trial_id):
+        with Heartbeat(storage_of(study), trial_id(trial)):
             try:
                 value = objective(trial)
                 state = TrialState.COMPLETE
@@ -179,10 +193,14 @@ def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> 
             except TrialFailed:
                 state = TrialState.FAIL
             except KeyboardInterrupt:
-                objective.record(trial, "fail_reason", "interrupted (Ctrl-C)")
+                objective.record(trial, attrs.FAIL_REASON, "interrupted (Ctrl-C)")
+                raise
+            except Stopped as stop:
+                objective.record(trial, attrs.FAIL_REASON, str(stop))
                 raise
     finally:
         _tell(study, trial, state, value, objective.orphaned_attrs.pop(trial.number, {}))
+    return state
 
 
 def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> optuna.Study:
@@ -217,7 +235,7 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
     try:
         ran, recycle = _loop(study, config, objective, options, reporter)
     finally:
-        close_storage(study._storage)
+        close_storage(storage_of(study))
     if recycle:
         reporter.info(f"this worker ran {ran} trials: handing over to a fresh process (it "
                       "returns the memory the backend keeps between trials)")
@@ -234,11 +252,11 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
     process; returns how many ran and whether work is left for that fresh process."""
     is_grid = isinstance(study.sampler, WorkerGridSampler)
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
-    ran = 0
+    ran = failures = 0
     while options.n_trials is None or ran < options.n_trials:
         if deadline is not None and time.monotonic() >= deadline:
             break
-        with study_lock(study._storage, study.study_name):
+        with study_lock(storage_of(study), study.study_name):
             reap_dead_trials(study, max_retry=options.storage_options.max_retry)
             if is_grid and not claim_grid_point(study, config, study.sampler,
                                                 retries=options.retry_failed,
@@ -250,12 +268,16 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
                 # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = study.ask()
-        _run_one(study, objective, trial)
+        state = _run_one(study, objective, trial)
         ran += 1
+        failures = failures + 1 if state == TrialState.FAIL else 0
         if options.objective.artifacts is not None:
-            with study_lock(study._storage, study.study_name):
+            with study_lock(storage_of(study), study.study_name):
                 options.objective.artifacts.prune_models(study)
-        reporter.trial_done(study, study._storage.get_trial(trial._trial_id))
+        finished = storage_of(study).get_trial(trial_id(trial))
+        reporter.trial_done(study, finished)
+        if failures >= options.max_consecutive_failures:
+            raise TooManyFailures(failures, str(finished.user_attrs.get(attrs.FAIL_REASON, "")))
     return ran, False
 
 

@@ -2,6 +2,7 @@
 and optuna-dashboard."""
 
 from hpo.reporting._dashboard import check_host, make_dashboard_server, read_only
+from hpo.reporting._logs import quiet_backends, setup_logging
 from hpo.reporting._progress import Reporter, format_params, format_value, pareto_front_lines
 from hpo.reporting._report import FORMATS, Report, build_report, write_report
 from hpo.reporting._views import (
@@ -14,6 +15,8 @@ from hpo.reporting._views import (
 )
 
 __all__ = [
+    "quiet_backends",
+    "setup_logging",
     "Reporter",
     "format_params",
     "format_value",

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.study import metric_value, objective_names
+from hpo.study import attrs, metric_value, objective_names
 
 __all__ = ["Reporter", "format_params", "format_value"]
 
@@ -37,7 +37,7 @@ def pareto_front_lines(study: optuna.Study, front: list[FrozenTrial]) -> list[st
     lines = [f"Pareto front of {', '.join(names)}: {len(front)} trial(s)"]
     for trial in front:
         values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
-        test = trial.user_attrs.get("test_accuracy")
+        test = trial.user_attrs.get(attrs.TEST_ACCURACY)
         extra = "" if test is None else f"  test_accuracy={test:.4f}"
         lines.append(f"  trial {trial.number:>4}  {values}{extra}  "
                      f"{format_params(trial.params)}")
@@ -125,14 +125,14 @@ class Reporter:
             return
         if self.quiet:
             return
-        seconds = trial.user_attrs.get("wall_time_s")
+        seconds = trial.user_attrs.get(attrs.WALL_TIME)
         took = f" {seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
         if trial.state == TrialState.COMPLETE:
             result = f"{self.metric}={metric_value(trial):.4f}"
             if trial.values is not None and len(trial.values) > 1:
                 result += "".join(f" {n}={v:.4g}" for n, v in
                                   zip(objective_names(study)[1:], trial.values[1:]))
-            test = trial.user_attrs.get("test_accuracy")
+            test = trial.user_attrs.get(attrs.TEST_ACCURACY)
             if test is not None:
                 result += f" test_accuracy={test:.4f}"
         elif trial.state == TrialState.FAIL:

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import ConfigError
 from hpo.optimizers import default_learning_rate
-from hpo.study import best_by_metric, metric_maximized, metric_value
+from hpo.study import attrs, best_by_metric, metric_maximized, metric_value
 
 __all__ = ["FORMATS", "Report", "build_report", "write_report"]
 
@@ -64,10 +64,10 @@ def _row(trial: FrozenTrial, training: Mapping[str, Any]) -> dict[str, Any]:
     row = {name: _value(trial, name, training) for name in _TABLE_COLUMNS[:5]}
     row.update(trial=trial.number, value=metric_value(trial),
                tp=trial.user_attrs.get("tp"), tn=trial.user_attrs.get("tn"),
-               test_accuracy=trial.user_attrs.get("test_accuracy"))
+               test_accuracy=trial.user_attrs.get(attrs.TEST_ACCURACY))
     if "value_std" in trial.user_attrs:  # repeated with several seeds
-        row.update(std=trial.user_attrs["value_std"], ci95=trial.user_attrs["value_ci95"],
-                   runs=len(trial.user_attrs.get("repeat_values", [])))
+        row.update(std=trial.user_attrs[attrs.VALUE_STD], ci95=trial.user_attrs["value_ci95"],
+                   runs=len(trial.user_attrs.get(attrs.REPEAT_VALUES, [])))
     return row
 
 
@@ -87,8 +87,8 @@ def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None)
         training: The study file's training defaults, for parameters a trial did not sample
             (default: those hpo stored with the study).
     """
-    training = training or study.user_attrs.get("hpo:training", {})
-    report = Report(study=study.study_name, metric=study.user_attrs.get("hpo:metric", "value"))
+    training = training or study.user_attrs.get(attrs.TRAINING, {})
+    report = Report(study=study.study_name, metric=study.user_attrs.get(attrs.METRIC, "value"))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         report.notes.append("no completed trial yet")

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
 from hpo.reporting._progress import format_value
-from hpo.study import best_by_metric, metric_value, objective_names
+from hpo.study import attrs, best_by_metric, metric_value, objective_names
 
 __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "study_status",
            "to_json"]
@@ -64,11 +64,11 @@ def trials_table(trials: list[FrozenTrial], metric: str,
               "test_acc", *params, "time_s"]
     rows = [header]
     for t in trials:
-        test = t.user_attrs.get("test_accuracy")
-        wall = t.user_attrs.get("wall_time_s")
+        test = t.user_attrs.get(attrs.TEST_ACCURACY)
+        wall = t.user_attrs.get(attrs.WALL_TIME)
         spread = []
         if repeated:
-            std, ci = t.user_attrs.get("value_std"), t.user_attrs.get("value_ci95")
+            std, ci = t.user_attrs.get(attrs.VALUE_STD), t.user_attrs.get("value_ci95")
             spread = ["" if std is None else f"{std:.4f}",
                       "" if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"]
         rows.append([str(t.number), t.state.name,
@@ -108,7 +108,7 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]
         result.append({"name": summary.study_name,
                        "direction": study.directions[0].name.lower(),
                        "objectives": objective_names(study),
-                       "metric": study.user_attrs.get("hpo:metric", "value"),
+                       "metric": study.user_attrs.get(attrs.METRIC, "value"),
                        "trials": len(trials),
                        "states": {k: v for k, v in counts.items() if v}, "best_value": best})
     return result
@@ -127,7 +127,7 @@ def study_status(study: optuna.Study, config: StudyConfig | None) -> dict[str, A
     states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     workers: dict[str, dict[str, Any]] = {}
     for t in trials:
-        worker = t.user_attrs.get("worker")
+        worker = t.user_attrs.get(attrs.WORKER)
         if not worker:
             continue
         key = f"{worker.get('host')}/{worker.get('pid')}"
@@ -136,7 +136,7 @@ def study_status(study: optuna.Study, config: StudyConfig | None) -> dict[str, A
                                             "cuda_visible_devices", "")})
         seen["trials"] += 1
         seen["running"] += t.state == TrialState.RUNNING
-    durations = [t.user_attrs["wall_time_s"] for t in trials
+    durations = [t.user_attrs[attrs.WALL_TIME] for t in trials
                  if t.state == TrialState.COMPLETE and "wall_time_s" in t.user_attrs]
     status: dict[str, Any] = {"study": study.study_name,
                               "states": {k: v for k, v in states.items() if v},
@@ -149,7 +149,7 @@ def study_status(study: optuna.Study, config: StudyConfig | None) -> dict[str, A
         for t in trials:
             key = grid_key(t.params, config)
             if key in coverage.failed:
-                reasons.setdefault(key, []).append(t.user_attrs.get("fail_reason", "unknown"))
+                reasons.setdefault(key, []).append(t.user_attrs.get(attrs.FAIL_REASON, "unknown"))
         status["grid"] = {
             "size": coverage.size, "done": len(coverage.done),
             "running": len(coverage.running), "failed": len(coverage.failed),

@@ -11,6 +11,7 @@ from hpo.storage._open import (
     mask_url,
     open_storage,
 )
+from hpo.storage._optuna import journal_file, storage_of, study_id, trial_id, unwrap_storage
 from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage, is_connection_error
 
 __all__ = [
@@ -25,4 +26,9 @@ __all__ = [
     "DEFAULT_OUTAGE_TIMEOUT",
     "study_lock",
     "Heartbeat",
+    "storage_of",
+    "trial_id",
+    "study_id",
+    "unwrap_storage",
+    "journal_file",
 ]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
-from optuna.storages._cached_storage import _CachedStorage
 
+from hpo.storage._optuna import journal_file, unwrap_storage
 from hpo.storage._resilient import ResilientRDBStorage, is_connection_error
 
 __all__ = ["study_lock"]
@@ -84,8 +84,7 @@ def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Iterator[No
 @contextlib.contextmanager
 def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
     """Holds the lock of ``study_name`` in ``storage`` for the ``with`` block."""
-    if isinstance(storage, _CachedStorage):  # what optuna.Study wraps an RDBStorage in
-        storage = storage._backend
+    storage = unwrap_storage(storage)
     if isinstance(storage, optuna.storages.RDBStorage):
         url = storage.engine.url
         if url.get_backend_name() == "postgresql":
@@ -96,7 +95,7 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
             with _file_lock(Path(f"{url.database}.{_lock_key(study_name) & 0xFFFF:04x}.lock")):
                 yield
             return
-    journal = getattr(getattr(storage, "_backend", None), "_file_path", None)
+    journal = journal_file(storage)
     if journal:
         with _file_lock(Path(f"{journal}.hpo.lock")):
             yield

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -21,6 +22,7 @@ from typing import Iterator
 import optuna
 
 from hpo.errors import StorageError
+from hpo.storage._optuna import unwrap_storage
 from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage
 
 __all__ = ["DEFAULT_STORAGE", "StorageOptions", "mask_url", "is_sqlite", "open_storage",
@@ -82,6 +84,25 @@ def _explain(exc: Exception, url: str) -> str:
     return text
 
 
+#: Times a storage is opened again after a concurrent client won the race to create the
+#: schema (each try after a short, growing pause: 0.05 s, 0.1 s, ... at most 2 s).
+_SCHEMA_RACE_TRIES = 8
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a ``CREATE TABLE`` / ``CREATE TYPE`` / ``CREATE
+    INDEX`` because a concurrent client (a stock Optuna process, which takes no lock) just
+    created the same object (optuna#1092): unique violations in the catalogue
+    (``pg_type_typname_nsp_index``) and duplicate tables / objects."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if code in ("42P07", "42710"):  # duplicate_table, duplicate_object
+        return True
+    text = str(exc)
+    return code == "23505" and ("pg_type_typname_nsp_index" in text or
+                                "pg_class_relname_nsp_index" in text or
+                                "already exists" in text)
+
+
 @contextlib.contextmanager
 def _schema_lock(url: str) -> Iterator[None]:
     """Serialises schema creation on PostgreSQL: workers started at the same instant on an
@@ -107,7 +128,7 @@ def _schema_lock(url: str) -> Iterator[None]:
 
 def close_storage(storage: optuna.storages.BaseStorage) -> None:
     """Returns a storage's database connections to the server (disposes its engine)."""
-    inner = getattr(storage, "_backend", storage)
+    inner = unwrap_storage(storage)
     engine = getattr(inner, "engine", None)
     if engine is not None:
         engine.dispose()
@@ -151,7 +172,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
         # thread, the study lock and the trial's own writes), plus one short-lived
         # connection while the schema is checked: N workers hold at most 4N + N.
         engine_kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
-    try:
+    def create() -> ResilientRDBStorage:
         with warnings.catch_warnings(), _schema_lock(url):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return ResilientRDBStorage(
@@ -164,6 +185,18 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=options.max_retry),
             )
+
+    try:
+        for attempt in range(_SCHEMA_RACE_TRIES):
+            try:
+                return create()  # RDBStorage checks the schema's version as it opens
+            except sqlalchemy.exc.DBAPIError as exc:
+                if not _lost_schema_race(exc) or attempt == _SCHEMA_RACE_TRIES - 1:
+                    raise
+                _log.debug("another client created the schema at the same moment (%s); "
+                           "opening again", exc.__class__.__name__)
+                time.sleep(min(2.0, 0.05 * 2 ** attempt))
+        raise AssertionError("unreachable")  # the loop returns or raises
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise StorageError(f"cannot open storage {mask_url(url)}: {_explain(exc, url)}") \
             from None

@@ -1,6 +1,7 @@
 """One Optuna study as hpo uses it: open or resume it, grid coverage and exactly-once
 claims, reaping lost trials, and reading its objective values (best trial, Pareto front)."""
 
+from hpo.study import _attrs as attrs
 from hpo.study._study import (
     GridCoverage,
     claim_grid_point,
@@ -19,6 +20,7 @@ from hpo.study._values import (
 )
 
 __all__ = [
+    "attrs",
     "GridCoverage",
     "open_study",
     "load_existing_study",

@@ -28,6 +28,8 @@ from hpo.search import (
     make_sampler,
     space_hash,
 )
+from hpo.storage import storage_of, trial_id
+from hpo.study import _attrs as attrs
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "reap_dead_trials", "claim_grid_point", "grid_key"]
@@ -90,11 +92,11 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
     stored = study.user_attrs.get(key)
     if stored is None:
         study.set_user_attr(key, expected)
-        study.set_user_attr("hpo:study_file", str(config.path))
-        study.set_user_attr("hpo:metric", config.metric)
-        study.set_user_attr("hpo:training", dict(config.training))
+        study.set_user_attr(attrs.STUDY_FILE, str(config.path))
+        study.set_user_attr(attrs.METRIC, config.metric)
+        study.set_user_attr(attrs.TRAINING, dict(config.training))
         if is_grid:
-            study.set_user_attr("hpo:grid_size", config.grid_size)
+            study.set_user_attr(attrs.GRID_SIZE, config.grid_size)
     elif stored != expected:
         raise StudyError(
             f"study {name!r} was created from a different {'grid' if is_grid else 'space'} "
@@ -198,22 +200,22 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
         Numbers of the trials marked FAIL.
     """
     reaped = []
-    storage = study._storage
+    storage = storage_of(study)
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker") or {}
+        worker = trial.user_attrs.get(attrs.WORKER) or {}
         if worker.get("host") != host or _pid_alive(int(worker.get("pid", 0) or 0)):
             continue
         try:
             # The reason first: a finished trial's attributes can no longer be written.
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+            storage.set_trial_user_attr(trial_id(trial), attrs.FAIL_REASON,
                                         f"worker process {worker.get('pid')} on {host} "
                                         "died while the trial ran")
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
                 reaped.append(trial.number)
                 retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
                 if retries < max_retry:
-                    _requeue(study, storage.get_trial(trial._trial_id))
+                    _requeue(study, storage.get_trial(trial_id(trial)))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker reaped it first
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}

@@ -19,8 +19,9 @@ import optuna
 
 from hpo.config import StudyConfig
 from hpo.data import Dataset, load_dataset
-from hpo.errors import HpoError
+from hpo.errors import HpoError, TrialFailed
 from hpo.search import TrialParams, resolve, suggest
+from hpo.study import attrs
 from hpo.trial._artifacts import Artifacts
 from hpo.trial._device import (
     apply_precision,
@@ -35,13 +36,6 @@ __all__ = ["TrialFailed", "ObjectiveOptions", "Objective", "evaluate_classifier"
 
 _log = logging.getLogger("hpo.objective")
 EpochReport = Callable[[optuna.Trial, int, int, dict[str, float], float], None]
-
-
-class TrialFailed(Exception):
-    """One trial failed (NaN loss, out of memory, a backend error); the search goes on.
-
-    The reason is stored in the trial's ``fail_reason`` user attribute.
-    """
 
 
 @dataclass(frozen=True)
@@ -142,7 +136,7 @@ class Objective:
         self.record(trial, "seed", self._seed)
         self.record(trial, "precision", self._precision)
         self.record(trial, "backend", backend())
-        self.record(trial, "worker", {**describe_host(), "name": self._options.worker})
+        self.record(trial, attrs.WORKER, {**describe_host(), "name": self._options.worker})
         self.record(trial, "sampler", "grid" if self._options.grid else "space")
         repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean
         try:
@@ -163,13 +157,20 @@ class Objective:
             return values[0] if len(values) == 1 else values
         except (HpoError, optuna.TrialPruned):
             raise
-        except training_errors() as exc:
+        except Exception as exc:  # noqa: BLE001 -- as Optuna's own _run_trial: any error of
+            # the training fails this trial, and the worker's run loop stops after
+            # max_consecutive_failures in a row (a bug or a broken environment fails them all).
             kind = "out of memory" if is_out_of_memory(exc) else exc.__class__.__name__
             reason = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            self.record(trial, "fail_reason", reason)
+            self.record(trial, attrs.FAIL_REASON, reason)
+            if not isinstance(exc, training_errors()):  # not a known training failure: keep
+                import traceback  # where it came from, for the bug report
+
+                self.record(trial, attrs.FAIL_TRACEBACK,
+                            "".join(traceback.format_exception(exc))[-4000:])
             raise TrialFailed(reason) from exc
         finally:
-            self.record(trial, "wall_time_s", round(time.perf_counter() - started, 3))
+            self.record(trial, attrs.WALL_TIME, round(time.perf_counter() - started, 3))
             keras.backend.clear_session()
             gc.collect()
 
@@ -179,14 +180,14 @@ class Objective:
         from hpo.statistics import summarize
 
         summary = summarize(values)
-        self.record(trial, "repeat_values", values)
+        self.record(trial, attrs.REPEAT_VALUES, values)
         self.record(trial, "repeat_seeds", [self._seed + r for r in range(len(values))])
         self.record(trial, "value_mean", summary["mean"])
-        self.record(trial, "value_std", summary["std"])
+        self.record(trial, attrs.VALUE_STD, summary["std"])
         self.record(trial, "value_ci95", summary["ci95"])
         if tests:
             self.record(trial, "repeat_test_accuracies", tests)
-            self.record(trial, "test_accuracy", summarize(tests)["mean"])
+            self.record(trial, attrs.TEST_ACCURACY, summarize(tests)["mean"])
 
     def _train(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
                started: float, *, seed: int, first: bool

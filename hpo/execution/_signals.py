@@ -1,0 +1,110 @@
+"""Signals, handled explicitly whatever disposition this process inherited.
+
+A process started from a script's background job (``cmd &`` in a non-interactive shell,
+``nohup``, many CI runners) inherits SIGINT *ignored*, and Python then installs no handler
+of its own: Ctrl-C would do nothing. Slurm (preemption, ``--requeue``, the time limit),
+Kubernetes and ``docker stop`` send SIGTERM, which by default kills the process at once and
+leaves its trial RUNNING until the heartbeat grace expires. So every long-running command
+installs both handlers here:
+
+* SIGINT raises :class:`KeyboardInterrupt` (the trial in flight is FAIL "interrupted").
+* SIGTERM raises :class:`hpo.errors.Stopped` (the trial in flight is FAIL "stopped
+  (SIGTERM)" and its grid point free at once).
+* A second signal while the first is being handled ends the process at once, with status
+  128 + that signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Any, Callable, Iterator
+
+from hpo.errors import Stopped
+
+__all__ = ["STOP_SIGNALS", "worker_signals", "forwarding_signals", "serve_until_signal"]
+
+#: The signals a worker stops on.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _exit_now(signum: int) -> None:
+    sys.stderr.write(f"hpo: {signal.Signals(signum).name} again: stopping at once\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _installed(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def worker_signals() -> Iterator[None]:
+    """SIGINT -> KeyboardInterrupt, SIGTERM -> Stopped, once; a second signal exits at once.
+
+    Only the main thread can install handlers; elsewhere (a notebook's worker thread) this
+    changes nothing.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            _exit_now(signum)
+        received.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Stopped(signum)
+
+    with _installed(handler):
+        yield
+
+
+@contextlib.contextmanager
+def forwarding_signals(forward: Callable[[int], None],
+                       kill: Callable[[], None]) -> Iterator[list[int]]:
+    """For a supervisor: the first SIGINT/SIGTERM is passed on with ``forward(signum)`` (the
+    children stop as a worker does); a second one calls ``kill()`` (SIGKILL to the children).
+    Yields the list of signals received, so the caller can exit with the right status."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            forward(signum)
+        else:
+            sys.stderr.write(f"hpo: {signal.Signals(signum).name} again: stopping the "
+                             "workers at once\n")
+            kill()
+
+    with _installed(handler):
+        yield received
+
+
+def serve_until_signal(server: Any) -> int:
+    """Serves ``server`` (a ``socketserver`` server) until SIGINT or SIGTERM, closes it, and
+    returns the exit status: 0 after Ctrl-C (a dashboard's normal end), 143 after SIGTERM."""
+    code = 0
+    try:
+        with worker_signals():
+            server.serve_forever()
+    except KeyboardInterrupt:
+        code = 0
+    except Stopped as stop:
+        code = stop.exit_code
+    finally:
+        server.server_close()
+    return code

@@ -1,0 +1,137 @@
+"""Signals from shells and schedulers, whatever disposition the process inherited.
+
+Every process here starts with SIGINT *ignored*, as a script's background job (``cmd &``),
+``nohup`` and many CI runners start it: hpo must install its own handlers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.testing import write_study
+from tests.conftest import wait_for_training
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(cwd: Path, storage: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "hpo", *args, "--quiet"], cwd=cwd,
+                            env={**os.environ, "HPO_STORAGE": storage},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ignore_sigint)
+
+
+def _trials(name: str, storage: str) -> list[optuna.trial.FrozenTrial]:
+    rdb = optuna.storages.RDBStorage(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=rdb).get_trials()
+    finally:
+        rdb.engine.dispose()
+
+
+def test_sigint_stops_a_worker_that_inherited_sigint_ignored(tmp_path, image_folder):
+    study = write_study(tmp_path / "s.toml", data=image_folder, name="ign", epochs=30)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = _start(tmp_path, storage, "run", "--study", str(study), "--heartbeat", "1")
+    victim = wait_for_training("ign", storage, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("hpo: error: interrupted")
+    trials = _trials("ign", storage)
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[victim.number].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.postgres
+def test_sigterm_fails_the_trial_at_once_and_exits_143(tmp_path, image_folder, postgres_url):
+    name = f"term-{uuid.uuid4().hex[:8]}"
+    study = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=30)
+    proc = _start(tmp_path, postgres_url, "worker", "--study", str(study), "--heartbeat", "60")
+    victim = wait_for_training(name, postgres_url, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert "stopped (SIGTERM)" in err.strip().splitlines()[-1]
+    # Checked at once: no heartbeat grace (60 s x 3 here) to wait for.
+    trials = _trials(name, postgres_url)
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[victim.number].user_attrs["fail_reason"] == "stopped (SIGTERM)"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # The point is free for the next worker at once: it trains it again.
+    resumed = subprocess.run([sys.executable, "-m", "hpo", "worker", "--study", str(study),
+                              "--n-trials", "1", "--quiet"], cwd=tmp_path,
+                             env={**os.environ, "HPO_STORAGE": postgres_url},
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    again = [t for t in _trials(name, postgres_url) if t.params == victim.params]
+    assert [t.state for t in again] == [TrialState.FAIL, TrialState.COMPLETE]
+    optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+@pytest.mark.postgres
+def test_the_supervisor_passes_sigterm_on_and_exits_with_the_workers_status(
+        tmp_path, image_folder, postgres_url):
+    name = f"sup-{uuid.uuid4().hex[:8]}"
+    study = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=30)
+    proc = _start(tmp_path, postgres_url, "run", "--study", str(study), "--workers", "2")
+    wait_for_training(name, postgres_url, proc)
+    deadline = time.monotonic() + 120
+    while sum(t.state == TrialState.RUNNING for t in _trials(name, postgres_url)) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    trials = _trials(name, postgres_url)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.user_attrs.get("fail_reason") == "stopped (SIGTERM)"]
+    assert len(stopped) == 2
+    optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
+def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="d", storage=storage)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", storage,
+                             "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "dashboard stopped" in out
+    assert "Traceback" not in err

@@ -1,0 +1,79 @@
+"""The layout shows the pipeline and keeps its rules (README, "Layout")."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBPACKAGES = ("config", "data", "search", "storage", "study", "trial", "reporting",
+               "execution", "cli")
+
+
+def test_the_layers_hold_and_typer_stays_in_the_cli():
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_each_subpackage_exports_an_explicit_api_over_private_modules(name):
+    package = importlib.import_module(f"hpo.{name}")
+    assert package.__doc__, f"hpo.{name} says what it is for"
+    assert package.__all__, f"hpo.{name} has an explicit __all__"
+    for exported in package.__all__:
+        assert getattr(package, exported) is not None
+    modules = [p.stem for p in (ROOT / "hpo" / name).glob("*.py")
+               if p.stem not in ("__init__", "__main__")]
+    assert modules and all(m.startswith("_") for m in modules), modules
+
+
+def test_the_wheel_lists_every_subpackage():
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                   ["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in (ROOT / "hpo").rglob("__init__.py")}
+    assert declared == on_disk | {"hpo._studies"}
+
+
+def test_importing_hpo_loads_no_backend():
+    code = ("import sys, hpo, hpo.cli, hpo.config, hpo.data, hpo.search, hpo.storage, "
+            "hpo.study, hpo.trial, hpo.reporting, hpo.execution; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'keras', 'tensorflow', 'jax', 'sklearn', 'matplotlib'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_an_installed_wheel_finds_the_shipped_studies(tmp_path):
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                            str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("hpo-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    shipped = {p.name for p in (ROOT / "studies").glob("*.toml")}
+    assert {f"hpo/_studies/{n}" for n in shipped} <= names
+    # Unpacked as an installer would, hpo finds them without the checkout.
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    code = ("import hpo.config as c; print(c.BUNDLED_STUDIES_DIR); "
+            "print(c.load_study_config('firearms').grid_size)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={"PYTHONPATH": str(site),
+                                                         "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    where, size = result.stdout.split()
+    assert Path(where) == site / "hpo" / "_studies"
+    assert size == "384"
