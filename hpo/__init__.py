@@ -10,7 +10,14 @@ plain Optuna study in SQLite or PostgreSQL. The public API::
 """
 
 from hpo.config import StudyConfig, available_studies, load_study_config
-from hpo.errors import ConfigError, DataError, HpoError, ModelError, StorageError, StudyError
+from hpo.errors import (
+    ConfigError,
+    DataError,
+    HpoError,
+    ModelError,
+    StorageError,
+    StudyError,
+)
 
 __all__ = [
     "StudyConfig",

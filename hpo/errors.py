@@ -95,7 +95,8 @@ class TooManyFailures(Exception):
         self.count = count
         self.last_reason = last_reason
         super().__init__(
-            f"{count} trials failed in a row (last: {last_reason or 'no reason recorded'}); "
+            f"{count} trial{'s' if count != 1 else ''} failed in a row (last: "
+            f"{last_reason or 'no reason recorded'}); "
             "this worker stops, as a bug or a broken environment fails every trial. Fix the "
             "cause (see 'hpo trials STUDY' for each fail_reason), then resume with the same "
             "command: the failed grid points are trained again; raise max_consecutive_failures "

@@ -124,3 +124,12 @@ def test_batches_cover_every_row_once_per_epoch_and_reshuffle():
     batches.on_epoch_end()
     second = [batches[i][1].tolist() for i in range(len(batches))]
     assert second != [b[1].tolist() for b in first]
+
+
+def test_a_class_whose_images_are_all_unreadable_stops_the_study(tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=("pistol", "phone"), per_class=10)
+    for image in (folder / "phone").iterdir():
+        image.write_bytes(b"not an image")
+    with pytest.raises(DataError, match="class 'phone' of .* has no readable image in the "
+                                        r"training split \(10 unreadable"):
+        load_dataset(DataConfig(source=str(folder)), (16, 16), cache_dir=tmp_path / "c")

@@ -182,3 +182,27 @@ def test_the_heartbeat_thread_survives_storage_internal_errors():
             time.sleep(0.05)
     assert heartbeat.errors == 2
     assert storage.beats >= 1
+
+
+def test_a_read_only_database_fails_at_once_with_one_line_not_as_an_outage(tmp_path):
+    """A retry cannot cure a read-only file: it must not wait out --outage-timeout and then
+    call the database 'unreachable'."""
+
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="ro", storage=url)
+    read_only = open_storage(f"sqlite:///file:{tmp_path / 's.db'}?mode=ro&uri=true",
+                             StorageOptions(outage_timeout=120))
+    with pytest.raises(StorageError) as raised:
+        optuna.load_study(study_name="ro", storage=read_only).ask()
+    message = str(raised.value)
+    assert message.startswith("the study database is read-only; make the file")
+    assert "unreachable" not in message and "\n" not in message
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
+
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 400)
+    with pytest.raises(StorageError, match="file is not a database"):
+        open_storage(f"sqlite:///{junk}", StorageOptions(outage_timeout=120))

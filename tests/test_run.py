@@ -143,5 +143,32 @@ def test_a_bug_that_fails_every_trial_stops_the_worker_after_n_in_a_row(tiny_stu
     assert "Traceback" not in result.output
     study = optuna.load_study(study_name=study.study_name, storage=sqlite_url)
     assert not study.get_trials(states=(TrialState.RUNNING,))
+    # A run whose every trial failed is no success either, however few it ran.
+    result = CliRunner().invoke(app, ["run", "--study", str(tiny_study), "--storage",
+                                      sqlite_url, "--quiet", "--n-trials", "1",
+                                      "--retry-failed", "2"])
+    assert result.exit_code == 1, result.output
+    assert "1 trial failed in a row" in result.output
     monkeypatch.undo()
     assert hpo.run(tiny_study, storage=sqlite_url, retry_failed=3).best_trial is not None
+
+
+def test_a_study_name_cannot_put_kept_models_outside_the_artifacts_folder(tiny_study, tmp_path):
+    artifacts = tmp_path / "deep" / "artifacts"
+    study = hpo.run(tiny_study, storage=f"sqlite:///{tmp_path / 's.db'}", n_trials=1,
+                    study_name="../../../escaped", artifacts=artifacts, keep_models=1)
+    assert study.study_name == "../../../escaped"
+    kept = list(tmp_path.rglob("*.keras"))
+    assert len(kept) == 1 and kept[0].is_relative_to(artifacts / "models")
+
+
+def test_resuming_with_data_of_other_classes_is_refused(tiny_study, sqlite_url, tmp_path):
+    from hpo.testing import make_image_folder
+
+    hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
+    other = make_image_folder(tmp_path / "other", classes=("a", "b", "c"), per_class=8)
+    with pytest.raises(StudyError, match=r"was trained on .* with classes .*, but this run's "
+                                         r"data .* has classes a, b, c; point --data"):
+        hpo.run(tiny_study, storage=sqlite_url, data=other)
+    study = optuna.load_study(study_name=load_study_config(tiny_study).name, storage=sqlite_url)
+    assert len(study.trials) == 1  # nothing was trained on the other data

@@ -17,7 +17,12 @@ from hpo.config._load import (
     available_studies,
     load_study_config,
 )
-from hpo.config._run import DEFAULT_RECYCLE_AFTER, SETTINGS_ENV, RunSettings, settings_from_env
+from hpo.config._run import (
+    DEFAULT_RECYCLE_AFTER,
+    SETTINGS_ENV,
+    RunSettings,
+    settings_from_env,
+)
 
 __all__ = [
     "ParamSpec",

@@ -15,8 +15,19 @@ from hpo.data._cache import (
     default_cache_dir,
 )
 from hpo.data._dataset import Dataset, Split, load_dataset
-from hpo.data._discovery import IMAGE_EXTENSIONS, SPLITS, ImageIndex, discover, stratified_split
-from hpo.data._survey import FolderSurvey, default_architecture, study_toml, survey_folder
+from hpo.data._discovery import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    ImageIndex,
+    discover,
+    stratified_split,
+)
+from hpo.data._survey import (
+    FolderSurvey,
+    default_architecture,
+    study_toml,
+    survey_folder,
+)
 
 __all__ = [
     "Dataset",

@@ -70,7 +70,17 @@ def _open(entry: Path) -> Dataset:
     if splits["train"] is None or splits["validation"] is None:
         raise DataError(f"the data in {meta.get('source')} leaves no readable image in the "
                         "training or validation split; check the folder's images")
-    return Dataset(classes=tuple(meta["classes"]), train=splits["train"],
+    classes = tuple(meta["classes"])
+    present = set(np.unique(splits["train"].y).tolist())
+    missing = [name for label, name in enumerate(classes) if label not in present]
+    if missing:
+        skipped = len(meta.get("skipped", ()))
+        raise DataError(
+            f"class {missing[0]!r} of {meta.get('source')} has no readable image in the "
+            f"training split ({skipped} unreadable file(s) skipped); a model trained without "
+            "it would score on the other classes only. Replace its images, or remove its "
+            "folder to study the other classes")
+    return Dataset(classes=classes, train=splits["train"],
                    validation=splits["validation"], test=splits["test"], cache=entry,
                    skipped=tuple(meta.get("skipped", ())))
 

@@ -26,17 +26,20 @@ from hpo.config import (
     load_study_config,
     settings_from_env,
 )
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, TooManyFailures
 from hpo.execution._loop import RunOptions, prepare_study, report_best
 from hpo.execution._outcome import ENDINGS, failure_line
 from hpo.execution._signals import forwarding_signals, worker_signals
 from hpo.reporting import Reporter
 from hpo.storage import StorageOptions, is_sqlite, mask_url
+from hpo.study import attrs
 
 __all__ = ["WorkerSpec", "plan_workers", "plan_run", "execute", "work", "launch_workers",
            "child_main"]
 
 _log = logging.getLogger("hpo.execution")
+#: The exit status of a worker whose trials all failed (TooManyFailures).
+_TRIAL_FAILED = 1
 #: How hpo starts a worker process: settings come from the environment.
 _CHILD = ("-m", "hpo.execution")
 
@@ -200,15 +203,21 @@ def _run_isolated(settings: RunSettings, config: StudyConfig, options: RunOption
     above all) is returned to the system before the next one."""
     study, _ = prepare_study(config, options)
     env = {**os.environ, **_child_settings(settings, n_trials=1, recycle_after=0)}
-    ran = 0
+    ran = failures = 0
     while settings.n_trials is None or ran < settings.n_trials:
         finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         code = _wait_for([_start_child(env)])
-        if code != 0:
+        if code not in (0, _TRIAL_FAILED):
             return code
         if sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == finished:
             break  # the child found nothing left to run
         ran += 1
+        failures = failures + 1 if code == _TRIAL_FAILED else 0
+        if failures >= settings.max_consecutive_failures:
+            break
+    if ran and (failures >= settings.max_consecutive_failures or failures == ran):
+        last = max(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        raise TooManyFailures(failures, str(last.user_attrs.get(attrs.FAIL_REASON, "")))
     report_best(study, reporter, config.metric)
     return 0
 

@@ -36,6 +36,7 @@ from hpo.storage import (
 )
 from hpo.study import (
     attrs,
+    check_data,
     claim_grid_point,
     grid_coverage,
     open_study,
@@ -133,7 +134,8 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
             enqueue_defaults(study, config)
     objective = Objective(config, replace(options.objective, grid=kind == "grid"))
     for architecture in config.architectures:
-        objective.dataset(architecture)
+        dataset = objective.dataset(architecture)
+        check_data(study, config.data.source, dataset.classes)
     return study, objective
 
 
@@ -276,8 +278,11 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
                 options.objective.artifacts.prune_models(study)
         finished = storage_of(study).get_trial(trial_id(trial))
         reporter.trial_done(study, finished)
+        reason = str(finished.user_attrs.get(attrs.FAIL_REASON, ""))
         if failures >= options.max_consecutive_failures:
-            raise TooManyFailures(failures, str(finished.user_attrs.get(attrs.FAIL_REASON, "")))
+            raise TooManyFailures(failures, reason)
+    if ran and failures == ran:  # every trial of this run failed: not a success (exit 1)
+        raise TooManyFailures(failures, reason)
     return ran, False
 
 

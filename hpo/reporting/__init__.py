@@ -3,7 +3,12 @@ and optuna-dashboard."""
 
 from hpo.reporting._dashboard import check_host, make_dashboard_server, read_only
 from hpo.reporting._logs import quiet_backends, setup_logging
-from hpo.reporting._progress import Reporter, format_params, format_value, pareto_front_lines
+from hpo.reporting._progress import (
+    Reporter,
+    format_params,
+    format_value,
+    pareto_front_lines,
+)
 from hpo.reporting._report import FORMATS, Report, build_report, write_report
 from hpo.reporting._views import (
     study_status,

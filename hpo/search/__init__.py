@@ -3,7 +3,12 @@ sampler), pruners, and the thesis baseline (each optimizer at its Keras defaults
 
 from hpo.search._baselines import default_configurations, enqueue_defaults, is_default
 from hpo.search._pruners import make_pruner
-from hpo.search._samplers import SAMPLERS, WorkerGridSampler, canonical_sampler, make_sampler
+from hpo.search._samplers import (
+    SAMPLERS,
+    WorkerGridSampler,
+    canonical_sampler,
+    make_sampler,
+)
 from hpo.search._space import (
     TrialParams,
     describe_space,

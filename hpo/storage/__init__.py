@@ -11,8 +11,18 @@ from hpo.storage._open import (
     mask_url,
     open_storage,
 )
-from hpo.storage._optuna import journal_file, storage_of, study_id, trial_id, unwrap_storage
-from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage, is_connection_error
+from hpo.storage._optuna import (
+    journal_file,
+    storage_of,
+    study_id,
+    trial_id,
+    unwrap_storage,
+)
+from hpo.storage._resilient import (
+    DEFAULT_OUTAGE_TIMEOUT,
+    ResilientRDBStorage,
+    is_connection_error,
+)
 
 __all__ = [
     "DEFAULT_STORAGE",

@@ -40,7 +40,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import StorageError
 
-__all__ = ["ResilientRDBStorage", "is_connection_error", "DEFAULT_OUTAGE_TIMEOUT"]
+__all__ = ["ResilientRDBStorage", "is_connection_error", "permanent_problem",
+           "DEFAULT_OUTAGE_TIMEOUT"]
 
 _log = logging.getLogger("hpo.storage")
 _T = TypeVar("_T")
@@ -52,6 +53,43 @@ _FIRST_DELAY = 0.25
 _MAX_DELAY = 5.0
 
 
+# (text in the driver's message, or SQLSTATE) -> what to do; errors a retry cannot cure, which
+# share OperationalError with a lost connection but must fail at once, not after the timeout.
+_PERMANENT = (
+    (("readonly database", "read-only transaction", "25006"),
+     "the study database is read-only; make the file (and its folder) writable, or point "
+     "--storage at a writable database"),
+    (("database or disk is full", "disk is full", "53100", "no space left"),
+     "the disk of the study database is full; free space, then resume with the same command"),
+    (("file is not a database", "database disk image is malformed", "XX001", "XX002"),
+     "the study database file is damaged or is not a database; restore it from a copy, or "
+     "point --storage at another file"),
+    (("no such table", "42P01"),
+     "the study database lacks Optuna's tables (a file from something else, or a half-made "
+     "schema); point --storage at an Optuna database or a new file"),
+)
+
+
+def permanent_problem(exc: BaseException) -> str | None:
+    """What to do about ``exc`` when it is a database error that no retry cures (a read-only
+    or full database, a damaged file, a missing table); None otherwise."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        orig = getattr(seen, "orig", None)
+        if isinstance(orig, BaseException):
+            chain.append(orig)
+        seen = seen.__cause__
+    for error in chain:
+        codes = {str(getattr(error, "sqlstate", "") or ""), str(getattr(error, "pgcode", "") or "")}
+        text = str(error).lower()
+        for needles, advice in _PERMANENT:
+            if any(n.lower() in text or n in codes for n in needles):
+                return advice
+    return None
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) means the database could not be reached.
 
@@ -59,6 +97,8 @@ def is_connection_error(exc: BaseException) -> bool:
     ``pg_terminate_backend``), a connection the pool invalidated, and the transient
     ``OperationalError`` family (deadlocks, "database is locked") that a retry also cures.
     """
+    if permanent_problem(exc) is not None:
+        return False
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
@@ -129,6 +169,9 @@ class ResilientRDBStorage(RDBStorage):
                 result = attempt(retry)
             except (optuna.exceptions.StorageInternalError,
                     sqlalchemy.exc.SQLAlchemyError) as exc:
+                advice = permanent_problem(exc)
+                if advice is not None:
+                    raise StorageError(f"{advice} ({self._reason(exc)})") from None
                 if not is_connection_error(exc):
                     raise
                 now = time.monotonic()

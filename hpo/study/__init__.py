@@ -4,6 +4,7 @@ claims, reaping lost trials, and reading its objective values (best trial, Paret
 from hpo.study import _attrs as attrs
 from hpo.study._study import (
     GridCoverage,
+    check_data,
     claim_grid_point,
     grid_coverage,
     grid_key,
@@ -28,6 +29,7 @@ __all__ = [
     "reap_dead_trials",
     "claim_grid_point",
     "grid_key",
+    "check_data",
     "metric_value",
     "metric_maximized",
     "objective_names",

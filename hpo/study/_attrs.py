@@ -7,7 +7,7 @@ they read well in ``trials_dataframe()``, the dashboard and ``hpo trials --json`
 from __future__ import annotations
 
 __all__ = [
-    "STUDY_FILE", "METRIC", "TRAINING", "GRID_SIZE",
+    "STUDY_FILE", "METRIC", "TRAINING", "GRID_SIZE", "DATA",
     "FAIL_REASON", "FAIL_TRACEBACK", "WORKER", "WALL_TIME", "TEST_ACCURACY",
     "REPEAT_VALUES", "VALUE_STD",
 ]
@@ -21,6 +21,8 @@ METRIC = "hpo:metric"
 TRAINING = "hpo:training"
 #: The number of grid points, for a grid study.
 GRID_SIZE = "hpo:grid_size"
+#: The data the study trains on: its source and its classes, checked when a run resumes.
+DATA = "hpo:data"
 
 # Trial user attributes
 #: Why a trial failed (``NonFiniteLossError: ...``, ``interrupted (Ctrl-C)``, ...).

@@ -32,7 +32,7 @@ from hpo.storage import storage_of, trial_id
 from hpo.study import _attrs as attrs
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
-           "reap_dead_trials", "claim_grid_point", "grid_key"]
+           "reap_dead_trials", "claim_grid_point", "grid_key", "check_data"]
 
 _log = logging.getLogger("hpo.study")
 
@@ -104,6 +104,26 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
             "file, or use --study-name to start a new study with the edited one"
         )
     return study
+
+
+def check_data(study: optuna.Study, source: str, classes: tuple[str, ...]) -> None:
+    """Records the data a study trains on, or checks that a resumed run trains on the same
+    classes: a study whose trials saw different data (``--data`` pointed elsewhere) would
+    compare scores that mean different things.
+
+    Raises:
+        StudyError: The stored study was trained on other classes.
+    """
+    stored = study.user_attrs.get(attrs.DATA)
+    if stored is None:
+        study.set_user_attr(attrs.DATA, {"source": source, "classes": list(classes)})
+        return
+    if list(stored.get("classes", ())) != list(classes):
+        raise StudyError(
+            f"study {study.study_name!r} was trained on {stored.get('source')!r} with classes "
+            f"{', '.join(stored.get('classes', ()))}, but this run's data {source!r} has "
+            f"classes {', '.join(classes)}; point --data at the study's data, or use "
+            "--study-name to start a new study on this data")
 
 
 def load_existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:

@@ -19,7 +19,12 @@ from hpo.trial._device import (
     resolve_precision,
     training_errors,
 )
-from hpo.trial._objective import Objective, ObjectiveOptions, TrialFailed, evaluate_classifier
+from hpo.trial._objective import (
+    Objective,
+    ObjectiveOptions,
+    TrialFailed,
+    evaluate_classifier,
+)
 from hpo.trial._plots import confusion_matrix, roc_curve, training_curves
 
 _KERAS_NAMES = ("NonFiniteLossError", "NanGuard", "EpochRecorder", "pruning_callback")

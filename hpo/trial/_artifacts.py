@@ -10,7 +10,9 @@ the disk does not fill over a 384-run grid.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +38,20 @@ def artifact_store(directory: Path) -> optuna.artifacts.FileSystemArtifactStore:
     return optuna.artifacts.FileSystemArtifactStore(str(directory))
 
 
+def _folder_name(study_name: str) -> str:
+    """A folder name for ``study_name`` that stays inside its parent, one per name: plain
+    names as they are; anything else (``../x``, ``a/b``, ``..``) percent-encoded, so that a
+    study name can never place files outside ``--artifacts``."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", study_name):
+        return study_name
+    encoded = urllib.parse.quote(study_name, safe="")
+    return "%2E" + encoded[1:] if encoded.startswith(".") else encoded or "%00"
+
+
 def model_path(directory: Path, study_name: str, number: int) -> Path:
-    """Where the model of trial ``number`` is kept."""
-    return directory / "models" / study_name / f"trial-{number:05d}.keras"
+    """Where the model of trial ``number`` is kept (inside ``directory``, whatever the
+    study's name)."""
+    return directory / "models" / _folder_name(study_name) / f"trial-{number:05d}.keras"
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,7 @@ class Artifacts:
 
     def prune_models(self, study: optuna.Study) -> list[Path]:
         """Deletes kept models of trials no longer among the best ``keep_models``."""
-        folder = self.directory / "models" / study.study_name
+        folder = model_path(self.directory, study.study_name, 0).parent
         if not folder.is_dir():
             return []
         keep = {model_path(self.directory, study.study_name, t.number)
