@@ -16,6 +16,20 @@
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
+#: The settings a message may name as ``$name`` (the run's, the dashboard's, the commands').
+SETTINGS = frozenset({
+    "study", "sampler", "storage", "data", "study_name", "n_trials", "timeout", "seed",
+    "precision", "pruner", "retry_failed", "heartbeat", "grace", "outage_timeout", "cache_dir",
+    "strict", "quiet", "artifacts", "keep_models", "figures", "workers", "gpus", "worker_name",
+    "log_json", "objectives", "repeats", "enqueue_defaults", "isolate", "recycle_after",
+    "max_consecutive_failures", "host", "port", "allow_write", "allow_remote", "force",
+    "model", "out", "format",
+})
+_SETTING = re.compile(r"\$(" + "|".join(sorted(SETTINGS, key=len, reverse=True)) + r")\b")
+
 __all__ = [
     "HpoError",
     "ConfigError",
@@ -31,7 +45,20 @@ __all__ = [
 
 
 class HpoError(Exception):
-    """Base class of every error ``hpo`` raises on bad input."""
+    """Base class of every error ``hpo`` raises on bad input.
+
+    A message names a setting as ``$name`` (``use $study_name to start a new study``): the
+    library shows ``study_name``, the command line its flag (``--study-name``), through
+    :meth:`render`.
+    """
+
+    def __str__(self) -> str:
+        return self.render(lambda setting: setting)
+
+    def render(self, name: Callable[[str], str]) -> str:
+        """The message with each setting called ``name(setting)`` (a CLI flag, say)."""
+        text = super().__str__()
+        return _SETTING.sub(lambda match: name(match.group(1)), text) if "$" in text else text
 
 
 class ConfigError(HpoError):
@@ -67,13 +94,13 @@ class InvalidSetting(ConfigError):
         self.setting = setting
         self.problem = problem
         self.received = received
-        super().__init__(self.render(setting))
+        super().__init__(f"${setting}")
 
-    def render(self, name: str) -> str:
-        """The message with the setting called ``name`` (a CLI flag, say)."""
+    def render(self, name: Callable[[str], str]) -> str:
+        """The message with the setting called ``name(setting)`` (a CLI flag, say)."""
         shown = repr(self.received) if isinstance(self.received, str) else self.received
         tail = "" if self.received is None else f", received {shown}"
-        return f"{name} {self.problem}{tail}"
+        return f"{name(self.setting)} {self.problem}{tail}"
 
 
 class TrialFailed(Exception):

@@ -32,6 +32,6 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
 
     if len(a) < 2 or len(b) < 2:
         raise ValueError("Welch's t-test needs at least 2 values per configuration; run the "
-                         "study with --repeats 2 or more")
+                         "study with $repeats 2 or more")
     result = stats.ttest_ind(a, b, equal_var=False)
     return {"t": float(result.statistic), "p": float(result.pvalue)}

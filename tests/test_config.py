@@ -112,3 +112,30 @@ def test_a_studies_folder_in_the_working_directory_is_found(tmp_path, monkeypatc
 def test_with_data_overrides_the_source():
     config = load_study_config("firearms").with_data("/elsewhere")
     assert config.data.source == "/elsewhere"
+
+
+def test_the_published_json_schema_is_current_and_strict():
+    import json
+
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    result = CliRunner().invoke(app, ["schema"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    published = Path(__file__).resolve().parents[1] / "studies" / "study.schema.json"
+    assert json.loads(published.read_text()) == printed, \
+        "studies/study.schema.json is stale: run 'hpo schema > studies/study.schema.json'"
+    assert printed["additionalProperties"] is False
+    assert {"data", "training", "grid", "space", "architectures"} <= set(printed["properties"])
+    assert printed["$defs"]["SpaceParam"]["additionalProperties"] is False
+
+
+def test_study_settings_are_frozen():
+    from hpo.config import StudyFile
+
+    parsed = StudyFile.model_validate({"data": {"source": "bundled:digits"},
+                                       "grid": {"architecture": ["small_cnn"]}})
+    with pytest.raises(Exception, match="frozen"):
+        parsed.seed = 3

@@ -90,6 +90,6 @@ def test_a_trial_page_shows_its_figures_in_a_real_browser(served, tmp_path):
 def test_only_loopback_unless_remote_is_allowed():
     check_host("127.0.0.1", allow_remote=False)
     check_host("localhost", allow_remote=False)
-    with pytest.raises(ConfigError, match="--allow-remote"):
+    with pytest.raises(ConfigError, match=r"add allow_remote \(behind"):
         check_host("0.0.0.0", allow_remote=False)
     check_host("0.0.0.0", allow_remote=True)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from hpo.errors import ConfigError, InvalidSetting, StorageError
+from hpo.errors import ConfigError, StorageError
 from hpo.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from hpo.study import attrs
 
@@ -46,11 +46,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _flag(setting: str) -> str:
-    """The command-line flag of a library setting: ``n_trials`` -> ``--n-trials``."""
-    return "--" + setting.replace("_", "-")
-
-
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turns how a command ends (bad input, a lost database, SIGINT, SIGTERM) into one line
     and its exit status (:func:`hpo.execution.failure_line`); a setting is named by its
@@ -58,14 +53,13 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hpo.config import flag
         from hpo.execution import ENDINGS, failure_line
 
         try:
             return func(*args, **kwargs)
-        except InvalidSetting as exc:
-            raise _fail(exc.render(_flag(exc.setting))) from None
         except ENDINGS as exc:
-            message, code = failure_line(exc)
+            message, code = failure_line(exc, flag)
             raise _fail(message, code) from None
 
     return wrapper
@@ -231,6 +225,18 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json: JsonOpt = False) -> Non
         states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items())
         best = "" if s["best_value"] is None else f"  best {s['metric']}={s['best_value']:.4f}"
         typer.echo(f"  {s['name']:<22} {s['trials']} trials ({states or 'none'}){best}")
+
+
+@app.command()
+@handles_errors
+def schema() -> None:
+    """Print the JSON Schema of a study file (for editors that validate TOML, e.g. Taplo:
+    put '#:schema ./study.schema.json' on a study file's first line)."""
+    import json
+
+    from hpo.config import study_file_schema
+
+    typer.echo(json.dumps(study_file_schema(), indent=2))
 
 
 @app.command()

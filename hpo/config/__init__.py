@@ -21,8 +21,10 @@ from hpo.config._run import (
     DEFAULT_RECYCLE_AFTER,
     SETTINGS_ENV,
     RunSettings,
+    flag,
     settings_from_env,
 )
+from hpo.config._schema import StudyFile, study_file_schema
 
 __all__ = [
     "ParamSpec",
@@ -42,4 +44,7 @@ __all__ = [
     "DEFAULT_RECYCLE_AFTER",
     "SETTINGS_ENV",
     "settings_from_env",
+    "flag",
+    "StudyFile",
+    "study_file_schema",
 ]

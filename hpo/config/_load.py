@@ -1,8 +1,9 @@
 """Study files: load a TOML study into frozen, validated dataclasses.
 
 A study file names the data, the architectures, the grid (for ``--sampler grid``), the search
-space (for TPE and the other samplers), the metric and the training defaults. Every error
-names the file, the key, what was received and what is allowed.
+space (for TPE and the other samplers), the metric and the training defaults. It is validated
+once, by the pydantic models of :mod:`hpo.config._schema`; every error names the file, the
+key, what was received and what is allowed.
 """
 
 from __future__ import annotations
@@ -13,9 +14,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from hpo.errors import ConfigError, HpoError
+import pydantic
+
+from hpo.config._constants import (
+    BUNDLED_DATA,
+    METRICS,
+    OBJECTIVES,
+    PRUNERS,
+    TRAINING_DEFAULTS,
+    TRAINING_PARAMS,
+    GridValue,
+)
+from hpo.config._schema import (
+    Rule,
+    StudyFile,
+    check_objectives,
+    check_value,
+    is_integer_range,
+    one_line,
+    used_architectures,
+)
+from hpo.errors import ConfigError
 from hpo.models import MODELS
-from hpo.optimizers import OPTIMIZER_INTERNALS, OPTIMIZERS, canonical_optimizer
 
 __all__ = [
     "ParamSpec",
@@ -26,21 +46,12 @@ __all__ = [
     "METRICS",
     "OBJECTIVES",
     "PRUNERS",
+    "BUNDLED_DATA",
     "BUNDLED_STUDIES_DIR",
+    "GridValue",
     "available_studies",
     "load_study_config",
 ]
-
-#: The training parameters every objective understands.
-TRAINING_PARAMS: tuple[str, ...] = ("architecture", "optimizer", "learning_rate", "batch_size",
-                                    "epochs")
-#: Metric -> the direction that is better.
-METRICS: dict[str, str] = {"val_accuracy": "maximize", "val_loss": "minimize"}
-#: What a multi-objective study can optimise together -> the direction that is better: the
-#: validation metric, the training time of the trial (seconds of ``fit``), the model size.
-OBJECTIVES: dict[str, str] = {**METRICS, "train_time": "minimize", "n_params": "minimize"}
-PRUNERS: tuple[str, ...] = ("none", "median", "successive_halving", "hyperband")
-BUNDLED_DATA: tuple[str, ...] = ("digits",)
 
 
 def _bundled_studies_dir() -> Path:
@@ -52,10 +63,6 @@ def _bundled_studies_dir() -> Path:
 
 
 BUNDLED_STUDIES_DIR = _bundled_studies_dir()
-
-_MODEL_PARAMS: frozenset[str] = frozenset(p for m in MODELS.values() for p in m.hyperparameters)
-_CONDITION_KEYS = ("architecture", "optimizer")
-GridValue = str | int | float | bool
 
 
 @dataclass(frozen=True)
@@ -199,8 +206,10 @@ class StudyConfig:
         """
         if isinstance(names, str):
             names = tuple(n.strip() for n in names.split(",") if n.strip())
-        objectives = _check_objectives(names, lambda message: ConfigError(
-            f"--objectives: {message}"))
+        try:
+            objectives = check_objectives(names, "objectives")
+        except Rule as rule:
+            raise ConfigError(f"$objectives: {rule.message}") from None
         return replace(self, metric=objectives[0], direction=METRICS[objectives[0]],
                        objectives=objectives if len(objectives) > 1 else ())
 
@@ -220,353 +229,65 @@ class StudyConfig:
         return replace(self, data=replace(self.data, source=str(source)))
 
 
-class _Reader:
-    """Reads typed values out of a parsed TOML table, raising errors that name file and key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: key '{key}': {message}")
-
-    def table(self, parent: Mapping[str, Any], key: str, prefix: str = "") -> dict[str, Any]:
-        value = parent.get(key, {})
-        if not isinstance(value, dict):
-            raise self.error(prefix + key, f"expected a table, received {value!r}")
-        return value
-
-    def string(self, table: Mapping[str, Any], key: str, default: str | None, prefix: str = "",
-               allowed: tuple[str, ...] | None = None) -> str:
-        value = table.get(key, default)
-        if value is None:
-            raise self.error(prefix + key, "is required")
-        if not isinstance(value, str):
-            raise self.error(prefix + key, f"expected a string, received {value!r}")
-        if allowed is not None and value not in allowed:
-            raise self.error(prefix + key,
-                             f"received {value!r}; expected one of {', '.join(allowed)}")
-        return value
-
-    def integer(self, table: Mapping[str, Any], key: str, default: int | None,
-                prefix: str = "", minimum: int | None = None) -> int:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(prefix + key, f"expected an integer, received {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.error(prefix + key, f"expected an integer >= {minimum}, received {value}")
-        return value
-
-    def reject_unknown(self, table: Mapping[str, Any], allowed: tuple[str, ...] | frozenset[str],
-                       prefix: str = "") -> None:
-        for key in table:
-            if key not in allowed:
-                raise self.error(prefix + key,
-                                 f"unknown key; expected one of {', '.join(sorted(allowed))}")
-
-
-def _check_objectives(names: Any, error: Any) -> tuple[str, ...]:
-    """Validates a list of objectives; ``error(message)`` builds the exception to raise."""
-    if not isinstance(names, (list, tuple)) or not names or \
-            not all(isinstance(n, str) for n in names):
-        raise error(f"expected a list of objective names, received {names!r}")
-    unknown = [n for n in names if n not in OBJECTIVES]
-    if unknown:
-        raise error(f"unknown objective {unknown[0]!r}; expected names from "
-                    f"{', '.join(OBJECTIVES)}")
-    if len(set(names)) != len(names):
-        raise error(f"an objective is named twice in {list(names)!r}")
-    if names[0] not in METRICS:
-        raise error(f"the first objective must be the validation metric ({' or '.join(METRICS)})"
-                    f", received {names[0]!r}; e.g. val_accuracy,train_time")
-    return tuple(names)
-
-
-def _known_params() -> tuple[str, ...]:
-    return tuple(sorted({*TRAINING_PARAMS, *OPTIMIZER_INTERNALS, *_MODEL_PARAMS}))
-
-
-def _check_value(reader: _Reader, key: str, name: str, value: Any) -> GridValue:
-    """Validates one parameter value (a default, a grid value or a choice)."""
-    if name == "architecture":
-        if value not in MODELS:
-            raise reader.error(key, f"unknown architecture {value!r}; expected one of "
-                                    f"{', '.join(sorted(MODELS))}")
-        return value
-    if name == "optimizer":
-        try:
-            return canonical_optimizer(value)
-        except HpoError as exc:
-            raise reader.error(key, str(exc)) from None
-    if name in ("batch_size", "epochs"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise reader.error(key, f"expected a positive integer, received {value!r}")
-        return value
-    if name == "learning_rate":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise reader.error(key, f"expected a positive number, received {value!r}")
-        return float(value)
-    if not isinstance(value, (str, int, float, bool)):
-        raise reader.error(key, f"expected a string, number or boolean, received {value!r}")
-    return value
-
-
-def _read_param_name(reader: _Reader, key: str, name: str) -> None:
-    if name not in _known_params():
-        raise reader.error(key, f"unknown parameter {name!r}; expected one of "
-                                f"{', '.join(_known_params())}")
-
-
-def _read_grid(reader: _Reader, table: Mapping[str, Any]) -> dict[str, tuple[GridValue, ...]]:
-    grid: dict[str, tuple[GridValue, ...]] = {}
-    for name, values in table.items():
-        key = f"grid.{name}"
-        _read_param_name(reader, key, name)
-        if not isinstance(values, list) or not values:
-            raise reader.error(key, f"expected a non-empty list of values, received {values!r}")
-        checked = tuple(_check_value(reader, key, name, v) for v in values)
-        if len(set(checked)) != len(checked):
-            raise reader.error(key, f"has duplicate values: {values!r}")
-        grid[name] = checked
-    return grid
-
-
-def _read_space(reader: _Reader, table: Mapping[str, Any]) -> tuple[ParamSpec, ...]:
-    specs: list[ParamSpec] = []
-    for name, body in table.items():
-        key = f"space.{name}"
-        _read_param_name(reader, key, name)
-        if not isinstance(body, dict):
-            raise reader.error(key, "expected a table such as {choices = [...]} or "
-                                    f"{{low = 1, high = 10}}, received {body!r}")
-        reader.reject_unknown(body, ("choices", "low", "high", "log", "step", "when"), key + ".")
-        when = _read_when(reader, key, body.get("when", {}), specs)
-        if "choices" in body:
-            if set(body) - {"choices", "when"}:
-                raise reader.error(key, "a parameter has either 'choices' or 'low'/'high', "
-                                        "not both")
-            choices = body["choices"]
-            if not isinstance(choices, list) or not choices:
-                raise reader.error(key + ".choices",
-                                   f"expected a non-empty list, received {choices!r}")
-            values = tuple(_check_value(reader, key + ".choices", name, v) for v in choices)
-            if len(set(values)) != len(values):
-                raise reader.error(key + ".choices", f"has duplicate values: {choices!r}")
-            specs.append(ParamSpec(name=name, choices=values, when=when))
-            continue
-        if "low" not in body or "high" not in body:
-            raise reader.error(key, "expected 'choices' or both 'low' and 'high'")
-        low, high = body["low"], body["high"]
-        for bound_key, bound in (("low", low), ("high", high)):
-            if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-                raise reader.error(f"{key}.{bound_key}", f"expected a number, received {bound!r}")
-        integer = isinstance(low, int) and isinstance(high, int) and name != "learning_rate"
-        if not low < high:
-            raise reader.error(key, f"expected low < high, received low={low}, high={high}")
-        log = body.get("log", False)
-        if not isinstance(log, bool):
-            raise reader.error(key + ".log", f"expected true or false, received {log!r}")
-        if log and low <= 0:
-            raise reader.error(key + ".low", f"a log range needs low > 0, received {low}")
-        step = body.get("step")
-        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
-                                 or step <= 0 or log):
-            raise reader.error(key + ".step", "expected a positive number, and no step "
-                                              f"with log = true; received {step!r}")
-        for probe in (low, high):
-            _check_value(reader, key, name, int(probe) if integer else float(probe))
-        specs.append(ParamSpec(name=name, low=low, high=high, log=log, step=step,
-                               integer=integer, when=when))
+def _space(file: StudyFile) -> tuple[ParamSpec, ...]:
+    specs = []
+    for name, spec in file.space.items():
+        when = tuple((key, tuple(check_value("", key, v) for v in allowed))
+                     for key, allowed in spec.when.items())
+        if spec.choices is not None:
+            specs.append(ParamSpec(name=name, when=when,
+                                   choices=tuple(check_value("", name, v) for v in spec.choices)))
+        else:
+            specs.append(ParamSpec(name=name, low=spec.low, high=spec.high, log=spec.log,
+                                   step=spec.step, integer=is_integer_range(name, spec),
+                                   when=when))
     return tuple(specs)
 
 
-def _read_when(reader: _Reader, key: str, when: Any,
-               earlier: list[ParamSpec]) -> tuple[tuple[str, tuple[GridValue, ...]], ...]:
-    if not isinstance(when, dict):
-        raise reader.error(key + ".when", f"expected a table such as "
-                                          f"{{optimizer = ['SGD']}}, received {when!r}")
-    conditions = []
-    earlier_names = {s.name for s in earlier}
-    for cond_name, allowed in when.items():
-        cond_key = f"{key}.when.{cond_name}"
-        if cond_name not in _CONDITION_KEYS:
-            raise reader.error(cond_key, f"conditions may name {', '.join(_CONDITION_KEYS)}")
-        if cond_name not in earlier_names:
-            raise reader.error(cond_key, f"the condition's parameter must be listed earlier "
-                                         f"in [space]; move space.{cond_name} above it")
-        if not isinstance(allowed, list) or not allowed:
-            raise reader.error(cond_key, f"expected a non-empty list, received {allowed!r}")
-        conditions.append(
-            (cond_name, tuple(_check_value(reader, cond_key, cond_name, v) for v in allowed))
-        )
-    return tuple(conditions)
-
-
-def _read_architectures(reader: _Reader, table: Mapping[str, Any],
-                        used: set[str]) -> dict[str, ArchitectureConfig]:
-    reader.reject_unknown(table, frozenset(MODELS), "architectures.")
+def _architectures(file: StudyFile) -> dict[str, ArchitectureConfig]:
     result = {}
-    for name in sorted(used | set(table)):
+    for name in used_architectures(file):
         spec = MODELS[name]
-        prefix = f"architectures.{name}."
-        body = reader.table(table, name, "architectures.")
-        reader.reject_unknown(body, frozenset({"image_size", "weights", *spec.hyperparameters}),
-                              prefix)
+        body = file.architectures.get(name, {})
         size = body.get("image_size", list(spec.default_image_size))
-        if (not isinstance(size, list) or len(size) != 2
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                           for s in size)):
-            raise reader.error(prefix + "image_size",
-                               f"expected [height, width] in pixels, received {size!r}")
-        min_h, min_w = spec.min_image_size
-        if size[0] < min_h or size[1] < min_w:
-            raise reader.error(prefix + "image_size",
-                               f"{size[0]}x{size[1]} is too small for {name}, which needs "
-                               f"at least {min_h}x{min_w}")
-        default_weights = "imagenet" if spec.transfer else "none"
-        weights = reader.string(body, "weights", default_weights, prefix)
-        if not spec.transfer and weights != "none":
-            raise reader.error(prefix + "weights",
-                               f"{name} is trained from scratch; expected 'none', "
-                               f"received {weights!r}")
-        hyper = {k: v for k, v in body.items() if k in spec.hyperparameters}
-        result[name] = ArchitectureConfig(name=name, image_size=(size[0], size[1]),
-                                          weights=weights, hyperparameters=hyper)
+        result[name] = ArchitectureConfig(
+            name=name, image_size=(size[0], size[1]),
+            weights=body.get("weights", "imagenet" if spec.transfer else "none"),
+            hyperparameters={k: v for k, v in body.items() if k in spec.hyperparameters})
     return result
 
 
-def _possible_values(name: str, training: Mapping[str, Any],
-                     grid: Mapping[str, tuple[GridValue, ...]],
-                     space: tuple[ParamSpec, ...]) -> set[GridValue]:
-    """Values ``name`` can take under a grid and/or space, else its training default."""
-    values: set[GridValue] = set(grid.get(name, ()))
-    for spec in space:
-        if spec.name == name and spec.choices is not None:
-            values |= set(spec.choices)
-    if not values and name in training:
-        values.add(training[name])
-    return values
-
-
-def _check_applicability(reader: _Reader, training: Mapping[str, Any],
-                         grid: Mapping[str, tuple[GridValue, ...]],
-                         space: tuple[ParamSpec, ...]) -> None:
-    """Every optimizer internal / model hyperparameter must apply wherever it can be sampled."""
-    for section, names, conditions in (
-        ("grid", list(grid), {}),
-        ("space", [s.name for s in space], {s.name: dict(s.when) for s in space}),
-    ):
-        source_grid = grid if section == "grid" else {}
-        source_space = space if section == "space" else ()
-        optimizers = _possible_values("optimizer", training, source_grid, source_space)
-        architectures = _possible_values("architecture", training, source_grid, source_space)
-        for name in names:
-            when = conditions.get(name, {})
-            if name in OPTIMIZER_INTERNALS:
-                for opt in when.get("optimizer", optimizers):
-                    if name not in OPTIMIZERS[str(opt)]:
-                        takers = [o for o, ps in OPTIMIZERS.items() if name in ps]
-                        raise reader.error(
-                            f"{section}.{name}",
-                            f"{name} does not apply to optimizer {opt}; it applies to "
-                            f"{', '.join(takers)}"
-                            + ("; add when = {optimizer = [...]}" if section == "space" else "")
-                        )
-            elif name in _MODEL_PARAMS:
-                for arch in when.get("architecture", architectures):
-                    if name not in MODELS[str(arch)].hyperparameters:
-                        takers = [m for m, s in MODELS.items() if name in s.hyperparameters]
-                        raise reader.error(
-                            f"{section}.{name}",
-                            f"{name} does not apply to architecture {arch}; it applies to "
-                            f"{', '.join(takers)}"
-                            + ("; add when = {architecture = [...]}" if section == "space"
-                               else "")
-                        )
-
-
-def _parse(path: Path, raw: Mapping[str, Any]) -> StudyConfig:
-    reader = _Reader(path)
-    reader.reject_unknown(raw, ("name", "description", "metric", "direction", "seed", "pruner",
-                                "repeats", "data", "training", "architectures", "grid",
-                                "space", "objectives"))
-    name = reader.string(raw, "name", path.stem)
-    if not name or any(c.isspace() for c in name):
-        raise reader.error("name", f"expected a name without spaces, received {name!r}")
-    objectives: tuple[str, ...] = ()
-    if "objectives" in raw:
-        objectives = _check_objectives(raw["objectives"],
-                                       lambda message: reader.error("objectives", message))
-        if "metric" in raw and raw["metric"] != objectives[0]:
-            raise reader.error("objectives", f"the first objective must be the metric "
-                                             f"{raw['metric']!r}, received {objectives[0]!r}")
-    metric = reader.string(raw, "metric", objectives[0] if objectives else "val_accuracy",
-                           allowed=tuple(METRICS))
-    direction = reader.string(raw, "direction", METRICS[metric],
-                              allowed=("maximize", "minimize"))
-    if direction != METRICS[metric]:
-        raise reader.error("direction", f"{metric} is to {METRICS[metric]}, "
-                                        f"received {direction!r}")
-
-    data_table = reader.table(raw, "data")
-    reader.reject_unknown(data_table, ("source", "channels", "split"), "data.")
-    source = reader.string(data_table, "source", None, "data.")
-    if source.startswith("bundled:") and source.split(":", 1)[1] not in BUNDLED_DATA:
-        raise reader.error("data.source", f"unknown bundled data {source!r}; expected one of "
-                           + ", ".join(f"bundled:{b}" for b in BUNDLED_DATA) + " or a folder")
-    channels = reader.integer(data_table, "channels", 3, "data.")
-    if channels not in (1, 3):
-        raise reader.error("data.channels", f"expected 1 or 3, received {channels}")
-    split = data_table.get("split", [0.70, 0.15, 0.15])
-    if (not isinstance(split, list) or len(split) != 3
-            or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0
-                       for s in split)
-            or not math.isclose(sum(split), 1.0, abs_tol=1e-6)):
-        raise reader.error("data.split", "expected [train, validation, test] fractions, each "
-                                         f"> 0, summing to 1; received {split!r}")
-    data = DataConfig(source=source, channels=channels,
-                      split=(float(split[0]), float(split[1]), float(split[2])))
-
-    training_table = reader.table(raw, "training")
-    training: dict[str, Any] = {"optimizer": "Adam", "learning_rate": 0.001,
-                                "batch_size": 32, "epochs": 10}
-    for key, value in training_table.items():
-        _read_param_name(reader, f"training.{key}", key)
-        training[key] = _check_value(reader, f"training.{key}", key, value)
-
-    grid = _read_grid(reader, reader.table(raw, "grid"))
-    space = _read_space(reader, reader.table(raw, "space"))
-    if not grid and not space:
-        raise reader.error("grid", "a study needs a [grid] or a [space] table (or both)")
+def _to_config(path: Path, file: StudyFile) -> StudyConfig:
+    """The validated file as the frozen :class:`StudyConfig` the rest of hpo reads."""
+    training: dict[str, Any] = dict(TRAINING_DEFAULTS)
+    training.update({k: check_value("", k, v) for k, v in file.training.items()})
     if "architecture" not in training:
-        candidates = sorted(_possible_values("architecture", {}, grid, space), key=str)
-        if not candidates:
-            raise reader.error("training.architecture",
-                               "is required when neither [grid] nor [space] sets architecture")
-        training["architecture"] = candidates[0]
-    _check_applicability(reader, training, grid, space)
-    used = {str(a) for a in _possible_values("architecture", training, grid, ())}
-    used |= {str(a) for a in _possible_values("architecture", training, {}, space)}
-    architectures = _read_architectures(reader, reader.table(raw, "architectures"), used)
-
-    pruner = reader.string(raw, "pruner", "none", allowed=PRUNERS)
-    if len(objectives) > 1 and pruner != "none":
-        raise reader.error("pruner", f"received {pruner!r}, but Optuna cannot prune a "
-                                     "multi-objective trial; set pruner = \"none\"")
-
+        space_choices = {name: spec for name, spec in file.space.items()}
+        candidates = {check_value("", "architecture", v)
+                      for v in file.grid.get("architecture", ())}
+        arch = space_choices.get("architecture")
+        if arch is not None and arch.choices is not None:
+            candidates |= set(arch.choices)
+        training["architecture"] = sorted(candidates, key=str)[0]
+    metric = file.effective_metric
+    objectives = tuple(str(o) for o in file.objectives or ())
+    assert file.data is not None  # the schema requires it
+    split = file.data.split
     return StudyConfig(
-        name=name,
+        name=file.name if file.name is not None else path.stem,
         path=path,
-        description=reader.string(raw, "description", ""),
+        description=file.description,
         metric=metric,
-        direction=direction,
-        seed=reader.integer(raw, "seed", 0, minimum=0),
-        pruner=pruner,
-        data=data,
+        direction=METRICS[metric],
+        seed=file.seed,
+        pruner=file.pruner,
+        data=DataConfig(source=file.data.source, channels=file.data.channels,
+                        split=(float(split[0]), float(split[1]), float(split[2]))),
         training=training,
-        architectures=architectures,
-        grid=grid,
-        space=space,
-        repeats=reader.integer(raw, "repeats", 1, minimum=1),
+        architectures=_architectures(file),
+        grid={k: tuple(check_value("", k, v) for v in values) for k, values in file.grid.items()},
+        space=_space(file),
+        repeats=file.repeats,
         objectives=objectives if len(objectives) > 1 else (),
     )
 
@@ -610,4 +331,8 @@ def load_study_config(name_or_path: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}") from None
-    return _parse(path, raw)
+    try:
+        study_file = StudyFile.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise one_line(path, exc) from None
+    return _to_config(path, study_file)

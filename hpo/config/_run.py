@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hpo.errors import ConfigError, InvalidSetting
 
-__all__ = ["RunSettings", "DEFAULT_RECYCLE_AFTER", "SETTINGS_ENV", "settings_from_env"]
+__all__ = ["RunSettings", "DEFAULT_RECYCLE_AFTER", "SETTINGS_ENV", "settings_from_env", "flag"]
 
 #: Trials after which a TensorFlow worker replaces its process (``recycle_after``).
 DEFAULT_RECYCLE_AFTER = 20
@@ -119,6 +119,11 @@ class RunSettings(BaseModel):
         """These settings as the environment of a child process (the storage URL included:
         the environment, unlike the command line, is not shown by ``ps``)."""
         return {SETTINGS_ENV: self.model_dump_json()}
+
+
+def flag(setting: str) -> str:
+    """The command-line flag of a setting: ``n_trials`` -> ``--n-trials``."""
+    return "--" + setting.replace("_", "-")
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> RunSettings:

@@ -74,7 +74,7 @@ def _write_split(folder: Path, split: str, paths: Sequence[Path], labels: Sequen
             if strict:
                 raise DataError(
                     f"cannot read image {paths[i]} ({exc.__class__.__name__}: {exc}); remove "
-                    "or replace the file, or run without --strict to skip unreadable images"
+                    "or replace the file, or run without $strict to skip unreadable images"
                 ) from None
             ok[i] = False
             skipped.append(f"{paths[i]}: {exc}")
@@ -135,7 +135,7 @@ def build_entry(
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir))
     except OSError as exc:
         raise DataError(f"cannot write the image cache in {cache_dir} ({exc}); pass "
-                        "--cache-dir to a writable folder or set HPO_CACHE_DIR") from None
+                        "$cache_dir to a writable folder or set HPO_CACHE_DIR") from None
     try:
         skipped: list[str] = []
         if arrays is not None:

@@ -115,7 +115,7 @@ def discover(root: str | Path, *, fractions: tuple[float, float, float],
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(
-            f"data folder {str(root)!r} does not exist; pass --data PATH to a folder with one "
+            f"data folder {str(root)!r} does not exist; pass $data PATH to a folder with one "
             "sub-folder per class (or train/ validation/ test/), or fix data.source in the study"
         )
     children = {d.name.lower(): d for d in _subdirs(root)}

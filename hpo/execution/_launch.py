@@ -23,6 +23,7 @@ from hpo.config import (
     DEFAULT_RECYCLE_AFTER,
     RunSettings,
     StudyConfig,
+    flag,
     load_study_config,
     settings_from_env,
 )
@@ -78,17 +79,17 @@ def plan_workers(*, workers: int, gpus: str | None) -> list[WorkerSpec]:
     if gpus is not None:
         ids = _all_gpus() if gpus == "all" else [g.strip() for g in gpus.split(",") if g.strip()]
         if not ids:
-            raise ConfigError(f"--gpus {gpus} found no GPU (nvidia-smi lists none and "
-                              "CUDA_VISIBLE_DEVICES is unset); pass ids like --gpus 0,1 or "
-                              "use --workers N for CPU workers")
+            raise ConfigError(f"$gpus {gpus} found no GPU (nvidia-smi lists none and "
+                              "CUDA_VISIBLE_DEVICES is unset); pass ids like $gpus 0,1 or "
+                              "use $workers N for CPU workers")
         if not all(g.isdigit() for g in ids):
-            raise ConfigError(f"--gpus expects 'all' or GPU ids like 0,1,2; received {gpus!r}")
+            raise ConfigError(f"$gpus expects 'all' or GPU ids like 0,1,2; received {gpus!r}")
         return [WorkerSpec(name=f"gpu{g}", env={"CUDA_VISIBLE_DEVICES": g,
                                                 "TF_FORCE_GPU_ALLOW_GROWTH": "true",
                                                 "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
                 for g in ids]
     if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, received {workers}")
+        raise ConfigError(f"$workers must be at least 1, received {workers}")
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     return [WorkerSpec(name=f"cpu{i}", env={"TF_NUM_INTRAOP_THREADS": threads,
                                             "OMP_NUM_THREADS": threads})
@@ -297,6 +298,6 @@ def child_main() -> None:
         setup_logging(settings.quiet)
         code = work(settings)
     except ENDINGS as exc:
-        message, code = failure_line(exc)
+        message, code = failure_line(exc, flag)
         sys.stderr.write(f"hpo: error: {message}\n")
     sys.exit(code)

@@ -111,17 +111,17 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
     Everything that can fail on bad input fails here, before any trial is created.
     """
     if options.n_trials is not None and options.n_trials < 1:
-        raise ConfigError(f"--n-trials must be at least 1, received {options.n_trials}")
+        raise ConfigError(f"$n_trials must be at least 1, received {options.n_trials}")
     if options.recycle_after is not None and options.recycle_after < 1:
-        raise ConfigError(f"--recycle-after must be at least 1 trial (or 0 on the command "
+        raise ConfigError(f"$recycle_after must be at least 1 trial (or 0 on the command "
                           f"line: never), received {options.recycle_after}")
     kind = canonical_sampler(options.sampler)
     if config.multi_objective and (options.pruner or config.pruner) != "none":
         raise ConfigError(f"pruner {options.pruner or config.pruner!r} with objectives "
                           f"{', '.join(config.objective_names)}: Optuna cannot prune a "
-                          "multi-objective trial; use --pruner none")
+                          "multi-objective trial; use $pruner none")
     if config.multi_objective and kind == "cmaes":
-        raise ConfigError(f"--sampler {kind} optimises one objective; for "
+        raise ConfigError(f"$sampler {kind} optimises one objective; for "
                           f"{', '.join(config.objective_names)} use tpe, nsgaii, random, qmc "
                           "or grid")
     for name, arch in config.architectures.items():

@@ -3,6 +3,8 @@ hpo starts, so that both say the same thing about the same failure."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import optuna
 import sqlalchemy.exc
 
@@ -16,12 +18,13 @@ ENDINGS = (HpoError, TooManyFailures, Stopped, KeyboardInterrupt, sqlalchemy.exc
            optuna.exceptions.StorageInternalError)
 
 
-def failure_line(exc: BaseException) -> tuple[str, int]:
+def failure_line(exc: BaseException, name: Callable[[str], str] = str) -> tuple[str, int]:
     """The one line (without the ``hpo: error:`` prefix) and exit status for ``exc``, one of
     :data:`ENDINGS`: 2 for bad input or a lost database, 1 for failures in a row, 130 for
-    SIGINT, 128 + N for signal N."""
+    SIGINT, 128 + N for signal N. ``name`` spells a setting the message names (the command
+    line passes :func:`hpo.config.flag`: ``--n-trials``)."""
     if isinstance(exc, HpoError):
-        return str(exc), 2
+        return exc.render(name), 2
     if isinstance(exc, TooManyFailures):
         return str(exc), 1
     if isinstance(exc, KeyboardInterrupt):

@@ -96,15 +96,30 @@ def forwarding_signals(forward: Callable[[int], None],
 
 def serve_until_signal(server: Any) -> int:
     """Serves ``server`` (a ``socketserver`` server) until SIGINT or SIGTERM, closes it, and
-    returns the exit status: 0 after Ctrl-C (a dashboard's normal end), 143 after SIGTERM."""
-    code = 0
-    try:
-        with worker_signals():
-            server.serve_forever()
-    except KeyboardInterrupt:
-        code = 0
-    except Stopped as stop:
-        code = stop.exit_code
-    finally:
-        server.server_close()
-    return code
+    returns the exit status: 0 after Ctrl-C (a dashboard's normal end), 143 after SIGTERM.
+
+    The server runs in a thread and the signal only sets an event: raising from the handler
+    would land inside whatever request is being served, where the WSGI handler catches it.
+    """
+    import threading
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            _exit_now(signum)
+        received.append(signum)
+        stop.set()
+
+    serving = threading.Thread(target=server.serve_forever, name="hpo-server", daemon=True)
+    with _installed(handler):
+        serving.start()
+        while serving.is_alive() and not stop.wait(0.5):
+            pass
+        server.shutdown()
+        serving.join(timeout=10)
+    server.server_close()
+    if not received or received[0] == signal.SIGINT:
+        return 0
+    return 128 + received[0]

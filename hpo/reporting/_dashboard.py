@@ -52,9 +52,9 @@ def check_host(host: str, *, allow_remote: bool) -> None:
         loopback = False
     if not loopback and not allow_remote:
         raise ConfigError(
-            f"--host {host} would expose the dashboard beyond this machine, and it has no "
-            "authentication; add --allow-remote (behind a reverse proxy with authentication) "
-            "or use --host 127.0.0.1"
+            f"$host {host} would expose the dashboard beyond this machine, and it has no "
+            "authentication; add $allow_remote (behind a reverse proxy with authentication) "
+            "or use $host 127.0.0.1"
         )
     if not loopback:
         _log.warning("the dashboard on %s has no authentication: anyone who reaches it can "
@@ -88,4 +88,4 @@ def make_dashboard_server(storage: optuna.storages.BaseStorage, artifacts: Path 
         return make_server(host, port, app, handler_class=_QuietHandler)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another "
-                          "--port") from None
+                          "$port") from None

@@ -76,11 +76,11 @@ def make_sampler(name: str, config: StudyConfig, seed: int | None) -> optuna.sam
     if kind == "grid":
         if not config.grid:
             raise ConfigError(f"{config.path}: study {config.name!r} has no [grid] table; "
-                              "add one, or use --sampler tpe")
+                              "add one, or use $sampler tpe")
         return WorkerGridSampler(grid_search_space(config))
     if not config.space:
         raise ConfigError(f"{config.path}: study {config.name!r} has no [space] table; add "
-                          "one, or use --sampler grid")
+                          "one, or use $sampler grid")
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                           constant_liar=True)
@@ -103,6 +103,6 @@ def _require_gp_dependencies() -> None:
 
     missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"--sampler gp needs {' and '.join(missing)}, which is not "
+        raise ConfigError(f"$sampler gp needs {' and '.join(missing)}, which is not "
                           "installed; run: pip install 'hpo[gp]' (or pip install torch "
-                          "scipy), or use --sampler tpe")
+                          "scipy), or use $sampler tpe")

@@ -73,7 +73,7 @@ def _explain(exc: Exception, url: str) -> str:
     text = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
     lowered = str(exc).lower()
     if "password authentication failed" in lowered or "access denied" in lowered:
-        return "authentication failed: check the user name and password in --storage"
+        return "authentication failed: check the user name and password in $storage"
     if "does not exist" in lowered and "database" in lowered:
         return f"{text}; create the database first (e.g. createdb) or fix its name"
     if "could not connect" in lowered or "connection refused" in lowered or \

@@ -58,15 +58,15 @@ _MAX_DELAY = 5.0
 _PERMANENT = (
     (("readonly database", "read-only transaction", "25006"),
      "the study database is read-only; make the file (and its folder) writable, or point "
-     "--storage at a writable database"),
+     "$storage at a writable database"),
     (("database or disk is full", "disk is full", "53100", "no space left"),
      "the disk of the study database is full; free space, then resume with the same command"),
     (("file is not a database", "database disk image is malformed", "XX001", "XX002"),
      "the study database file is damaged or is not a database; restore it from a copy, or "
-     "point --storage at another file"),
+     "point $storage at another file"),
     (("no such table", "42P01"),
      "the study database lacks Optuna's tables (a file from something else, or a half-made "
-     "schema); point --storage at an Optuna database or a new file"),
+     "schema); point $storage at an Optuna database or a new file"),
 )
 
 

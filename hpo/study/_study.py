@@ -79,7 +79,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
                                                       ["value"] * len(stored), stored))
         raise StudyError(
             f"study {name!r} in the database optimises {have}, but {config.path} (with the "
-            f"options given) asks for {', '.join(names)}; use --study-name to start a new "
+            f"options given) asks for {', '.join(names)}; use $study_name to start a new "
             "study"
         )
     if study.metric_names is None:
@@ -101,7 +101,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
         raise StudyError(
             f"study {name!r} was created from a different {'grid' if is_grid else 'space'} "
             f"(hash {stored}) than {config.path} now describes (hash {expected}); restore the "
-            "file, or use --study-name to start a new study with the edited one"
+            "file, or use $study_name to start a new study with the edited one"
         )
     return study
 
@@ -122,8 +122,8 @@ def check_data(study: optuna.Study, source: str, classes: tuple[str, ...]) -> No
         raise StudyError(
             f"study {study.study_name!r} was trained on {stored.get('source')!r} with classes "
             f"{', '.join(stored.get('classes', ()))}, but this run's data {source!r} has "
-            f"classes {', '.join(classes)}; point --data at the study's data, or use "
-            "--study-name to start a new study on this data")
+            f"classes {', '.join(classes)}; point $data at the study's data, or use "
+            "$study_name to start a new study on this data")
 
 
 def load_existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -136,7 +136,7 @@ def load_existing_study(name: str, storage: optuna.storages.BaseStorage) -> optu
     if name not in names:
         raise StudyError(f"no study {name!r} in this storage; studies there: "
                          f"{', '.join(sorted(names)) or 'none'} (run 'hpo run --study {name}' "
-                         "first, or pass --storage)")
+                         "first, or pass $storage)")
     return optuna.load_study(study_name=name, storage=storage)
 
 

@@ -1,0 +1,444 @@
+"""The study file's schema: pydantic models (strict, no unknown keys, frozen) for the TOML
+as written, with the cross-field rules as validators, and one place that turns a
+``ValidationError`` into the one-line message ``FILE: key 'data.split': ...``.
+
+``hpo schema`` prints :func:`study_file_schema` (JSON Schema), so an editor (Taplo, Even
+Better TOML) can validate a study file as it is typed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hpo.config._constants import (
+    BUNDLED_DATA,
+    CONDITION_KEYS,
+    METRICS,
+    MODEL_PARAMS,
+    OBJECTIVES,
+    PRUNERS,
+    TRAINING_DEFAULTS,
+    TRAINING_PARAMS,
+)
+from hpo.errors import ConfigError, HpoError
+from hpo.models import MODELS
+from hpo.optimizers import OPTIMIZER_INTERNALS, OPTIMIZERS, canonical_optimizer
+
+__all__ = ["StudyFile", "SpaceParam", "DataSection", "Rule", "study_file_schema",
+           "one_line", "check_objectives", "check_value", "known_params", "possible_values"]
+
+#: A parameter value in a study file: checked per parameter by :func:`check_value`.
+Value = Annotated[Any, Field(json_schema_extra={"type": ["string", "number", "integer",
+                                                         "boolean"]})]
+
+
+#: A list of parameter values: its list-ness is checked by the rules, after the parameter's
+#: name (so that an unknown name is reported as such).
+ValueList = Annotated[Any, Field(json_schema_extra={"type": "array", "minItems": 1})]
+
+
+class Rule(ValueError):
+    """A broken cross-field rule, at ``key`` (dotted, relative to where it is raised)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataSection(_Section):
+    """``[data]``: where the images come from."""
+
+    source: str = Field(description="An image folder, or bundled:NAME for data a package "
+                                    "ships (" + ", ".join(f"bundled:{b}" for b in BUNDLED_DATA)
+                                    + ").")
+    channels: Literal[1, 3] = Field(3, description="1 (grayscale) or 3 (RGB).")
+    split: list[Value] = Field([0.70, 0.15, 0.15], description="Train, validation and test "
+                               "fractions of a folder that is not pre-split, summing to 1.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> DataSection:
+        if self.source.startswith("bundled:") and self.source.split(":", 1)[1] not in \
+                BUNDLED_DATA:
+            raise Rule("source", f"unknown bundled data {self.source!r}; expected one of "
+                       + ", ".join(f"bundled:{b}" for b in BUNDLED_DATA) + " or a folder")
+        split = self.split
+        if (len(split) != 3
+                or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0
+                           for s in split)
+                or not math.isclose(sum(split), 1.0, abs_tol=1e-6)):
+            raise Rule("split", "expected [train, validation, test] fractions, each > 0, "
+                                f"summing to 1; received {split!r}")
+        return self
+
+
+class SpaceParam(_Section):
+    """``[space.NAME]``: categorical ``choices``, or a ``low``/``high`` range."""
+
+    choices: list[Value] | None = Field(None, description="Categorical values.")
+    low: Value = Field(None, description="Lower bound of a numeric range.")
+    high: Value = Field(None, description="Upper bound of a numeric range.")
+    log: bool = Field(False, description="Sample the range on a log scale.")
+    step: Value = Field(None, description="Step of the range (not with log).")
+    when: dict[str, list[Value]] = Field(
+        {}, description="Sample only when each named parameter (architecture, optimizer) "
+                        "takes one of the listed values, e.g. {optimizer = ['SGD']}.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> SpaceParam:
+        given = self.model_fields_set
+        if self.choices is not None:
+            if given - {"choices", "when"}:
+                raise Rule("", "a parameter has either 'choices' or 'low'/'high', not both")
+            if not self.choices:
+                raise Rule("choices", f"expected a non-empty list, received {self.choices!r}")
+            return self
+        if "low" not in given or "high" not in given:
+            raise Rule("", "expected 'choices' or both 'low' and 'high'")
+        for key, bound in (("low", self.low), ("high", self.high)):
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+                raise Rule(key, f"expected a number, received {bound!r}")
+        if not self.low < self.high:
+            raise Rule("", f"expected low < high, received low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise Rule("low", f"a log range needs low > 0, received {self.low}")
+        step = self.step
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
+                                 or step <= 0 or self.log):
+            raise Rule("step", "expected a positive number, and no step with log = true; "
+                               f"received {step!r}")
+        return self
+
+
+class StudyFile(_Section):
+    """A study file (TOML): data, metric, training defaults, architectures, grid, space."""
+
+    name: str | None = Field(None, description="Study name (default: the file's stem).")
+    description: str = Field("", description="One line about the study.")
+    metric: Literal["val_accuracy", "val_loss"] | None = Field(
+        None, description="The validation metric the best epoch is chosen by.")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="Must agree with the metric (it is implied by it).")
+    seed: int = Field(0, ge=0, description="Base random seed of every trial.")
+    pruner: Literal[PRUNERS] = Field("none", description="Optuna pruner.")  # type: ignore[valid-type]
+    repeats: int = Field(1, ge=1, description="Training runs per configuration (seeds seed, "
+                                              "seed+1, ...); the value is their mean.")
+    objectives: list[Value] | None = Field(
+        None, description="Multi-objective search: the metric first, then train_time and/or "
+                          "n_params.")
+    data: DataSection | None = Field(None, description="[data]: where the images come "
+                                                        "from (required).")
+    training: dict[str, Value] = Field({}, description="Default of every parameter the grid "
+                                                       "or space does not set.")
+    architectures: dict[str, dict[str, Value]] = Field(
+        {}, description="Per architecture: image_size = [h, w], weights, hyperparameters.")
+    grid: dict[str, ValueList] = Field({}, description="Parameter -> values, for "
+                                                       "$sampler grid.")
+    space: dict[str, SpaceParam] = Field({}, description="Parameters for TPE and the other "
+                                                         "samplers, in sampling order.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> StudyFile:
+        name = self.name
+        if name is not None and (not name or any(c.isspace() for c in name)):
+            raise Rule("name", f"expected a name without spaces, received {name!r}")
+        if self.objectives is not None:
+            objectives = check_objectives(self.objectives, "objectives")
+            if self.metric is not None and self.metric != objectives[0]:
+                raise Rule("objectives", f"the first objective must be the metric "
+                                         f"{self.metric!r}, received {objectives[0]!r}")
+        metric = self.effective_metric
+        if self.direction is not None and self.direction != METRICS[metric]:
+            raise Rule("direction", f"{metric} is to {METRICS[metric]}, received "
+                                    f"{self.direction!r}")
+        if self.data is None:
+            raise Rule("data.source", "is required")
+        for key, value in self.training.items():
+            check_param_name(f"training.{key}", key)
+            check_value(f"training.{key}", key, value)
+        for key, values in self.grid.items():
+            check_param_name(f"grid.{key}", key)
+            if not isinstance(values, list) or not values:
+                raise Rule(f"grid.{key}", f"expected a non-empty list of values, received "
+                                          f"{values!r}")
+            checked = [check_value(f"grid.{key}", key, v) for v in values]
+            if len(set(checked)) != len(checked):
+                raise Rule(f"grid.{key}", f"has duplicate values: {values!r}")
+        earlier: list[str] = []
+        for key, spec in self.space.items():
+            _check_space_param(key, spec, earlier)
+            earlier.append(key)
+        if not self.grid and not self.space:
+            raise Rule("grid", "a study needs a [grid] or a [space] table (or both)")
+        if "architecture" not in self.training and not possible_values(
+                "architecture", {}, self.grid, self.space):
+            raise Rule("training.architecture",
+                       "is required when neither [grid] nor [space] sets architecture")
+        _check_applicability(self)
+        _check_architectures(self)
+        if self.objectives is not None and len(self.objectives) > 1 and self.pruner != "none":
+            raise Rule("pruner", f"received {self.pruner!r}, but Optuna cannot prune a "
+                                 "multi-objective trial; set pruner = \"none\"")
+        return self
+
+    @property
+    def effective_metric(self) -> str:
+        """The metric: as written, else the first objective, else val_accuracy."""
+        if self.metric is not None:
+            return self.metric
+        return str(self.objectives[0]) if self.objectives else "val_accuracy"
+
+
+def study_file_schema() -> dict[str, Any]:
+    """The JSON Schema of a study file (for editors that validate TOML)."""
+    schema = StudyFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "hpo study file"
+    return schema
+
+
+# --- rules shared by the file's validators and the run's overrides --------------------------
+
+def check_objectives(names: Any, key: str) -> tuple[str, ...]:
+    """Validates a list of objectives (metric first). Raises :class:`Rule` at ``key``."""
+    if not isinstance(names, (list, tuple)) or not names or \
+            not all(isinstance(n, str) for n in names):
+        raise Rule(key, f"expected a list of objective names, received {names!r}")
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise Rule(key, f"unknown objective {unknown[0]!r}; expected names from "
+                        f"{', '.join(OBJECTIVES)}")
+    if len(set(names)) != len(names):
+        raise Rule(key, f"an objective is named twice in {list(names)!r}")
+    if names[0] not in METRICS:
+        raise Rule(key, f"the first objective must be the validation metric "
+                        f"({' or '.join(METRICS)}), received {names[0]!r}; e.g. "
+                        "val_accuracy,train_time")
+    return tuple(names)
+
+
+def known_params() -> tuple[str, ...]:
+    """Every parameter name a study file may set."""
+    return tuple(sorted({*TRAINING_PARAMS, *OPTIMIZER_INTERNALS, *MODEL_PARAMS}))
+
+
+def check_param_name(key: str, name: str) -> None:
+    if name not in known_params():
+        raise Rule(key, f"unknown parameter {name!r}; expected one of "
+                        f"{', '.join(known_params())}")
+
+
+def check_value(key: str, name: str, value: Any) -> Any:
+    """Validates one parameter value (a default, a grid value or a choice); returns it in
+    canonical form (optimizer names as Keras spells them, learning rates as floats)."""
+    if name == "architecture":
+        if value not in MODELS:
+            raise Rule(key, f"unknown architecture {value!r}; expected one of "
+                            f"{', '.join(sorted(MODELS))}")
+        return value
+    if name == "optimizer":
+        try:
+            return canonical_optimizer(value)
+        except HpoError as exc:
+            raise Rule(key, str(exc)) from None
+    if name in ("batch_size", "epochs"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise Rule(key, f"expected a positive integer, received {value!r}")
+        return value
+    if name == "learning_rate":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise Rule(key, f"expected a positive number, received {value!r}")
+        return float(value)
+    if not isinstance(value, (str, int, float, bool)):
+        raise Rule(key, f"expected a string, number or boolean, received {value!r}")
+    return value
+
+
+def _check_space_param(name: str, spec: SpaceParam, earlier: list[str]) -> None:
+    key = f"space.{name}"
+    check_param_name(key, name)
+    for cond_name, allowed in spec.when.items():
+        cond_key = f"{key}.when.{cond_name}"
+        if cond_name not in CONDITION_KEYS:
+            raise Rule(cond_key, f"conditions may name {', '.join(CONDITION_KEYS)}")
+        if cond_name not in earlier:
+            raise Rule(cond_key, f"the condition's parameter must be listed earlier in "
+                                 f"[space]; move space.{cond_name} above it")
+        if not allowed:
+            raise Rule(cond_key, f"expected a non-empty list, received {allowed!r}")
+        for value in allowed:
+            check_value(cond_key, cond_name, value)
+    if spec.choices is not None:
+        values = [check_value(key + ".choices", name, v) for v in spec.choices]
+        if len(set(values)) != len(values):
+            raise Rule(key + ".choices", f"has duplicate values: {spec.choices!r}")
+        return
+    integer = is_integer_range(name, spec)
+    for probe in (spec.low, spec.high):
+        check_value(key, name, int(probe) if integer else float(probe))
+
+
+def is_integer_range(name: str, spec: SpaceParam) -> bool:
+    """Whether a ``low``/``high`` range samples integers (both bounds are)."""
+    return isinstance(spec.low, int) and isinstance(spec.high, int) and \
+        name != "learning_rate"
+
+
+def possible_values(name: str, training: dict[str, Any], grid: dict[str, list[Any]],
+                    space: dict[str, SpaceParam]) -> set[Any]:
+    """Values ``name`` can take under a grid and/or space, else its training default."""
+    values: set[Any] = {check_value("", name, v) for v in grid.get(name, ())}
+    spec = space.get(name)
+    if spec is not None and spec.choices is not None:
+        values |= {check_value("", name, v) for v in spec.choices}
+    if not values and name in training:
+        values.add(check_value("", name, training[name]))
+    return values
+
+
+def _training_with_architecture(file: StudyFile) -> dict[str, Any]:
+    training = {**TRAINING_DEFAULTS, **file.training}
+    if "architecture" not in training:
+        training["architecture"] = sorted(possible_values("architecture", {}, file.grid,
+                                                          file.space), key=str)[0]
+    return training
+
+
+def _check_applicability(file: StudyFile) -> None:
+    """Every optimizer internal / model hyperparameter must apply wherever it can be
+    sampled."""
+    training = _training_with_architecture(file)
+    for section, names in (("grid", list(file.grid)), ("space", list(file.space))):
+        grid = file.grid if section == "grid" else {}
+        space = file.space if section == "space" else {}
+        optimizers = possible_values("optimizer", training, grid, space)
+        architectures = possible_values("architecture", training, grid, space)
+        for name in names:
+            when = {k: [check_value("", k, v) for v in vs]
+                    for k, vs in file.space[name].when.items()} if section == "space" else {}
+            if name in OPTIMIZER_INTERNALS:
+                for opt in when.get("optimizer", optimizers):
+                    if name not in OPTIMIZERS[str(opt)]:
+                        takers = [o for o, ps in OPTIMIZERS.items() if name in ps]
+                        raise Rule(f"{section}.{name}",
+                                   f"{name} does not apply to optimizer {opt}; it applies to "
+                                   f"{', '.join(takers)}"
+                                   + ("; add when = {optimizer = [...]}"
+                                      if section == "space" else ""))
+            elif name in MODEL_PARAMS:
+                for arch in when.get("architecture", architectures):
+                    if name not in MODELS[str(arch)].hyperparameters:
+                        takers = [m for m, s in MODELS.items() if name in s.hyperparameters]
+                        raise Rule(f"{section}.{name}",
+                                   f"{name} does not apply to architecture {arch}; it applies "
+                                   f"to {', '.join(takers)}"
+                                   + ("; add when = {architecture = [...]}"
+                                      if section == "space" else ""))
+
+
+def used_architectures(file: StudyFile) -> list[str]:
+    """The architectures a study trains (by default, grid, space or an [architectures]
+    table), sorted."""
+    training = _training_with_architecture(file)
+    used = {str(a) for a in possible_values("architecture", training, file.grid, {})}
+    used |= {str(a) for a in possible_values("architecture", training, {}, file.space)}
+    return sorted(used | set(file.architectures))
+
+
+def _check_architectures(file: StudyFile) -> None:
+    for name in file.architectures:
+        if name not in MODELS:
+            raise Rule(f"architectures.{name}", "unknown key; expected one of "
+                                                f"{', '.join(sorted(MODELS))}")
+    for name in used_architectures(file):
+        spec = MODELS[name]
+        prefix = f"architectures.{name}."
+        body = file.architectures.get(name, {})
+        allowed = sorted({"image_size", "weights", *spec.hyperparameters})
+        for key in body:
+            if key not in allowed:
+                raise Rule(prefix + key, f"unknown key; expected one of {', '.join(allowed)}")
+        size = body.get("image_size", list(spec.default_image_size))
+        if (not isinstance(size, list) or len(size) != 2
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                           for s in size)):
+            raise Rule(prefix + "image_size",
+                       f"expected [height, width] in pixels, received {size!r}")
+        min_h, min_w = spec.min_image_size
+        if size[0] < min_h or size[1] < min_w:
+            raise Rule(prefix + "image_size", f"{size[0]}x{size[1]} is too small for {name}, "
+                                              f"which needs at least {min_h}x{min_w}")
+        weights = body.get("weights", "imagenet" if spec.transfer else "none")
+        if not isinstance(weights, str):
+            raise Rule(prefix + "weights", f"expected a string, received {weights!r}")
+        if not spec.transfer and weights != "none":
+            raise Rule(prefix + "weights", f"{name} is trained from scratch; expected "
+                                           f"'none', received {weights!r}")
+
+
+# --- one line per validation error ------------------------------------------------------------
+
+_TYPE_WORDS = {
+    "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table",
+    "list_type": "a list", "tuple_type": "a list", "string_type": "a string",
+    "int_type": "an integer", "bool_type": "true or false", "float_type": "a number",
+}
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed where ``loc`` points (for an unknown key's message)."""
+    model: Any = StudyFile
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args)
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return None
+    return list(model.model_fields)
+
+
+def one_line(path: Path, exc: pydantic.ValidationError) -> ConfigError:
+    """The first error of ``exc`` as ``FILE: key 'a.b': what was received, what is
+    allowed``."""
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(error["loc"])
+    parts = [str(p) for p in loc]
+    kind = error["type"]
+    received = error.get("input")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, Rule):
+        parts = [p for p in (*parts, *cause.key.split(".")) if p]
+        message = cause.message
+    elif kind == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        message = "unknown key" + (f"; expected one of {', '.join(sorted(allowed))}"
+                                   if allowed else "")
+    elif kind == "missing":
+        message = "is required"
+    elif kind == "literal_error":
+        expected = str((error.get("ctx") or {}).get("expected", ""))
+        expected = expected.replace("'", "").replace(" or ", ", ")
+        message = f"received {received!r}; expected one of {expected}"
+    elif kind in ("greater_than_equal", "greater_than"):
+        limit = (error.get("ctx") or {}).get("ge", (error.get("ctx") or {}).get("gt"))
+        message = f"expected an integer >= {limit}, received {received!r}"
+    elif kind in _TYPE_WORDS:
+        message = f"expected {_TYPE_WORDS[kind]}, received {received!r}"
+    else:
+        message = f"{error['msg']}, received {received!r}"
+    key = ".".join(parts)
+    text = f"{path}: key '{key}': {message}" if key else f"{path}: {message}"
+    return ConfigError(" ".join(text.split("\n")))
