@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
+import optuna
 import pytest
 
 import hpo
@@ -87,9 +90,101 @@ def test_a_trial_page_shows_its_figures_in_a_real_browser(served, tmp_path):
     assert target.stat().st_size > 10_000  # a rendered page, not a blank one
 
 
-def test_only_loopback_unless_remote_is_allowed():
-    check_host("127.0.0.1", allow_remote=False)
-    check_host("localhost", allow_remote=False)
-    with pytest.raises(ConfigError, match=r"add allow_remote \(behind"):
-        check_host("0.0.0.0", allow_remote=False)
-    check_host("0.0.0.0", allow_remote=True)
+def test_a_non_loopback_host_needs_a_token():
+    check_host("127.0.0.1", token=None)
+    check_host("localhost", token=None)
+    with pytest.raises(ConfigError, match="without a token"):
+        check_host("0.0.0.0", token=None)
+    check_host("0.0.0.0", token="t")
+
+
+TOKEN = "s3cret-" + "x" * 30
+
+
+def _start_remote(tmp_path, env_token: str | None) -> tuple[str, subprocess.Popen[str]]:
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    optuna.create_study(study_name="remote", storage=storage)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "HPO_DASHBOARD_TOKEN"}
+    if env_token:
+        env["HPO_DASHBOARD_TOKEN"] = env_token
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", storage,
+                             "--host", "0.0.0.0", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"127.0.0.1:{port}", proc
+        except OSError:
+            time.sleep(0.2)
+
+
+def _get(address: str, path: str, headers: dict[str, str] | None = None
+         ) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection(address, timeout=10)
+    connection.request("GET", path, headers=headers or {})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.terminate()
+    return proc.communicate(timeout=30)
+
+
+def test_a_remote_dashboard_serves_only_requests_that_carry_its_token(tmp_path):
+    address, proc = _start_remote(tmp_path, TOKEN)
+    try:
+        assert _get(address, "/api/studies").status == 401  # loopback requests included
+        assert _get(address, "/api/studies", {"Authorization": "Bearer wrong"}).status == 401
+        assert _get(address, "/api/studies?token=wrong").status == 401
+        assert _get(address, "/api/studies",
+                    {"Authorization": f"Bearer {TOKEN}"}).status == 200
+        visit = _get(address, f"/dashboard/?token={TOKEN}&x=1")
+        assert visit.status == 302
+        assert visit.getheader("Location") == "/dashboard/?x=1"  # the token leaves the URL
+        cookie = visit.getheader("Set-Cookie")
+        assert "HttpOnly" in cookie and f"hpo_dashboard_token={TOKEN}" in cookie
+        assert _get(address, "/api/studies",
+                    {"Cookie": f"hpo_dashboard_token={TOKEN}"}).status == 200
+        assert _get(address, "/api/studies", {"Cookie": "hpo_dashboard_token=nope"}).status \
+            == 401
+    finally:
+        out, err = _stop(proc)
+    assert TOKEN not in out and TOKEN not in err  # given by the user: never printed or logged
+    assert "token required" in out
+
+
+def test_a_generated_token_is_printed_once_and_works_in_a_real_browser(tmp_path):
+    address, proc = _start_remote(tmp_path, None)
+    try:
+        line = proc.stdout.readline()
+        assert "token required" in line and "?token=" in line
+        token = line.rsplit("?token=", 1)[1].strip()
+        assert len(token) >= 32
+        assert _get(address, "/api/studies").status == 401
+        assert _get(address, "/api/studies",
+                    {"Authorization": f"Bearer {token}"}).status == 200
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium is not None:  # the browser follows the redirect and keeps the cookie
+            flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                     "--virtual-time-budget=15000"]
+            dom = subprocess.run([chromium, *flags, "--dump-dom",
+                                  f"http://{address}/dashboard/?token={token}"],
+                                 capture_output=True, text=True, timeout=120).stdout
+            assert "remote" in dom  # the study list, fetched with the cookie
+            denied = subprocess.run([chromium, *flags[:-2], f"--user-data-dir="
+                                     f"{tmp_path / 'other'}", "--dump-dom",
+                                     f"http://{address}/dashboard/"],
+                                    capture_output=True, text=True, timeout=120).stdout
+            assert "remote" not in denied and "needs its token" in denied
+    finally:
+        out, err = _stop(proc)
+    assert (line + out).count(token) == 1 and token not in err

@@ -432,11 +432,22 @@ def dashboard(
     allow_write: Annotated[bool, typer.Option(
         help="Let the dashboard change studies (delete, tell, notes); read-only otherwise.")]
     = False,
+    token_file: Annotated[Optional[Path], typer.Option(
+        help="File holding the token a remote browser must present (else "
+             "$HPO_DASHBOARD_TOKEN, else one is generated and printed once).")] = None,
     allow_remote: Annotated[bool, typer.Option(
-        help="Allow a non-loopback --host (the dashboard has no authentication).")] = False,
+        hidden=True, help="Accepted for compatibility: a non-loopback --host is always "
+                          "served behind a token now.")] = False,
 ) -> None:
-    """Browse studies, trials and their figures in optuna-dashboard."""
-    from hpo.reporting import make_dashboard_server
+    """Browse studies, trials and their figures in optuna-dashboard.
+
+    On a non-loopback --host (a GPU server viewed from a laptop) every request must carry a
+    token, as with Jupyter: open the printed URL once (?token=...; the browser keeps a
+    cookie), or send 'Authorization: Bearer TOKEN'.
+    """
+    import os
+
+    from hpo.reporting import dashboard_token, make_dashboard_server
     from hpo.storage import study_id
     from hpo.study import load_existing_study
 
@@ -444,12 +455,20 @@ def dashboard(
     path = ""
     if study is not None:
         path = f"studies/{study_id(load_existing_study(study, opened))}"
+    token, generated = dashboard_token(host, token_file, dict(os.environ))
     server = make_dashboard_server(opened, artifacts, host=host, port=port,
-                                   allow_write=allow_write, allow_remote=allow_remote)
+                                   allow_write=allow_write, token=token)
     shown = "localhost" if host in ("127.0.0.1", "localhost") else host
-    typer.echo(f"optuna-dashboard on {mask_url(storage)} "
-               f"({'read-write' if allow_write else 'read-only'}): "
-               f"http://{shown}:{server.server_port}/dashboard/{path}", )
+    url = f"http://{shown}:{server.server_port}/dashboard/{path}"
+    mode = "read-write" if allow_write else "read-only"
+    if token is None:
+        typer.echo(f"optuna-dashboard on {mask_url(storage)} ({mode}): {url}")
+    elif generated:  # printed once, here, and never logged
+        typer.echo(f"optuna-dashboard on {mask_url(storage)} ({mode}, token required): "
+                   f"{url}?token={token}")
+    else:
+        typer.echo(f"optuna-dashboard on {mask_url(storage)} ({mode}, token required: the "
+                   f"one you gave): {url}")
     typer.echo("press Ctrl-C to stop")
     from hpo.execution import serve_until_signal
 

@@ -1,22 +1,31 @@
 """What a person sees: live progress, trial tables and JSON views, the thesis's reports,
 and optuna-dashboard."""
 
-from hpo.reporting._dashboard import check_host, make_dashboard_server, read_only
+from hpo.reporting._dashboard import (
+                                      TOKEN_COOKIE,
+                                      check_host,
+                                      dashboard_token,
+                                      is_loopback,
+                                      make_dashboard_server,
+                                      new_token,
+                                      read_only,
+                                      with_token,
+)
 from hpo.reporting._logs import quiet_backends, setup_logging
 from hpo.reporting._progress import (
-    Reporter,
-    format_params,
-    format_value,
-    pareto_front_lines,
+                                      Reporter,
+                                      format_params,
+                                      format_value,
+                                      pareto_front_lines,
 )
 from hpo.reporting._report import FORMATS, Report, build_report, write_report
 from hpo.reporting._views import (
-    study_status,
-    study_summaries,
-    to_json,
-    trial_record,
-    trials_csv,
-    trials_table,
+                                      study_status,
+                                      study_summaries,
+                                      to_json,
+                                      trial_record,
+                                      trials_csv,
+                                      trials_table,
 )
 
 __all__ = [
@@ -39,4 +48,9 @@ __all__ = [
     "read_only",
     "check_host",
     "make_dashboard_server",
+    "dashboard_token",
+    "with_token",
+    "new_token",
+    "is_loopback",
+    "TOKEN_COOKIE",
 ]
