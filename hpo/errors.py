@@ -25,7 +25,7 @@ SETTINGS = frozenset({
     "precision", "pruner", "retry_failed", "heartbeat", "grace", "outage_timeout", "cache_dir",
     "strict", "quiet", "artifacts", "keep_models", "figures", "workers", "gpus", "worker_name",
     "log_json", "objectives", "repeats", "enqueue_defaults", "isolate", "recycle_after",
-    "max_consecutive_failures", "host", "port", "allow_write", "allow_remote", "token_file",
+    "max_consecutive_failures", "compile_cache", "host", "port", "allow_write", "allow_remote", "token_file",
     "force",
     "model", "out", "format",
 })

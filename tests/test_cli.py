@@ -230,3 +230,33 @@ def test_a_database_lost_mid_run_is_one_line_not_a_traceback(monkeypatch, tiny_s
     assert result.exit_code == 2
     assert "lost the study database" in result.output
     assert ":pw@" not in result.output and "Traceback" not in result.output
+
+
+def test_jax_compiles_once_per_host_into_the_cache_folder(tmp_path, tiny_study):
+    pytest.importorskip("jax", reason="JAX is not installed (pip install '.[jax]')")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "HPO_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "run", "--study", str(tiny_study), "--n-trials", "1",
+         "--storage", f"sqlite:///{tmp_path / 's.db'}", "--quiet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    compiled = list((tmp_path / "cache" / "compile" / "jax").iterdir())
+    assert compiled, "the first trial's XLA programs are kept for the next worker"
+
+
+def test_the_compile_cache_is_on_by_default_and_can_be_turned_off(tmp_path, tiny_study,
+                                                                   monkeypatch):
+    from hpo.config import RunSettings
+    from hpo.execution import plan_run
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        monkeypatch.setenv(name, "recorded, so that undo removes what plan_run sets")
+        monkeypatch.delenv(name)
+    plan_run(RunSettings.create(study=str(tiny_study), cache_dir=tmp_path / "off",
+                                compile_cache=False))
+    assert "JAX_COMPILATION_CACHE_DIR" not in os.environ
+    plan_run(RunSettings.create(study=str(tiny_study), cache_dir=tmp_path / "on"))
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "on" / "compile" / "jax")
+    assert (tmp_path / "on" / "compile" / "jax").is_dir()

@@ -69,7 +69,7 @@ def test_corrupt_images_are_skipped_with_a_count_or_fail_under_strict(tmp_path, 
     assert "skipped 4 unreadable image(s)" in caplog.text
     total = len(dataset.train) + len(dataset.validation) + len(dataset.test)
     assert total == 20
-    with pytest.raises(DataError, match="cannot read image .*broken_.*--strict"):
+    with pytest.raises(DataError, match="cannot read image .*broken_.*without strict"):
         load_dataset(data, (8, 8), cache_dir=tmp_path / "cache-strict", strict=True)
 
 

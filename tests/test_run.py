@@ -96,7 +96,7 @@ def test_an_edited_grid_is_refused_for_an_existing_study(tiny_study, sqlite_url,
     edited = tmp_path / "edited.toml"
     edited.write_text(tiny_study.read_text().replace('["Adam", "SGD"]\nlearning_rate',
                                                      '["Adam", "Nadam"]\nlearning_rate'))
-    with pytest.raises(StudyError, match="different grid .*--study-name"):
+    with pytest.raises(StudyError, match="different grid .*use study_name"):
         hpo.run(edited, storage=sqlite_url, n_trials=1)
 
 
@@ -168,7 +168,7 @@ def test_resuming_with_data_of_other_classes_is_refused(tiny_study, sqlite_url, 
     hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
     other = make_image_folder(tmp_path / "other", classes=("a", "b", "c"), per_class=8)
     with pytest.raises(StudyError, match=r"was trained on .* with classes .*, but this run's "
-                                         r"data .* has classes a, b, c; point --data"):
+                                         r"data .* has classes a, b, c; point data at"):
         hpo.run(tiny_study, storage=sqlite_url, data=other)
     study = optuna.load_study(study_name=load_study_config(tiny_study).name, storage=sqlite_url)
     assert len(study.trials) == 1  # nothing was trained on the other data

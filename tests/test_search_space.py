@@ -87,5 +87,5 @@ def test_the_gp_sampler_is_optunas_or_one_line_on_what_to_install():
             study.tell(trial, float(len(str(suggest(trial, config, grid=False)))))
         assert len(study.trials) == 3
     else:  # hpo does not install PyTorch by default
-        with pytest.raises(ConfigError, match=r"--sampler gp needs .*pip install 'hpo\[gp\]'"):
+        with pytest.raises(ConfigError, match=r"sampler gp needs .*pip install 'hpo\[gp\]'"):
             make_sampler("gp", config, seed=0)

@@ -155,6 +155,10 @@ def run(
         help="Replace the worker process with a fresh one every N trials, returning the "
              "memory the backend keeps between trials (0: never; default "
              f"{DEFAULT_RECYCLE_AFTER} with TensorFlow, never with JAX).")] = None,
+    compile_cache: Annotated[bool, typer.Option(
+        envvar="HPO_COMPILE_CACHE",
+        help="Keep compiled XLA programs (JAX) in the cache folder, shared by every worker "
+             "on this host, so that a worker's first trial does not compile again.")] = True,
     max_consecutive_failures: Annotated[int, typer.Option(
         help="Stop the worker (exit 1) after this many failed trials in a row: a bug or a "
              "broken environment, not one trial's problem.")] = 3,

@@ -87,6 +87,7 @@ class RunSettings(BaseModel):
     isolate: bool = False
     recycle_after: int | None = Field(default=None, ge=0)
     max_consecutive_failures: int = Field(default=3, ge=1)
+    compile_cache: bool = True
 
     @classmethod
     def create(cls, **values: Any) -> RunSettings:

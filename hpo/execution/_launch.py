@@ -101,8 +101,11 @@ def plan_run(settings: RunSettings, config: StudyConfig | None = None
     """The study (with the settings' data, repeats and objectives), the worker's options and
     its reporter, from validated settings. ``config`` replaces loading ``settings.study``
     (the Python API may pass a loaded study)."""
-    from hpo.trial import Artifacts, ObjectiveOptions
+    from hpo.data import default_cache_dir
+    from hpo.trial import Artifacts, ObjectiveOptions, enable_compile_cache
 
+    if settings.compile_cache:  # before any backend is imported: workers inherit it
+        enable_compile_cache((settings.cache_dir or default_cache_dir()) / "compile")
     if config is None:
         config = load_study_config(settings.study)
     if settings.data is not None:

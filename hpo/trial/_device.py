@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 
 from hpo.errors import ConfigError
 
-__all__ = ["PRECISIONS", "backend", "configured_backend", "gpu_count", "configure_gpus", "resolve_precision",
-           "apply_precision", "training_errors", "is_out_of_memory", "describe_host"]
+__all__ = ["PRECISIONS", "backend", "configured_backend", "gpu_count", "configure_gpus",
+           "resolve_precision", "apply_precision", "training_errors", "is_out_of_memory",
+           "describe_host", "enable_compile_cache"]
 
 _log = logging.getLogger("hpo.device")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -125,3 +127,32 @@ def describe_host() -> dict[str, str]:
         "pid": str(os.getpid()),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
     }
+
+
+def enable_compile_cache(directory: Path) -> Path | None:
+    """Turns on JAX's persistent compilation cache in ``directory``/jax, shared by every
+    worker process on the host (JAX writes each entry atomically, so concurrent writers are
+    safe): a worker's first trial then loads the XLA programs an earlier worker compiled
+    instead of compiling and autotuning them again (2.06x on a whole H100 study, issue 15).
+
+    Set through the environment before JAX is imported, so that the worker processes hpo
+    starts inherit it; through ``jax.config`` when JAX is already loaded. A cache directory
+    the user chose (``JAX_COMPILATION_CACHE_DIR``) wins. TensorFlow has no equivalent that is
+    safe to switch on by default, so nothing is changed for it. Returns the JAX cache
+    folder, or None when the configured backend is not JAX.
+    """
+    if configured_backend() != "jax":
+        return None
+    import sys
+
+    folder = Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(directory / "jax")))
+    # Small CPU programs compile in well under JAX's default 1 s threshold; cache them too.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    folder.mkdir(parents=True, exist_ok=True)
+    if "jax" in sys.modules:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    return folder
