@@ -114,7 +114,8 @@ def main() -> None:
         return statistics.median(r[key] for r in runs[name])
 
     summary = {
-        key: {"before": median("before", key), "after": median("after", key),
+        key: {"before": round(median("before", key), 3),
+              "after": round(median("after", key), 3),
               "after_over_before": round(median("after", key) / median("before", key), 3)}
         for key in ("study_wall_s", "trials_per_hour", "outside_fit_s_per_trial",
                     "steady_overhead_s_median", "first_over_steady", "worker_start_s")

@@ -520,31 +520,12 @@ def export(
     = Path("hpo-artifacts"),
 ) -> None:
     """Copy the trained model of the best trial (or of trial N) to a .keras file."""
-    import shutil
-
-    from hpo.errors import StudyError
     from hpo.study import load_existing_study
-    from hpo.trial import model_path
+    from hpo.trial import export_model
 
     loaded = load_existing_study(study, _existing_storage(storage))
-    if model == "best":  # by the metric, also in a multi-objective study
-        from hpo.study import best_by_metric
-
-        found = best_by_metric(loaded)
-        if found is None:
-            raise StudyError(f"study {study!r} has no completed trial yet")
-        number = found.number
-    elif model.isdigit():
-        number = int(model)
-    else:
-        raise ConfigError(f"--model expects 'best' or a trial number, received {model!r}")
-    source = model_path(artifacts.resolve(), study, number)
-    if not source.is_file():
-        raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
-                         "kept for the --keep-models best trials only); export one of those, "
-                         "or rerun with a larger --keep-models")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, out)
+    number = export_model(loaded, artifacts.resolve(), out,
+                          model=int(model) if model.isdigit() else model)
     typer.echo(f"wrote {out} (trial {number})")
 
 
@@ -591,29 +572,11 @@ def compare(
     json: JsonOpt = False,
 ) -> None:
     """Is one configuration really better? Welch's t-test on two repeated trials' runs."""
-    from hpo.errors import StudyError
-    from hpo.reporting import format_params, to_json
-    from hpo.statistics import summarize, welch_test
+    from hpo.reporting import compare_trials, format_params, to_json
     from hpo.study import load_existing_study
 
-    loaded = load_existing_study(study, _existing_storage(storage))
-    numbers = {t.number: t for t in loaded.get_trials(deepcopy=False)}
-    samples = {}
-    for number in (a, b):
-        trial = numbers.get(number)
-        if trial is None or "repeat_values" not in trial.user_attrs:
-            raise StudyError(f"trial {number} of {study!r} has no repeated runs to compare; "
-                             "run the study with --repeats 2 or more (trials: "
-                             f"0..{len(numbers) - 1})")
-        samples[number] = trial.user_attrs[attrs.REPEAT_VALUES]
-    try:
-        test = welch_test(samples[a], samples[b])
-    except ValueError as exc:
-        raise StudyError(str(exc)) from None
-    result = {"test": "Welch's t-test (two-sided, unequal variances)", "alpha": alpha,
-              **test, "significant": test["p"] < alpha,
-              "a": {"trial": a, **summarize(samples[a]), "params": numbers[a].params},
-              "b": {"trial": b, **summarize(samples[b]), "params": numbers[b].params}}
+    result = compare_trials(load_existing_study(study, _existing_storage(storage)), a, b, alpha)
+    test = result
     if json:
         typer.echo(to_json(result))
         return

@@ -1,6 +1,7 @@
 """What a person sees: live progress, trial tables and JSON views, the thesis's reports,
 and optuna-dashboard."""
 
+from hpo.reporting._compare import compare_trials
 from hpo.reporting._dashboard import (
                                       TOKEN_COOKIE,
                                       check_host,
@@ -29,6 +30,7 @@ from hpo.reporting._views import (
 )
 
 __all__ = [
+    "compare_trials",
     "quiet_backends",
     "setup_logging",
     "Reporter",

@@ -6,7 +6,7 @@ The Keras callbacks are loaded on first use, so that importing this package load
 
 from typing import Any
 
-from hpo.trial._artifacts import Artifacts, artifact_store, model_path
+from hpo.trial._artifacts import Artifacts, artifact_store, export_model, model_path
 from hpo.trial._device import (
     PRECISIONS,
     apply_precision,
@@ -49,6 +49,7 @@ __all__ = [
     "Artifacts",
     "artifact_store",
     "model_path",
+    "export_model",
     "confusion_matrix",
     "roc_curve",
     "training_curves",

@@ -21,13 +21,13 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpo.study import metric_maximized, metric_value
+from hpo.study import best_by_metric, metric_maximized, metric_value
 from hpo.trial import _plots as plots
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Artifacts", "model_path", "artifact_store"]
+__all__ = ["Artifacts", "model_path", "artifact_store", "export_model"]
 
 _log = logging.getLogger("hpo.artifacts")
 
@@ -128,3 +128,35 @@ class Artifacts:
                 path.unlink(missing_ok=True)
                 removed.append(path)
         return removed
+
+
+def export_model(study: optuna.Study, directory: Path, out: Path,
+                 model: int | str = "best") -> int:
+    """Copies the kept model of trial ``model`` (a number, or ``"best"`` by the metric, also
+    in a multi-objective study) to ``out``; returns the trial's number.
+
+    Raises:
+        ConfigError: ``model`` is neither ``"best"`` nor a trial number.
+        StudyError: No completed trial yet, or no model kept for that trial.
+    """
+    import shutil
+
+    from hpo.errors import ConfigError, StudyError
+
+    if model == "best":
+        found = best_by_metric(study)
+        if found is None:
+            raise StudyError(f"study {study.study_name!r} has no completed trial yet")
+        number = found.number
+    elif isinstance(model, int) and not isinstance(model, bool) and model >= 0:
+        number = model
+    else:
+        raise ConfigError(f"$model expects 'best' or a trial number, received {model!r}")
+    source = model_path(directory, study.study_name, number)
+    if not source.is_file():
+        raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
+                         "kept for the $keep_models best trials only); export one of those, "
+                         "or rerun with a larger $keep_models")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, out)
+    return number
