@@ -102,3 +102,28 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
 @pytest.fixture()
 def cli():
     return run_cli
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on 127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Waits until ``proc`` listens on ``port`` of 127.0.0.1; fails at once if it exits."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"nothing listens on port {port} after {timeout} s"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)

@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,7 @@ import hpo
 from hpo.errors import ConfigError
 from hpo.reporting import check_host
 from hpo.testing import write_study
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import free_port, wait_for_port
 
 
 @pytest.fixture()
@@ -34,7 +28,7 @@ def served(tmp_path, image_folder):
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     artifacts = tmp_path / "artifacts"
     hpo.run(study_file, storage=storage, n_trials=2, artifacts=artifacts, keep_models=1)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--study", "browsed",
                              "--storage", storage, "--artifacts", str(artifacts), "--port",
                              str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -104,22 +98,15 @@ TOKEN = "s3cret-" + "x" * 30
 def _start_remote(tmp_path, env_token: str | None) -> tuple[str, subprocess.Popen[str]]:
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     optuna.create_study(study_name="remote", storage=storage)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "HPO_DASHBOARD_TOKEN"}
     if env_token:
         env["HPO_DASHBOARD_TOKEN"] = env_token
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", storage,
                              "--host", "0.0.0.0", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return f"127.0.0.1:{port}", proc
-        except OSError:
-            time.sleep(0.2)
+    wait_for_port(port, proc)
+    return f"127.0.0.1:{port}", proc
 
 
 def _get(address: str, path: str, headers: dict[str, str] | None = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import wait_for_training
+from tests.conftest import free_port, wait_for_port, wait_for_training
 
 
 def _ignore_sigint() -> None:
@@ -107,29 +106,16 @@ def test_the_supervisor_passes_sigterm_on_and_exits_with_the_workers_status(
     optuna.delete_study(study_name=name, storage=postgres_url)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
 def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(study_name="d", storage=storage)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", storage,
                              "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
+    wait_for_port(port, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
