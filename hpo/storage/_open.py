@@ -11,6 +11,7 @@ A password in a URL is never printed or logged: every message uses :func:`mask_u
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -67,6 +68,11 @@ def _scrub(text: str, url: str) -> str:
     if match and match.group(1):
         text = text.replace(match.group(1), "***")
     return text
+
+
+def _masked(url: str, text: str) -> str:
+    """``text`` (a driver's message) without any password, that of ``url`` included."""
+    return _scrub(mask_url(text), url)
 
 
 def _explain(exc: Exception, url: str) -> str:
@@ -178,7 +184,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
             return ResilientRDBStorage(
                 url,
                 outage_timeout=options.outage_timeout,
-                mask=lambda text: _scrub(mask_url(text), url),
+                mask=functools.partial(_masked, url),  # picklable, as storages must be
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=options.heartbeat_interval,
                 grace_period=options.grace_period,

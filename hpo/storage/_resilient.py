@@ -236,7 +236,23 @@ class ResilientRDBStorage(RDBStorage):
                     return stored
             return RDBStorage._create_new_trial(self, study_id, template)
 
-        return self.call_with_retries("create_new_trial", attempt)
+        trial = self.call_with_retries("create_new_trial", attempt)
+        # The token has done its work once the creation is acknowledged: it leaves the
+        # trial, so that the stored trial is exactly what stock RDBStorage would store
+        # (Optuna's StorageTestCase, trials_dataframe(), the dashboard, FrozenTrial equality).
+        self.call_with_retries("create_new_trial", lambda retry: self._forget_token(trial))
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != _TOKEN}
+        return trial
+
+    def _forget_token(self, trial: FrozenTrial) -> None:
+        """Deletes ``trial``'s creation token (idempotent: safe to retry)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            session.query(models.TrialSystemAttributeModel).filter(
+                models.TrialSystemAttributeModel.trial_id == trial._trial_id,
+                models.TrialSystemAttributeModel.key == _TOKEN).delete()
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         return self._create_new_trial(study_id, template_trial)._trial_id
