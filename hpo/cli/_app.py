@@ -12,6 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from hpo.config import DEFAULT_RECYCLE_AFTER
 from hpo.errors import ConfigError, StorageError
 from hpo.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from hpo.study import attrs
@@ -23,9 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=True,
 )
-
-#: Trials after which a TensorFlow worker replaces its process (``--recycle-after``).
-DEFAULT_RECYCLE_AFTER = 20  # the same as hpo.config.DEFAULT_RECYCLE_AFTER (imported lazily)
 
 StorageOpt = Annotated[str, typer.Option(
     "--storage", envvar="HPO_STORAGE", show_envvar=True,
@@ -576,7 +574,6 @@ def compare(
     from hpo.study import load_existing_study
 
     result = compare_trials(load_existing_study(study, _existing_storage(storage)), a, b, alpha)
-    test = result
     if json:
         typer.echo(to_json(result))
         return
@@ -585,7 +582,7 @@ def compare(
         typer.echo(f"trial {side['trial']}: mean {side['mean']:.4f} +- {side['std']:.4f} over "
                    f"{side['n']} runs  {format_params(side['params'])}")
     verdict = "differ significantly" if result["significant"] else "do not differ significantly"
-    typer.echo(f"Welch's t-test: t = {test['t']:.3f}, p = {test['p']:.4f}: the two "
+    typer.echo(f"Welch's t-test: t = {result['t']:.3f}, p = {result['p']:.4f}: the two "
                f"configurations {verdict} at alpha = {alpha}")
 
 

@@ -21,7 +21,6 @@ from hpo.config._constants import (
     METRICS,
     OBJECTIVES,
     PRUNERS,
-    TRAINING_DEFAULTS,
     TRAINING_PARAMS,
     GridValue,
 )
@@ -30,6 +29,7 @@ from hpo.config._schema import (
     StudyFile,
     check_objectives,
     check_value,
+    effective_training,
     is_integer_range,
     one_line,
     used_architectures,
@@ -259,16 +259,7 @@ def _architectures(file: StudyFile) -> dict[str, ArchitectureConfig]:
 
 def _to_config(path: Path, file: StudyFile) -> StudyConfig:
     """The validated file as the frozen :class:`StudyConfig` the rest of hpo reads."""
-    training: dict[str, Any] = dict(TRAINING_DEFAULTS)
-    training.update({k: check_value("", k, v) for k, v in file.training.items()})
-    if "architecture" not in training:
-        space_choices = {name: spec for name, spec in file.space.items()}
-        candidates = {check_value("", "architecture", v)
-                      for v in file.grid.get("architecture", ())}
-        arch = space_choices.get("architecture")
-        if arch is not None and arch.choices is not None:
-            candidates |= set(arch.choices)
-        training["architecture"] = sorted(candidates, key=str)[0]
+    training = effective_training(file)
     metric = file.effective_metric
     objectives = tuple(str(o) for o in file.objectives or ())
     assert file.data is not None  # the schema requires it

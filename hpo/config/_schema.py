@@ -30,7 +30,8 @@ from hpo.models import MODELS
 from hpo.optimizers import OPTIMIZER_INTERNALS, OPTIMIZERS, canonical_optimizer
 
 __all__ = ["StudyFile", "SpaceParam", "DataSection", "Rule", "study_file_schema",
-           "one_line", "check_objectives", "check_value", "known_params", "possible_values"]
+           "one_line", "check_objectives", "check_value", "known_params", "possible_values",
+           "effective_training"]
 
 #: A parameter value in a study file: checked per parameter by :func:`check_value`.
 Value = Annotated[Any, Field(json_schema_extra={"type": ["string", "number", "integer",
@@ -305,8 +306,11 @@ def possible_values(name: str, training: dict[str, Any], grid: dict[str, list[An
     return values
 
 
-def _training_with_architecture(file: StudyFile) -> dict[str, Any]:
-    training = {**TRAINING_DEFAULTS, **file.training}
+def effective_training(file: StudyFile) -> dict[str, Any]:
+    """The training defaults with the file's [training] over them, in canonical form, and
+    an architecture: the first (by name) the grid or space can take when none is set."""
+    training = {**TRAINING_DEFAULTS,
+                **{k: check_value("", k, v) for k, v in file.training.items()}}
     if "architecture" not in training:
         training["architecture"] = sorted(possible_values("architecture", {}, file.grid,
                                                           file.space), key=str)[0]
@@ -316,7 +320,7 @@ def _training_with_architecture(file: StudyFile) -> dict[str, Any]:
 def _check_applicability(file: StudyFile) -> None:
     """Every optimizer internal / model hyperparameter must apply wherever it can be
     sampled."""
-    training = _training_with_architecture(file)
+    training = effective_training(file)
     for section, names in (("grid", list(file.grid)), ("space", list(file.space))):
         grid = file.grid if section == "grid" else {}
         space = file.space if section == "space" else {}
@@ -348,7 +352,7 @@ def _check_applicability(file: StudyFile) -> None:
 def used_architectures(file: StudyFile) -> list[str]:
     """The architectures a study trains (by default, grid, space or an [architectures]
     table), sorted."""
-    training = _training_with_architecture(file)
+    training = effective_training(file)
     used = {str(a) for a in possible_values("architecture", training, file.grid, {})}
     used |= {str(a) for a in possible_values("architecture", training, {}, file.space)}
     return sorted(used | set(file.architectures))

@@ -282,7 +282,7 @@ def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:
     with forwarding_signals(forward, kill) as received:
         codes = [proc.wait() for proc in procs]
     failed = [c for c in codes if c != 0]
-    if received and len(received) > 1:
+    if len(received) > 1:
         return 128 + received[-1]
     if failed:
         return 128 - failed[0] if failed[0] < 0 else failed[0]

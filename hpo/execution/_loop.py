@@ -133,9 +133,8 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
         if options.enqueue_defaults and kind != "grid":
             enqueue_defaults(study, config)
     objective = Objective(config, replace(options.objective, grid=kind == "grid"))
-    for architecture in config.architectures:
-        dataset = objective.dataset(architecture)
-        check_data(study, config.data.source, dataset.classes)
+    datasets = [objective.dataset(architecture) for architecture in config.architectures]
+    check_data(study, config.data.source, datasets[0].classes)  # one folder, one class list
     return study, objective
 
 
