@@ -70,9 +70,13 @@ def wait_for_training(name: str, storage: str, proc: subprocess.Popen[str], *,
     import optuna
     from optuna.trial import TrialState
 
+    from hpo.storage import StorageOptions, open_storage
+
     # One storage for the whole wait, disposed at the end: a new one per poll would leave
-    # its connections open until garbage collection (PostgreSQL allows 100 clients).
-    rdb = optuna.storages.RDBStorage(storage)
+    # its connections open until garbage collection (PostgreSQL allows 100 clients). Opened
+    # as hpo opens it: a stock RDBStorage racing the workers to create the schema of a fresh
+    # database can lose (optuna#1092) and fail the test for a reason that is not hpo's.
+    rdb = open_storage(storage, StorageOptions())
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
