@@ -95,3 +95,73 @@ def test_every_registered_model_has_a_builder():
 
     for spec in MODELS.values():
         assert callable(importlib.import_module(f"hpo.models.{spec.module}").build)
+
+
+def _reuse_cases(tmp_path):
+    vgg_weights = tmp_path / "vgg16_notop.weights.h5"
+    keras.applications.VGG16(include_top=False, weights=None,
+                             input_shape=(32, 32, 3)).save_weights(vgg_weights)
+    return {
+        # dropout (seed generators), batch norm (constant initializers), two conv blocks
+        "small_cnn": ((16, 16, 3), {"conv_blocks": 2, "dropout": 0.3, "batch_norm": True}),
+        "alexnet": ((67, 67, 3), {"dense_units": 32, "dropout": 0.5}),
+        # a pretrained backbone (loaded weights) under a new, randomly initialised head
+        "vgg16": ((32, 32, 3), {"weights": str(vgg_weights), "dense_units": 8}),
+    }
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "alexnet", "vgg16"])
+def test_a_reused_model_starts_from_exactly_a_fresh_builds_weights(name, tmp_path):
+    import random
+
+    from hpo.trial._reuse import ModelPool
+
+    shape, kwargs = _reuse_cases(tmp_path)[name]
+
+    def build():
+        return build_model(name, input_shape=shape, num_classes=3, **kwargs)
+
+    pool = ModelPool()
+    keras.utils.set_random_seed(11)
+    model, reused = pool.acquire("key", build)
+    assert not reused
+    x = np.random.default_rng(0).uniform(0, 255, (6, *shape)).astype("float32")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.array([0, 1, 2, 0, 1, 2]), epochs=1, verbose=0)  # weights move
+    pool.release(model)
+
+    keras.utils.set_random_seed(23)
+    again, reused = pool.acquire("key", build)
+    state_after_reset = random.getstate()
+    assert reused and again is model
+    keras.utils.set_random_seed(23)
+    fresh = build()
+    assert random.getstate() == state_after_reset  # later draws of the trial unchanged
+    assert len(again.variables) == len(fresh.variables)
+    for mine, theirs in zip(again.variables, fresh.variables):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=mine.path)
+    if name == "vgg16":  # the backbone kept its pretrained weights, not a random draw
+        source = keras.applications.VGG16(include_top=False, weights=None,
+                                          input_shape=(32, 32, 3))
+        source.load_weights(kwargs["weights"])
+        np.testing.assert_array_equal(again.get_layer("vgg16").get_weights()[0],
+                                      source.get_weights()[0])
+
+
+def test_a_model_held_by_its_save_is_not_handed_out(tmp_path):
+    from hpo.trial._reuse import ModelPool
+
+    pool = ModelPool()
+
+    def build():
+        return build_model("fashion_cnn", input_shape=(28, 28, 1), num_classes=2)
+
+    keras.utils.set_random_seed(1)
+    first, _ = pool.acquire("key", build)
+    pool.hold(first)  # being saved in the background
+    pool.release(first)  # the trial ends: the save still has it
+    second, reused = pool.acquire("key", build)
+    assert second is not first and not reused
+    pool.release(first, held=True)  # the save is done
+    third, reused = pool.acquire("key", build)
+    assert third is first and reused

@@ -126,6 +126,9 @@ def run(
     = Path("hpo-artifacts"),
     keep_models: Annotated[int, typer.Option(
         help="Keep the trained model of this many best trials (0: none).")] = 3,
+    max_models_gb: Annotated[float, typer.Option(
+        help="Most gigabytes all kept models in --artifacts take together; past it each "
+             "study keeps only its best model.")] = 10.0,
     figures: Annotated[bool, typer.Option(
         help="Upload training curves, confusion matrix and ROC curve per trial.")] = True,
     workers: Annotated[int, typer.Option(
@@ -364,9 +367,13 @@ def status(
     storage: StorageOpt = DEFAULT_STORAGE,
     study_name: Annotated[Optional[str], typer.Option(
         help="Name in the database, if not the study file's.")] = None,
+    artifacts: Annotated[Path, typer.Option(
+        help="The runs' --artifacts folder, whose disk use is shown.")]
+    = Path("hpo-artifacts"),
     json: JsonOpt = False,
 ) -> None:
-    """Show grid coverage (done / running / failed / left), workers seen and an ETA."""
+    """Show grid coverage (done / running / failed / left), workers seen, an ETA and the
+    disk the kept models and figures take."""
     from hpo.config import load_study_config
     from hpo.reporting import study_status, to_json
     from hpo.study import load_existing_study
@@ -376,7 +383,8 @@ def status(
     except ConfigError:
         config = None  # a study stored by name only: no grid to compare with
     name = study_name or (config.name if config else study)
-    report = study_status(load_existing_study(name, _existing_storage(storage)), config)
+    report = study_status(load_existing_study(name, _existing_storage(storage)), config,
+                          artifacts.resolve())
     if json:
         typer.echo(to_json(report))
         return
@@ -398,6 +406,19 @@ def status(
         minutes, seconds = divmod(int(report["eta_s"]), 60)
         typer.echo(f"ETA: {minutes // 60}h{minutes % 60:02d}m{seconds:02d}s at "
                    f"{report['mean_trial_s']:.1f}s per trial")
+    use = report["artifacts"]
+    typer.echo(f"artifacts in {use['directory']}: {use['study_models']} model(s) of this "
+               f"study, {_size(use['study_models_bytes'])}; all models "
+               f"{_size(use['models_bytes'])}; figures and other files "
+               f"{_size(use['other_bytes'])}")
+
+
+def _size(count: int) -> str:
+    """Bytes in a unit a person reads: 1.2 GB, 340 MB, 12 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 @app.command()

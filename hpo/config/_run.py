@@ -39,6 +39,7 @@ _EXPECTED = {
     "grace": "at least 1 second",
     "outage_timeout": "0 or more seconds",
     "keep_models": "0 or more",
+    "max_models_gb": "more than 0 gigabytes",
     "workers": "at least 1",
     "repeats": "at least 1",
     "recycle_after": "0 (never) or more trials",
@@ -76,6 +77,7 @@ class RunSettings(BaseModel):
     quiet: bool = False
     artifacts: Path = Path("hpo-artifacts")
     keep_models: int = Field(default=3, ge=0)
+    max_models_gb: float = Field(default=10.0, gt=0)
     figures: bool = True
     workers: int = Field(default=1, ge=1)
     gpus: str | None = None
@@ -96,7 +98,7 @@ class RunSettings(BaseModel):
         Raises:
             InvalidSetting: A value out of range, of the wrong type, or an unknown setting.
         """
-        for key in ("timeout", "outage_timeout"):
+        for key in ("timeout", "outage_timeout", "max_models_gb"):
             if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
                 values[key] = float(values[key])
         for key in ("data", "cache_dir", "artifacts"):

@@ -127,7 +127,8 @@ def plan_run(settings: RunSettings, config: StudyConfig | None = None
             seed=settings.seed, precision=settings.precision, cache_dir=settings.cache_dir,
             strict=settings.strict, worker=settings.worker_name,
             artifacts=Artifacts(directory=settings.artifacts.resolve(),
-                                keep_models=settings.keep_models, figures=settings.figures)),
+                                keep_models=settings.keep_models, figures=settings.figures,
+                                max_models_gb=settings.max_models_gb)),
     )
     prefix = "" if settings.worker_name == "main" or settings.log_json else \
         f"[{settings.worker_name}] "

@@ -45,8 +45,14 @@ from hpo.study import (
 )
 from hpo.trial import Objective, ObjectiveOptions, TrialFailed
 
-__all__ = ["RunOptions", "WorkerRun", "run_study", "run_worker", "prepare_study",
-           "report_best"]
+__all__ = [
+    "RunOptions",
+    "WorkerRun",
+    "prepare_study",
+    "report_best",
+    "run_study",
+    "run_worker",
+]
 
 _log = logging.getLogger("hpo.runner")
 
@@ -235,8 +241,15 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
                       f", {finished} trials so far")
     try:
         ran, recycle = _loop(study, config, objective, options, reporter)
+        objective.close()  # the last model is on disk: prune once more with it there
+        if options.objective.artifacts is not None:
+            with study_lock(storage_of(study), study.study_name):
+                options.objective.artifacts.prune_models(study)
     finally:
-        close_storage(storage_of(study))
+        try:
+            objective.close()  # the model save in progress finishes (Ctrl-C, SIGTERM too)
+        finally:
+            close_storage(storage_of(study))
     if recycle:
         reporter.info(f"this worker ran {ran} trials: handing over to a fresh process (it "
                       "returns the memory the backend keeps between trials)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any, Iterable
 
 import optuna
@@ -119,8 +120,10 @@ def to_json(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)
 
 
-def study_status(study: optuna.Study, config: StudyConfig | None) -> dict[str, Any]:
-    """Grid coverage, trial counts, workers seen and an ETA, for ``hpo status``."""
+def study_status(study: optuna.Study, config: StudyConfig | None,
+                 artifacts: Path | None = None) -> dict[str, Any]:
+    """Grid coverage, trial counts, workers seen, an ETA and, given the ``--artifacts``
+    folder, its disk use, for ``hpo status``."""
     from hpo.study import grid_coverage, grid_key
 
     trials = study.get_trials(deepcopy=False)
@@ -143,6 +146,8 @@ def study_status(study: optuna.Study, config: StudyConfig | None) -> dict[str, A
                               "workers": workers,
                               "mean_trial_s": sum(durations) / len(durations) if durations
                               else None}
+    if artifacts is not None:
+        status["artifacts"] = _artifacts_use(study.study_name, artifacts)
     if config is not None and config.grid:
         coverage = grid_coverage(study, config)
         reasons: dict[tuple[Any, ...], list[str]] = {}
@@ -163,3 +168,14 @@ def study_status(study: optuna.Study, config: StudyConfig | None) -> dict[str, A
             remaining = coverage.left + len(coverage.running)
             status["eta_s"] = round(remaining * status["mean_trial_s"] / active, 1)
     return status
+
+
+def _artifacts_use(study_name: str, directory: Path) -> dict[str, Any]:
+    """Bytes the artifacts folder takes: all kept models, this study's, and figures."""
+    from hpo.trial import disk_usage, model_path
+
+    folder = model_path(directory, study_name, 0).parent
+    study_models = [p.stat().st_size for p in folder.glob("trial-*.keras")] \
+        if folder.is_dir() else []
+    return {"directory": str(directory), **disk_usage(directory),
+            "study_models": len(study_models), "study_models_bytes": sum(study_models)}

@@ -6,7 +6,13 @@ The Keras callbacks are loaded on first use, so that importing this package load
 
 from typing import Any
 
-from hpo.trial._artifacts import Artifacts, artifact_store, export_model, model_path
+from hpo.trial._artifacts import (
+    Artifacts,
+    artifact_store,
+    disk_usage,
+    export_model,
+    model_path,
+)
 from hpo.trial._device import (
     PRECISIONS,
     apply_precision,
@@ -50,6 +56,7 @@ __all__ = [
     "artifact_store",
     "model_path",
     "export_model",
+    "disk_usage",
     "confusion_matrix",
     "roc_curve",
     "training_curves",

@@ -4,14 +4,21 @@ Figures (training curves, confusion matrix, ROC curve) are uploaded to an Optuna
 ``FileSystemArtifactStore``, so optuna-dashboard shows them on each trial's page. Trained
 models (``.keras``) are kept for the ``keep_models`` best trials only, in
 ``DIR/models/STUDY/trial-NNNNN.keras``; a model that falls out of the top is deleted, so
-the disk does not fill over a 384-run grid.
+the disk does not fill over a 384-run grid, and a model that would not enter the top is
+never written. All studies' models under ``DIR`` together stay under ``max_models_gb``:
+past it, a study's kept models other than its best are deleted, worst first. A model is
+written to a ``.part-*`` file and renamed into place, so a kill mid-save never leaves a
+broken ``trial-*.keras``; leftover parts are removed by the next prune.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +34,11 @@ from hpo.trial import _plots as plots
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Artifacts", "model_path", "artifact_store", "export_model"]
+__all__ = ["Artifacts", "artifact_store", "disk_usage", "export_model", "model_path"]
 
 _log = logging.getLogger("hpo.artifacts")
+_PART = ".part-"  # prefix of a model being written: never matches "trial-*.keras"
+_STALE_PART_S = 6 * 3600  # a part left by another host is removed after this long
 
 
 def artifact_store(directory: Path) -> optuna.artifacts.FileSystemArtifactStore:
@@ -63,11 +72,14 @@ class Artifacts:
             on several hosts, a shared file system).
         keep_models: How many of the best trials keep their trained model (0: none).
         figures: Whether to upload the PNG figures.
+        max_models_gb: Most gigabytes all kept models under ``directory`` take together;
+            past it each study keeps only its best model.
     """
 
     directory: Path
     keep_models: int = 3
     figures: bool = True
+    max_models_gb: float = 10.0
 
     def record(self, trial: optuna.Trial, *, history: dict[str, list[float]],
                evaluation: dict[str, Any], labels: np.ndarray | None,
@@ -96,9 +108,9 @@ class Artifacts:
         return sorted(complete, key=metric_value,  # type: ignore[arg-type]
                       reverse=metric_maximized(study))[:self.keep_models]
 
-    def maybe_save_model(self, study: optuna.Study, number: int, value: float,
-                         model: "keras.Model") -> Path | None:
-        """Saves ``model`` if a trial with ``value`` would be among the best kept ones."""
+    def model_to_keep(self, study: optuna.Study, number: int, value: float) -> Path | None:
+        """Where to save trial ``number``'s model if a trial with ``value`` would be among
+        the best kept ones; None when the keep policy would delete it at once."""
         if self.keep_models <= 0:
             return None
         top = self._top(study)
@@ -108,26 +120,100 @@ class Artifacts:
             better = value > worst if metric_maximized(study) else value < worst
             if not better:
                 return None
-        path = model_path(self.directory, study.study_name, number)
+        return model_path(self.directory, study.study_name, number)
+
+    @staticmethod
+    def save_model(model: "keras.Model", path: Path) -> None:
+        """Writes ``model`` to ``path`` atomically: into a ``.part-*`` file beside it, then
+        renamed, so ``path`` is either absent or whole."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-        return path
+        part = path.with_name(f"{_PART}{socket.gethostname()}-{os.getpid()}-{path.name}")
+        try:
+            model.save(part)
+            os.replace(part, path)
+        finally:
+            part.unlink(missing_ok=True)
 
     def prune_models(self, study: optuna.Study) -> list[Path]:
-        """Deletes kept models of trials no longer among the best ``keep_models``."""
+        """Deletes kept models of trials no longer among the best ``keep_models``, and
+        this study's models other than its best while all studies' models take more than
+        ``max_models_gb``; removes parts left by killed saves. Returns what it deleted."""
         folder = model_path(self.directory, study.study_name, 0).parent
         if not folder.is_dir():
             return []
-        keep = {model_path(self.directory, study.study_name, t.number)
-                for t in self._top(study)}
+        top = self._top(study)
+        keep = {model_path(self.directory, study.study_name, t.number) for t in top}
         running = {model_path(self.directory, study.study_name, t.number)
                    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        removed = []
+        removed = [path for path in _stale_parts(folder) if _unlink(path)]
         for path in folder.glob("trial-*.keras"):
-            if path not in keep and path not in running:
-                path.unlink(missing_ok=True)
+            if path not in keep and path not in running and _unlink(path):
                 removed.append(path)
+        limit = self.max_models_gb * 1e9
+        total = disk_usage(self.directory)["models_bytes"]
+        for trial in reversed(top[1:]):  # worst first, never the best
+            if total <= limit:
+                break
+            path = model_path(self.directory, study.study_name, trial.number)
+            size = path.stat().st_size if path.is_file() else 0
+            if size and _unlink(path):
+                _log.info("removed the model of trial %d: kept models take more than "
+                          "--max-models-gb %g", trial.number, self.max_models_gb)
+                removed.append(path)
+                total -= size
         return removed
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:  # another worker pruned it first
+        return False
+    return True
+
+
+def _stale_parts(folder: Path) -> list[Path]:
+    """Parts of saves that can no longer finish: their process (on this host) is gone, or,
+    from another host, they are hours old."""
+    host = socket.gethostname()
+    stale = []
+    for part in folder.glob(f"{_PART}*"):
+        owner = part.name[len(_PART):].rsplit("-trial-", 1)[0]
+        name, _, pid = owner.rpartition("-")
+        if name == host and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                continue  # still saving
+            except ProcessLookupError:
+                pass
+            except PermissionError:  # alive, another user's
+                continue
+        else:
+            try:
+                if time.time() - part.stat().st_mtime < _STALE_PART_S:
+                    continue
+            except FileNotFoundError:
+                continue
+        stale.append(part)
+    return stale
+
+
+def disk_usage(directory: Path) -> dict[str, int]:
+    """Bytes under ``directory``: kept models (all studies) and everything else (figures)."""
+    models = other = 0
+    if directory.is_dir():
+        for root, _, files in os.walk(directory):
+            in_models = Path(root).is_relative_to(directory / "models")
+            for name in files:
+                try:
+                    size = os.stat(os.path.join(root, name)).st_size
+                except FileNotFoundError:
+                    continue
+                if in_models:
+                    models += size
+                else:
+                    other += size
+    return {"models_bytes": models, "other_bytes": other}
 
 
 def export_model(study: optuna.Study, directory: Path, out: Path,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-__all__ = ["NonFiniteLossError", "NanGuard", "EpochRecorder", "pruning_callback"]
+__all__ = ["EpochRecorder", "NanGuard", "NonFiniteLossError", "pruning_callback"]
 
 
 class NonFiniteLossError(ArithmeticError):

@@ -9,9 +9,19 @@ from pathlib import Path
 
 from hpo.errors import ConfigError
 
-__all__ = ["PRECISIONS", "backend", "configured_backend", "gpu_count", "configure_gpus",
-           "resolve_precision", "apply_precision", "training_errors", "is_out_of_memory",
-           "describe_host", "enable_compile_cache"]
+__all__ = [
+    "PRECISIONS",
+    "apply_precision",
+    "backend",
+    "configure_gpus",
+    "configured_backend",
+    "describe_host",
+    "enable_compile_cache",
+    "gpu_count",
+    "is_out_of_memory",
+    "resolve_precision",
+    "training_errors",
+]
 
 _log = logging.getLogger("hpo.device")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -31,8 +32,13 @@ from hpo.trial._device import (
     resolve_precision,
     training_errors,
 )
+from hpo.trial._reuse import ModelPool
+from hpo.trial._writer import ModelWriter
 
-__all__ = ["TrialFailed", "ObjectiveOptions", "Objective", "evaluate_classifier"]
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["Objective", "ObjectiveOptions", "TrialFailed", "evaluate_classifier"]
 
 _log = logging.getLogger("hpo.objective")
 EpochReport = Callable[[optuna.Trial, int, int, dict[str, float], float], None]
@@ -93,7 +99,7 @@ def evaluate_classifier(probabilities: np.ndarray, labels: np.ndarray) -> dict[s
     result: dict[str, Any] = {
         "test_accuracy": float((predicted == labels).mean()),
         "confusion_matrix": matrix.tolist(),
-        "test_size": int(len(labels)),
+        "test_size": len(labels),
     }
     if n_classes == 2:
         result["tp"] = int(matrix[1, 1])
@@ -120,6 +126,13 @@ class Objective:
         self.orphaned_attrs: dict[int, dict[str, Any]] = {}
         self._precision: str | None = None  # resolved at the first trial: it imports Keras
         self._seed = options.seed if options.seed is not None else config.seed
+        self._models = ModelPool()
+        self._writer = ModelWriter()
+
+    def close(self) -> None:
+        """Waits for the model save in progress, if any (the run loop calls it on every way
+        out: end, Ctrl-C, SIGTERM)."""
+        self._writer.close()
 
     def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
         """Sets a user attribute; keeps it aside if the trial was failed under our feet."""
@@ -141,7 +154,6 @@ class Objective:
         """Trains the trial's configuration (``repeats`` times) and returns its value: the
         best epoch's validation metric, or one value per objective of a multi-objective
         study (each the mean over the repeats)."""
-        import keras
 
         started = time.perf_counter()
         if self._precision is None:
@@ -159,7 +171,6 @@ class Objective:
             runs: list[dict[str, float]] = []
             tests = []
             for repeat in range(repeats):
-                keras.backend.clear_session(free_memory=False)  # names reset; no collection
                 measures, evaluation = self._train(trial, params, dataset, started,
                                                    seed=self._seed + repeat,
                                                    first=repeat == 0)
@@ -173,7 +184,7 @@ class Objective:
             return values[0] if len(values) == 1 else values
         except (HpoError, optuna.TrialPruned):
             raise
-        except Exception as exc:  # noqa: BLE001 -- as Optuna's own _run_trial: any error of
+        except Exception as exc:
             # the training fails this trial, and the worker's run loop stops after
             # max_consecutive_failures in a row (a bug or a broken environment fails them all).
             kind = "out of memory" if is_out_of_memory(exc) else exc.__class__.__name__
@@ -187,8 +198,23 @@ class Objective:
             raise TrialFailed(reason) from exc
         finally:
             self.record(trial, attrs.WALL_TIME, round(time.perf_counter() - started, 3))
-            keras.backend.clear_session(free_memory=False)
             _collect_garbage()
+
+    def _save_in_background(self, number: int, model: "keras.Model", path: Path,
+                            artifacts: Artifacts) -> None:
+        """Saves ``model`` while the next trial trains; the pool gets it back when done."""
+        self._models.hold(model)
+
+        def save() -> None:
+            try:
+                artifacts.save_model(model, path)
+            except OSError as exc:  # a full or read-only disk: the trial's result stands
+                _log.warning("could not save the model of trial %d to %s: %s", number, path,
+                             exc)
+            finally:
+                self._models.release(model, held=True)
+
+        self._writer.submit(save)
 
     def _aggregate(self, trial: optuna.Trial, values: list[float],
                    tests: list[float]) -> None:
@@ -217,17 +243,40 @@ class Objective:
         """
         import keras
 
-        from hpo.data import ArrayBatches
         from hpo.models import build_model
-        from hpo.optimizers import build_optimizer
-        from hpo.trial._callbacks import EpochRecorder, NanGuard, pruning_callback
 
         keras.utils.set_random_seed(seed)
         apply_precision(str(self._precision))
         weights = self._config.architectures[params.architecture].weights
-        model = build_model(params.architecture, input_shape=dataset.input_shape,
-                            num_classes=len(dataset.classes), weights=weights,
-                            **params.model_kwargs)
+        shape_key = (params.architecture, dataset.input_shape, len(dataset.classes), weights,
+                     self._precision, repr(sorted(params.model_kwargs.items())))
+
+        def build() -> "keras.Model":
+            # Keras's global state (layer names, the graph of TensorFlow) starts afresh for
+            # every new model; it draws no random number, so the seed's draws are unchanged.
+            keras.backend.clear_session(free_memory=False)
+            apply_precision(str(self._precision))
+            return build_model(params.architecture, input_shape=dataset.input_shape,
+                               num_classes=len(dataset.classes), weights=weights,
+                               **params.model_kwargs)
+
+        built = time.perf_counter()
+        model, reused = self._models.acquire(shape_key, build)
+        self.record(trial, "model_reused", reused)
+        self.record(trial, "build_s", round(time.perf_counter() - built, 3))
+        try:
+            return self._fit_and_evaluate(trial, params, dataset, model, started,
+                                          seed=seed, first=first)
+        finally:
+            self._models.release(model)  # a model being saved is given back by the save
+
+    def _fit_and_evaluate(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
+                          model: "keras.Model", started: float, *, seed: int, first: bool
+                          ) -> tuple[dict[str, float], dict[str, Any]]:
+        from hpo.data import ArrayBatches
+        from hpo.optimizers import build_optimizer
+        from hpo.trial._callbacks import EpochRecorder, NanGuard, pruning_callback
+
         self.record(trial, "n_params", int(model.count_params()))
         model.compile(
             optimizer=build_optimizer(params.optimizer, params.learning_rate,
@@ -277,9 +326,10 @@ class Objective:
             artifacts.record(trial, history=recorder.history, evaluation=evaluation,
                              labels=dataset.test.y if dataset.test is not None else None,
                              probabilities=probabilities)
-            saved = artifacts.maybe_save_model(trial.study, trial.number, float(best), model)
-            if saved is not None:
-                self.record(trial, "model_path", str(saved))
+            path = artifacts.model_to_keep(trial.study, trial.number, float(best))
+            if path is not None:
+                self.record(trial, "model_path", str(path))
+                self._save_in_background(trial.number, model, path, artifacts)
         measures = {self._config.metric: float(best), "train_time": round(fit_seconds, 3),
                     "n_params": float(model.count_params())}
         return measures, evaluation

@@ -1,0 +1,224 @@
+"""Reusing a built model across trials, with exactly the initial weights a fresh build has.
+
+Building a Keras model is costly for what it does: the thesis's AlexNet takes 3.6 s per
+trial on an H100 host (``Sequential.add`` rebuilds the functional graph at every layer),
+more than its GPU work. Most trials of a grid differ only in optimizer, learning rate,
+batch size and epochs, none of which changes the model. :class:`ModelPool` builds a model
+once per *shape key* (architecture, input shape, classes, weights, precision and the
+model's own parameters) and, for the next trial with the same key, resets it to the
+weights a fresh build under that trial's seed would have had.
+
+How the reset reproduces a fresh build exactly. A trial seeds Python's ``random`` (through
+``keras.utils.set_random_seed``) and then builds; every random initializer and every
+``SeedGenerator`` (dropout) of a Keras 3 model takes its seed from
+``random.randint(1, 10**9)`` when it is constructed, and its values are a pure function of
+that integer. At the first build the pool finds *which* draw each of them took (it replays
+the draws from the state before the build and matches the seeds), recomputes every
+initializer once to tell drawn weights from loaded ones (pretrained backbones, or anything
+an initializer does not reproduce), and keeps a host copy of the loaded ones. A reset then
+makes the same draws from the new seed, gives each initializer its draw, recomputes the
+drawn weights, restores the loaded ones and leaves Python's ``random`` in the state a build
+would have left it in. Anything the pool cannot account for (a variable without a matching
+initializer, an initializer with a fixed seed generator, draws it cannot replay) makes the
+model single-use: it is built fresh for every trial, as before, never reset approximately.
+``tests/test_models.py`` checks reset == fresh build, variable by variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["ModelPool", "Resettable", "make_resettable"]
+
+_log = logging.getLogger("hpo.reuse")
+_MAX_DRAWS = 100_000  # far above any model's count of seeded objects
+_KERAS_SEED_RANGE = (1, int(1e9))  # keras.src.random.seed_generator.make_default_seed
+
+
+@dataclass
+class Resettable:
+    """A built model and what it takes to give it a fresh build's weights for any seed."""
+
+    model: "keras.Model"
+    draws: int
+    drawn: list[tuple[Any, Any, int]] = field(default_factory=list)  # variable, init, draw
+    generators: list[tuple[Any, int]] = field(default_factory=list)  # state variable, draw
+    loaded: list[tuple[Any, np.ndarray]] = field(default_factory=list)  # variable, value
+
+    def reset(self) -> None:
+        """Gives the model the weights a fresh build would have after the caller's
+        ``keras.utils.set_random_seed(seed)``, consuming the same Python random draws."""
+        values = [random.randint(*_KERAS_SEED_RANGE) for _ in range(self.draws)]
+        for variable, initializer, index in self.drawn:
+            initializer.seed = values[index]
+            variable.assign(initializer(tuple(variable.shape), dtype=variable.dtype))
+        for state, index in self.generators:
+            state.assign(np.asarray([values[index], 0], dtype=state.dtype))
+        for variable, value in self.loaded:
+            variable.assign(value)
+
+
+def _layers(model: "keras.Model") -> list[Any]:
+    """Every layer of ``model``, nested models' layers included, in order."""
+    found: list[Any] = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found.extend(_layers(layer))
+    return found
+
+
+def _initialized(layer: Any) -> list[tuple[Any, Any]]:
+    """(variable, initializer) pairs of ``layer``: ``kernel_initializer`` -> ``kernel``, as
+    Keras names them (``depthwise_initializer`` -> ``depthwise_kernel``)."""
+    import keras
+
+    pairs = []
+    for name, value in vars(layer).items():
+        if not name.endswith("_initializer") or not isinstance(
+                value, keras.initializers.Initializer):
+            continue
+        stem = name[: -len("_initializer")]
+        for candidate in (stem, f"_{stem}", f"{stem}_kernel", f"_{stem}_kernel"):
+            variable = getattr(layer, candidate, None)
+            if isinstance(variable, keras.Variable):
+                pairs.append((variable, value))
+                break
+    return pairs
+
+
+def make_resettable(model: "keras.Model", state_before: Any) -> Resettable | None:
+    """Works out how to reset ``model``, just built from Python random state
+    ``state_before``; None when it cannot be reset exactly (then it is not reused)."""
+    import keras
+
+    replay = random.Random()
+    replay.setstate(state_before)
+    after = random.getstate()
+    draws: list[int] = []
+    while replay.getstate() != after:
+        if len(draws) >= _MAX_DRAWS:
+            return _single_use(model, "its build drew random numbers hpo cannot replay")
+        draws.append(replay.randint(*_KERAS_SEED_RANGE))
+    index = {value: i for i, value in enumerate(draws)}
+    if len(index) != len(draws):
+        return _single_use(model, "two seeded objects drew the same seed")
+    resettable = Resettable(model=model, draws=len(draws))
+    covered: set[int] = set()
+    for layer in _layers(model):
+        for variable, initializer in _initialized(layer):
+            if id(variable) in covered:
+                continue
+            covered.add(id(variable))
+            seed = getattr(initializer, "seed", None)
+            if seed is not None and not isinstance(seed, int):
+                return _single_use(model, f"{layer.name} has an initializer with a fixed "
+                                          "seed generator")
+            current = keras.ops.convert_to_numpy(variable.value)
+            fresh = keras.ops.convert_to_numpy(
+                initializer(tuple(variable.shape), dtype=variable.dtype))
+            if seed is not None and seed in index and np.array_equal(current, fresh):
+                resettable.drawn.append((variable, initializer, index[seed]))
+            else:  # loaded (pretrained) or constant: restored as built
+                resettable.loaded.append((variable, current))
+        for value in vars(layer).values():
+            if isinstance(value, keras.random.SeedGenerator):
+                seed = int(keras.ops.convert_to_numpy(value.state.value)[0])
+                if seed not in index:
+                    return _single_use(model, f"{layer.name} has a seed generator with a "
+                                              "fixed seed")
+                covered.add(id(value.state))
+                resettable.generators.append((value.state, index[seed]))
+    missing = [v.path for v in model.variables if id(v) not in covered]
+    if missing:
+        return _single_use(model, f"no initializer known for {', '.join(missing[:3])}")
+    return resettable
+
+
+def _single_use(model: "keras.Model", why: str) -> None:
+    _log.debug("model %s is rebuilt for every trial: %s", model.name, why)
+
+
+class ModelPool:
+    """Built models kept between trials, at most ``keys`` shape keys and ``per_key`` idle
+    models each (least recently used first out). Thread-safe: a model saved in the
+    background is given back when its save is done.
+
+    Args:
+        keys: Shape keys kept (a grid over two architectures alternates between two).
+        per_key: Idle models kept per key (two: one may be saving while the next trains).
+    """
+
+    def __init__(self, keys: int = 2, per_key: int = 2) -> None:
+        self._keys = keys
+        self._per_key = per_key
+        self._idle: OrderedDict[Hashable, list[Resettable]] = OrderedDict()
+        self._owned: dict[int, tuple[Hashable, Resettable]] = {}
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        #: Builds and reuses so far, for the trial's records and the benchmarks.
+        self.builds = 0
+        self.reuses = 0
+
+    def acquire(self, key: Hashable, build: Callable[[], "keras.Model"]
+                ) -> tuple["keras.Model", bool]:
+        """A model for ``key`` with a fresh build's weights under the seed just set (call
+        right after ``keras.utils.set_random_seed``); returns it and whether it was reused.
+        """
+        with self._lock:
+            idle = self._idle.get(key)
+            entry = idle.pop() if idle else None
+        if entry is not None:
+            entry.reset()
+            with self._lock:
+                self._owned[id(entry.model)] = (key, entry)
+                self.reuses += 1
+            return entry.model, True
+        state = random.getstate()
+        model = build()
+        resettable = make_resettable(model, state)
+        with self._lock:
+            self.builds += 1
+            if resettable is not None:
+                self._owned[id(model)] = (key, resettable)
+        return model, False
+
+    def hold(self, model: "keras.Model") -> None:
+        """Keeps ``model`` out of the pool until ``release(model, held=True)`` (its save)."""
+        with self._lock:
+            self._held.add(id(model))
+
+    def release(self, model: "keras.Model", *, held: bool = False) -> None:
+        """Gives ``model`` back for later trials (a single-use model is dropped); a held
+        model only when its holder releases it."""
+        with self._lock:
+            if held:
+                self._held.discard(id(model))
+            elif id(model) in self._held:
+                return
+            owned = self._owned.pop(id(model), None)
+            if owned is None:
+                return
+            key, entry = owned
+            idle = self._idle.setdefault(key, [])
+            self._idle.move_to_end(key)
+            if len(idle) < self._per_key:
+                idle.append(entry)
+            while len(self._idle) > self._keys:
+                self._idle.popitem(last=False)
+
+    def clear(self) -> None:
+        """Drops every idle model (before a process execs itself, say)."""
+        with self._lock:
+            self._idle.clear()

@@ -1,0 +1,127 @@
+"""Kept models: written atomically in the background, pruned to the keep policy and the
+disk cap, parts of killed saves removed; `hpo status` shows the disk they take."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.trial import Artifacts, model_path
+
+
+def _study(values: list[float]) -> optuna.Study:
+    study = optuna.create_study(study_name="kept", direction="maximize")
+    for value in values:
+        study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=value))
+    return study
+
+
+def _kept_file(directory: Path, number: int, size: int = 1000) -> Path:
+    path = model_path(directory, "kept", number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    return path
+
+
+class _FailingModel:
+    """Writes half a file, then the disk fills."""
+
+    def save(self, path: Path) -> None:
+        Path(path).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failed_save_leaves_neither_the_model_nor_its_part(tmp_path):
+    target = model_path(tmp_path, "kept", 4)
+    with pytest.raises(OSError, match="No space"):
+        Artifacts.save_model(_FailingModel(), target)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_a_model_that_would_not_be_kept_is_never_written(tmp_path):
+    artifacts = Artifacts(directory=tmp_path, keep_models=2)
+    study = _study([0.9, 0.8])
+    assert artifacts.model_to_keep(study, 2, 0.7) is None
+    assert artifacts.model_to_keep(study, 2, 0.85) == model_path(tmp_path, "kept", 2)
+    assert Artifacts(directory=tmp_path, keep_models=0).model_to_keep(study, 2, 1.0) is None
+
+
+def test_the_disk_cap_removes_kept_models_worst_first_but_never_the_best(tmp_path):
+    study = _study([0.9, 0.8, 0.7, 0.6])
+    for number in range(4):
+        _kept_file(tmp_path, number)
+    # keep 3 by rank; all models may take 2.5 kB: trial 3 goes by rank, trial 2 by size
+    Artifacts(directory=tmp_path, keep_models=3, max_models_gb=2.5e-6).prune_models(study)
+    left = sorted(p.name for p in model_path(tmp_path, "kept", 0).parent.iterdir())
+    assert left == ["trial-00000.keras", "trial-00001.keras"]
+    # a cap below one model still keeps the study's best
+    Artifacts(directory=tmp_path, keep_models=3, max_models_gb=1e-9).prune_models(study)
+    left = sorted(p.name for p in model_path(tmp_path, "kept", 0).parent.iterdir())
+    assert left == ["trial-00000.keras"]
+
+
+def test_parts_of_dead_saves_are_removed_and_live_ones_kept(tmp_path):
+    study = _study([0.9])
+    folder = _kept_file(tmp_path, 0).parent
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    parts = {
+        "dead": folder / f".part-{host}-{dead}-trial-00001.keras",
+        "live": folder / f".part-{host}-{os.getpid()}-trial-00002.keras",
+        "recent_other_host": folder / ".part-elsewhere-1-trial-00003.keras",
+        "old_other_host": folder / ".part-elsewhere-1-trial-00004.keras",
+    }
+    for part in parts.values():
+        part.write_bytes(b"partial")
+    os.utime(parts["old_other_host"], (time.time() - 7 * 3600,) * 2)
+    removed = Artifacts(directory=tmp_path, keep_models=3).prune_models(study)
+    assert sorted(removed) == sorted([parts["dead"], parts["old_other_host"]])
+    assert parts["live"].exists() and parts["recent_other_host"].exists()
+
+
+_SAVER = """
+import sys
+from pathlib import Path
+import keras
+from hpo.trial import Artifacts
+model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(4096),
+                          keras.layers.Dense(4096), keras.layers.Dense(4096)])
+target = Path(sys.argv[1])
+while True:  # one save after another until killed
+    print("saving", flush=True)
+    Artifacts.save_model(model, target)
+    target.unlink()
+"""
+
+
+def test_kill_9_mid_save_leaves_no_broken_kept_model(tmp_path):
+    target = model_path(tmp_path, "kept", 0)
+    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(target)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "saving\n"
+        assert proc.stdout.readline() == "saving\n"  # one whole save is done, the next one
+        time.sleep(0.05)                             # is writing
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    if target.exists():  # killed between a rename and the next save: a whole model
+        import keras
+
+        assert keras.saving.load_model(target).count_params() > 0
+        target.unlink()
+    parts = list(target.parent.glob(".part-*"))
+    removed = Artifacts(directory=tmp_path).prune_models(_study([0.5]))
+    assert sorted(removed) == sorted(parts)
+    assert list(target.parent.iterdir()) == []
