@@ -125,3 +125,26 @@ def test_kill_9_mid_save_leaves_no_broken_kept_model(tmp_path):
     removed = Artifacts(directory=tmp_path).prune_models(_study([0.5]))
     assert sorted(removed) == sorted(parts)
     assert list(target.parent.iterdir()) == []
+
+
+def test_the_gpu_monitor_averages_what_the_gpu_reports_while_fit_runs():
+    from hpo.trial._gpu import GpuMonitor
+
+    readings = iter([40.0, 60.0] * 1000)
+    with GpuMonitor(lambda: next(readings), interval=0.01) as monitor:
+        time.sleep(0.2)
+    assert monitor.facts()["gpu_busy_pct"] == pytest.approx(50.0, abs=10.0)  # 40, 60, ...
+    with GpuMonitor(None) as idle:  # no GPU: nothing recorded
+        time.sleep(0.05)
+    assert idle.facts() == {}
+
+
+def test_no_gpu_reader_on_a_machine_without_an_nvidia_gpu(monkeypatch):
+    import shutil
+
+    from hpo.trial._gpu import utilization_reader
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has nvidia-smi")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert utilization_reader() is None

@@ -34,6 +34,16 @@ def test_a_grid_runs_every_point_and_records_results(tiny_study, sqlite_url):
         assert attrs["classes"] == ["cats", "dogs"]
         assert attrs["precision"] == "float32"
         assert t.intermediate_values  # reported per epoch for pruners and the dashboard
+        # what the trial did with its time; on a CPU no GPU figure at all
+        assert 0 < attrs["outside_fit_s"] < attrs["wall_time_s"]
+        assert attrs["outside_fit_s"] == pytest.approx(
+            attrs["wall_time_s"] - attrs["train_time_s"], abs=2e-3)
+        images = attrs["images_per_s"] * attrs["train_time_s"] / attrs["epochs_trained"]
+        assert 1 <= round(images) < 48 and abs(images - round(images)) < 0.5  # of 48 images
+        assert not {"gpu_busy_pct", "gpu_peak_memory_mb"} & set(attrs)
+    # one model built, then reused (or a second one while the first is being saved)
+    assert [t.user_attrs["model_reused"] for t in trials].count(False) <= 2
+    assert trials[-1].user_attrs["model_reused"]
     # The stripes are easy: the best trial learned them.
     assert study.best_value >= 0.8
 

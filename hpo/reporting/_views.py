@@ -19,7 +19,8 @@ __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "stu
            "to_json"]
 
 _ATTRS = ("test_accuracy", "tp", "tn", "roc_auc", "epochs_trained", "best_epoch", "n_params",
-          "wall_time_s", "fail_reason")
+          "wall_time_s", "outside_fit_s", "images_per_s", "gpu_busy_pct",
+          "gpu_peak_memory_mb", "fail_reason")
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
@@ -61,8 +62,10 @@ def trials_table(trials: list[FrozenTrial], metric: str,
     """
     params = _param_names(trials)
     repeated = any("value_std" in t.user_attrs for t in trials)
+    gpu = any("gpu_busy_pct" in t.user_attrs for t in trials)
     header = ["#", "state", metric, *other_objectives, *(["std", "ci95"] if repeated else []),
-              "test_acc", *params, "time_s"]
+              "test_acc", *params, "time_s", "outside_fit_s", "img/s",
+              *(["gpu%", "gpu_mb"] if gpu else [])]
     rows = [header]
     for t in trials:
         test = t.user_attrs.get(attrs.TEST_ACCURACY)
@@ -79,9 +82,16 @@ def trials_table(trials: list[FrozenTrial], metric: str,
                      *spread,
                      "" if test is None else f"{test:.4f}",
                      *[format_value(t.params[p]) if p in t.params else "" for p in params],
-                     "" if wall is None else f"{wall:.1f}"])
+                     "" if wall is None else f"{wall:.1f}",
+                     *[_number(t.user_attrs.get(key), digits) for key, digits in
+                       (("outside_fit_s", 2), ("images_per_s", 0),
+                        *((("gpu_busy_pct", 0), ("gpu_peak_memory_mb", 0)) if gpu else ()))]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _number(value: Any, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def trials_csv(trials: list[FrozenTrial]) -> str:

@@ -24,10 +24,12 @@ from hpo.errors import HpoError, TrialFailed
 from hpo.search import TrialParams, resolve, suggest
 from hpo.study import attrs
 from hpo.trial._artifacts import Artifacts
+from hpo.trial._gpu import GpuMonitor, peak_memory_bytes, reset_peak_memory, utilization_reader
 from hpo.trial._device import (
     apply_precision,
     backend,
     describe_host,
+    gpu_count,
     is_out_of_memory,
     resolve_precision,
     training_errors,
@@ -126,6 +128,8 @@ class Objective:
         self.orphaned_attrs: dict[int, dict[str, Any]] = {}
         self._precision: str | None = None  # resolved at the first trial: it imports Keras
         self._seed = options.seed if options.seed is not None else config.seed
+        self._gpu_reader: Callable[[], float] | None = None  # with the precision
+        self._fit_seconds = 0.0  # of the trial running, all repeats
         self._models = ModelPool()
         self._writer = ModelWriter()
 
@@ -156,8 +160,10 @@ class Objective:
         study (each the mean over the repeats)."""
 
         started = time.perf_counter()
+        self._fit_seconds = 0.0
         if self._precision is None:
             self._precision = resolve_precision(self._options.precision)
+            self._gpu_reader = utilization_reader() if gpu_count() > 0 else None
         sampled = suggest(trial, self._config, grid=self._options.grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
@@ -197,7 +203,9 @@ class Objective:
                             "".join(traceback.format_exception(exc))[-4000:])
             raise TrialFailed(reason) from exc
         finally:
-            self.record(trial, attrs.WALL_TIME, round(time.perf_counter() - started, 3))
+            wall = time.perf_counter() - started
+            self.record(trial, attrs.WALL_TIME, round(wall, 3))
+            self.record(trial, "outside_fit_s", round(wall - self._fit_seconds, 3))
             _collect_garbage()
 
     def _save_in_background(self, number: int, model: "keras.Model", path: Path,
@@ -292,19 +300,32 @@ class Objective:
                              shuffle=True, seed=seed)
         validation = ArrayBatches(dataset.validation.x, dataset.validation.y,
                                   batch_size=params.batch_size, shuffle=False)
+        if self._gpu_reader is not None:
+            reset_peak_memory()
+        monitor = GpuMonitor(self._gpu_reader)
         fit_started = time.perf_counter()
         fit_seconds = 0.0
         try:
             callbacks = [NanGuard(), recorder]
             if first and not self._config.multi_objective:  # Optuna prunes single values
                 callbacks.append(pruning_callback(trial, self._config.metric))
-            model.fit(train, validation_data=validation, epochs=params.epochs, verbose=0,
-                      callbacks=callbacks)
+            with monitor:
+                model.fit(train, validation_data=validation, epochs=params.epochs,
+                          verbose=0, callbacks=callbacks)
         finally:
+            epochs = len(recorder.history.get("loss", []))
             self.record(trial, "history", recorder.history)
-            self.record(trial, "epochs_trained", len(recorder.history.get("loss", [])))
+            self.record(trial, "epochs_trained", epochs)
             fit_seconds = time.perf_counter() - fit_started
+            self._fit_seconds += fit_seconds
             self.record(trial, "train_time_s", round(fit_seconds, 3))
+            if epochs and fit_seconds > 0:  # training images per second of fit, all epochs
+                self.record(trial, "images_per_s",
+                            round(epochs * len(dataset.train.y) / fit_seconds, 1))
+            for key, value in monitor.facts().items():
+                self.record(trial, key, value)
+            if self._gpu_reader is not None and (peak := peak_memory_bytes()) is not None:
+                self.record(trial, "gpu_peak_memory_mb", round(peak / 2**20, 1))
             if recorder.first_step_at is not None:
                 self.record(trial, "startup_s", round(recorder.first_step_at - started, 3))
         values = recorder.history.get(self._config.metric)
