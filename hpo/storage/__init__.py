@@ -13,6 +13,7 @@ from hpo.storage._open import (
 )
 from hpo.storage._optuna import (
     journal_file,
+    set_user_attrs,
     storage_of,
     study_id,
     trial_id,
@@ -37,6 +38,7 @@ __all__ = [
     "study_lock",
     "Heartbeat",
     "storage_of",
+    "set_user_attrs",
     "trial_id",
     "study_id",
     "unwrap_storage",

@@ -41,3 +41,34 @@ def unwrap_storage(storage: Any) -> Any:
 def journal_file(storage: Any) -> str | None:
     """The log file of a JournalStorage over a file backend, else None."""
     return getattr(getattr(storage, "_backend", None), "_file_path", None)
+
+
+def write_trial_user_attrs(storage: optuna.storages.RDBStorage, trial_id: int,
+                           attrs: dict[str, Any]) -> None:
+    """Sets several user attributes of a trial in one transaction (one commit, not one per
+    attribute): RDBStorage's own per-attribute upsert, in one session."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        for key, value in attrs.items():
+            storage._set_trial_attr_without_commit(
+                session, models.TrialUserAttributeModel, trial_id, key, value)
+
+
+def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int,
+                   attrs: dict[str, Any]) -> None:
+    """Sets user attributes of a RUNNING trial: in one transaction on hpo's RDB storage,
+    one call each on any other storage.
+
+    Raises:
+        optuna.exceptions.UpdateFinishedTrialError: The trial is finished (another worker
+            failed it as stale); nothing was written.
+    """
+    backend = unwrap_storage(storage)
+    batched = getattr(backend, "set_trial_user_attrs", None)
+    if batched is not None:
+        batched(trial_id, attrs)
+        return
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)

@@ -39,6 +39,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import StorageError
+from hpo.storage._optuna import write_trial_user_attrs
 
 __all__ = ["ResilientRDBStorage", "is_connection_error", "permanent_problem",
            "DEFAULT_OUTAGE_TIMEOUT"]
@@ -282,6 +283,11 @@ class ResilientRDBStorage(RDBStorage):
                    values: Sequence[float] | None) -> bool:
         stored = RDBStorage.get_trial(self, trial_id)
         return stored.state == state and (values is None or stored.values == list(values))
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Sets several user attributes in one transaction (upserts: safe to repeat)."""
+        self.call_with_retries("set_trial_user_attrs",
+                               lambda retry: write_trial_user_attrs(self, trial_id, attrs))
 
     # -- everything else is safe to repeat ---------------------------------------------
 

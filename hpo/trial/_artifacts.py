@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -81,27 +80,31 @@ class Artifacts:
     figures: bool = True
     max_models_gb: float = 10.0
 
-    def record(self, trial: optuna.Trial, *, history: dict[str, list[float]],
-               evaluation: dict[str, Any], labels: np.ndarray | None,
-               probabilities: np.ndarray | None) -> None:
-        """Uploads the trial's figures as artifacts of ``trial``."""
-        if not self.figures:
-            return
+    def draw_history(self, folder: Path, title: str,
+                     history: dict[str, list[float]]) -> list[Path]:
+        """Draws the training curves into ``folder`` (safe off the main thread)."""
+        return [plots.training_curves(history, folder / "training_curves.png", title)]
+
+    def draw_evaluation(self, folder: Path, title: str, evaluation: dict[str, Any],
+                        labels: np.ndarray | None,
+                        probabilities: np.ndarray | None) -> list[Path]:
+        """Draws the confusion matrix and, for two classes, the ROC curve into ``folder``."""
+        files = []
+        if "confusion_matrix" in evaluation:
+            files.append(plots.confusion_matrix(
+                evaluation["confusion_matrix"], evaluation.get("classes", []),
+                folder / "confusion_matrix.png", title))
+        if "roc_auc" in evaluation and labels is not None and probabilities is not None:
+            files.append(plots.roc_curve(labels, probabilities[:, 1], evaluation["roc_auc"],
+                                         folder / "roc_curve.png", title))
+        return files
+
+    def upload(self, trial: optuna.Trial, files: list[Path]) -> None:
+        """Uploads figure files as artifacts of ``trial`` (optuna-dashboard shows them)."""
         store = artifact_store(self.directory)
-        title = f"trial {trial.number}"
-        with tempfile.TemporaryDirectory() as tmp:
-            files = [plots.training_curves(history, Path(tmp) / "training_curves.png", title)]
-            if "confusion_matrix" in evaluation:
-                files.append(plots.confusion_matrix(
-                    evaluation["confusion_matrix"], evaluation.get("classes", []),
-                    Path(tmp) / "confusion_matrix.png", title))
-            if "roc_auc" in evaluation and labels is not None and probabilities is not None:
-                files.append(plots.roc_curve(labels, probabilities[:, 1],
-                                             evaluation["roc_auc"], Path(tmp) / "roc_curve.png",
-                                             title))
-            for file in files:
-                optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(file),
-                                                 study_or_trial=trial, mimetype="image/png")
+        for file in files:
+            optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(file),
+                                             study_or_trial=trial, mimetype="image/png")
 
     def _top(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -7,9 +7,12 @@ ROC AUC (two classes), the per-epoch history, timings, the parameter count and w
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from hpo.config import StudyConfig
 from hpo.data import Dataset, load_dataset
 from hpo.errors import HpoError, TrialFailed
 from hpo.search import TrialParams, resolve, suggest
+from hpo.storage import set_user_attrs, trial_id
 from hpo.study import attrs
 from hpo.trial._artifacts import Artifacts
 from hpo.trial._gpu import GpuMonitor, peak_memory_bytes, reset_peak_memory, utilization_reader
@@ -131,6 +135,7 @@ class Objective:
         self._gpu_reader: Callable[[], float] | None = None  # with the precision
         self._fit_seconds = 0.0  # of the trial running, all repeats
         self._models = ModelPool()
+        self._notes: dict[str, Any] = {}
         self._writer = ModelWriter()
 
     def close(self) -> None:
@@ -139,11 +144,25 @@ class Objective:
         self._writer.close()
 
     def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
-        """Sets a user attribute; keeps it aside if the trial was failed under our feet."""
+        """Sets a user attribute now (with any noted before it); keeps it aside if the
+        trial was failed under our feet."""
+        self._note(key, value)
+        self._flush(trial)
+
+    def _note(self, key: str, value: Any) -> None:
+        """Notes a user attribute, written with the others at the next :meth:`_flush`
+        (after the trial's set-up, after ``fit``, at its end): one transaction each, not
+        one per attribute."""
+        self._notes[key] = value
+
+    def _flush(self, trial: optuna.Trial) -> None:
+        notes, self._notes = self._notes, {}
+        if not notes:
+            return
         try:
-            trial.set_user_attr(key, value)
+            set_user_attrs(trial.storage, trial_id(trial), notes)
         except optuna.exceptions.UpdateFinishedTrialError:
-            self.orphaned_attrs.setdefault(trial.number, {})[key] = value
+            self.orphaned_attrs.setdefault(trial.number, {}).update(notes)
 
     def dataset(self, architecture: str) -> Dataset:
         """The study's images at ``architecture``'s size, decoded once and memory-mapped."""
@@ -167,11 +186,12 @@ class Objective:
         sampled = suggest(trial, self._config, grid=self._options.grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
-        self.record(trial, "seed", self._seed)
-        self.record(trial, "precision", self._precision)
-        self.record(trial, "backend", backend())
-        self.record(trial, attrs.WORKER, {**describe_host(), "name": self._options.worker})
-        self.record(trial, "sampler", "grid" if self._options.grid else "space")
+        self._note("seed", self._seed)
+        self._note("precision", self._precision)
+        self._note("backend", backend())
+        self._note(attrs.WORKER, {**describe_host(), "name": self._options.worker})
+        self._note("sampler", "grid" if self._options.grid else "space")
+        self._flush(trial)  # where it runs, seen at once by hpo status and same-host reaping
         repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean
         try:
             runs: list[dict[str, float]] = []
@@ -190,22 +210,23 @@ class Objective:
             return values[0] if len(values) == 1 else values
         except (HpoError, optuna.TrialPruned):
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- as Optuna's own _run_trial: any error of
             # the training fails this trial, and the worker's run loop stops after
             # max_consecutive_failures in a row (a bug or a broken environment fails them all).
             kind = "out of memory" if is_out_of_memory(exc) else exc.__class__.__name__
             reason = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            self.record(trial, attrs.FAIL_REASON, reason)
+            self._note(attrs.FAIL_REASON, reason)
             if not isinstance(exc, training_errors()):  # not a known training failure: keep
                 import traceback  # where it came from, for the bug report
 
-                self.record(trial, attrs.FAIL_TRACEBACK,
-                            "".join(traceback.format_exception(exc))[-4000:])
+                self._note(attrs.FAIL_TRACEBACK,
+                           "".join(traceback.format_exception(exc))[-4000:])
             raise TrialFailed(reason) from exc
         finally:
             wall = time.perf_counter() - started
-            self.record(trial, attrs.WALL_TIME, round(wall, 3))
-            self.record(trial, "outside_fit_s", round(wall - self._fit_seconds, 3))
+            self._note(attrs.WALL_TIME, round(wall, 3))
+            self._note("outside_fit_s", round(wall - self._fit_seconds, 3))
+            self._flush(trial)
             _collect_garbage()
 
     def _save_in_background(self, number: int, model: "keras.Model", path: Path,
@@ -230,14 +251,14 @@ class Objective:
         from hpo.statistics import summarize
 
         summary = summarize(values)
-        self.record(trial, attrs.REPEAT_VALUES, values)
-        self.record(trial, "repeat_seeds", [self._seed + r for r in range(len(values))])
-        self.record(trial, "value_mean", summary["mean"])
-        self.record(trial, attrs.VALUE_STD, summary["std"])
-        self.record(trial, "value_ci95", summary["ci95"])
+        self._note(attrs.REPEAT_VALUES, values)
+        self._note("repeat_seeds", [self._seed + r for r in range(len(values))])
+        self._note("value_mean", summary["mean"])
+        self._note(attrs.VALUE_STD, summary["std"])
+        self._note("value_ci95", summary["ci95"])
         if tests:
-            self.record(trial, "repeat_test_accuracies", tests)
-            self.record(trial, attrs.TEST_ACCURACY, summarize(tests)["mean"])
+            self._note("repeat_test_accuracies", tests)
+            self._note(attrs.TEST_ACCURACY, summarize(tests)["mean"])
 
     def _train(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
                started: float, *, seed: int, first: bool
@@ -270,8 +291,8 @@ class Objective:
 
         built = time.perf_counter()
         model, reused = self._models.acquire(shape_key, build)
-        self.record(trial, "model_reused", reused)
-        self.record(trial, "build_s", round(time.perf_counter() - built, 3))
+        self._note("model_reused", reused)
+        self._note("build_s", round(time.perf_counter() - built, 3))
         try:
             return self._fit_and_evaluate(trial, params, dataset, model, started,
                                           seed=seed, first=first)
@@ -285,7 +306,7 @@ class Objective:
         from hpo.optimizers import build_optimizer
         from hpo.trial._callbacks import EpochRecorder, NanGuard, pruning_callback
 
-        self.record(trial, "n_params", int(model.count_params()))
+        self._note("n_params", int(model.count_params()))
         model.compile(
             optimizer=build_optimizer(params.optimizer, params.learning_rate,
                                       **params.optimizer_kwargs),
@@ -314,43 +335,57 @@ class Objective:
                           verbose=0, callbacks=callbacks)
         finally:
             epochs = len(recorder.history.get("loss", []))
-            self.record(trial, "history", recorder.history)
-            self.record(trial, "epochs_trained", epochs)
+            self._note("history", recorder.history)
+            self._note("epochs_trained", epochs)
             fit_seconds = time.perf_counter() - fit_started
             self._fit_seconds += fit_seconds
-            self.record(trial, "train_time_s", round(fit_seconds, 3))
+            self._note("train_time_s", round(fit_seconds, 3))
             if epochs and fit_seconds > 0:  # training images per second of fit, all epochs
-                self.record(trial, "images_per_s",
+                self._note("images_per_s",
                             round(epochs * len(dataset.train.y) / fit_seconds, 1))
             for key, value in monitor.facts().items():
-                self.record(trial, key, value)
+                self._note(key, value)
             if self._gpu_reader is not None and (peak := peak_memory_bytes()) is not None:
-                self.record(trial, "gpu_peak_memory_mb", round(peak / 2**20, 1))
+                self._note("gpu_peak_memory_mb", round(peak / 2**20, 1))
             if recorder.first_step_at is not None:
-                self.record(trial, "startup_s", round(recorder.first_step_at - started, 3))
+                self._note("startup_s", round(recorder.first_step_at - started, 3))
         values = recorder.history.get(self._config.metric)
         if not values:
             raise TrialFailed(f"training reported no {self._config.metric}")
         best = max(values) if self._config.direction == "maximize" else min(values)
-        self.record(trial, "best_epoch", values.index(best) + 1)
-        evaluation: dict[str, Any] = {"classes": list(dataset.classes)}
-        probabilities = None
-        if dataset.test is not None:
-            test = ArrayBatches(dataset.test.x, dataset.test.y,
-                                batch_size=params.batch_size, shuffle=False)
-            probabilities = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
-            evaluation.update(evaluate_classifier(probabilities, dataset.test.y))
-        for key, value in evaluation.items():
-            self.record(trial, key, value)
-        artifacts = self._options.artifacts
-        if artifacts is not None and first and trial.number not in self.orphaned_attrs:
-            artifacts.record(trial, history=recorder.history, evaluation=evaluation,
-                             labels=dataset.test.y if dataset.test is not None else None,
-                             probabilities=probabilities)
-            path = artifacts.model_to_keep(trial.study, trial.number, float(best))
-            if path is not None:
-                self.record(trial, "model_path", str(path))
-                self._save_in_background(trial.number, model, path, artifacts)
+        self._note("best_epoch", values.index(best) + 1)
+        artifacts = self._options.artifacts if first else None
+        with contextlib.ExitStack() as figures:
+            # The figures are drawn in a thread while this one predicts and records (Agg
+            # without pyplot: safe off the main thread), and uploaded before the trial ends.
+            drawn: list[Future[list[Path]]] = []
+            if artifacts is not None and artifacts.figures:
+                folder = Path(figures.enter_context(tempfile.TemporaryDirectory()))
+                painter = figures.enter_context(
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-figures"))
+                title = f"trial {trial.number}"
+                drawn.append(painter.submit(artifacts.draw_history, folder, title,
+                                            recorder.history))
+            evaluation: dict[str, Any] = {"classes": list(dataset.classes)}
+            probabilities = None
+            if dataset.test is not None:
+                test = ArrayBatches(dataset.test.x, dataset.test.y,
+                                    batch_size=params.batch_size, shuffle=False)
+                probabilities = np.asarray(model.predict(test, verbose=0), dtype=np.float64)
+                evaluation.update(evaluate_classifier(probabilities, dataset.test.y))
+            if drawn:
+                drawn.append(painter.submit(
+                    artifacts.draw_evaluation, folder, title, evaluation,
+                    dataset.test.y if dataset.test is not None else None, probabilities))
+            for key, value in evaluation.items():
+                self._note(key, value)
+            self._flush(trial)  # and learn whether another worker failed the trial meanwhile
+            if artifacts is not None and trial.number not in self.orphaned_attrs:
+                path = artifacts.model_to_keep(trial.study, trial.number, float(best))
+                if path is not None:
+                    self._note("model_path", str(path))
+                    self._save_in_background(trial.number, model, path, artifacts)
+                artifacts.upload(trial, [file for job in drawn for file in job.result()])
         measures = {self._config.metric: float(best), "train_time": round(fit_seconds, 3),
                     "n_params": float(model.count_params())}
         return measures, evaluation
