@@ -20,9 +20,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from hpo.data._progress import DecodeProgress
 from hpo.errors import DataError
 
-__all__ = ["CACHE_VERSION", "default_cache_dir", "cache_key", "build_entry", "decode_image"]
+__all__ = ["CACHE_VERSION", "default_cache_dir", "cache_key", "build_entry", "decode_image",
+           "decode_threads"]
 
 _log = logging.getLogger("hpo.data")
 CACHE_VERSION = 1
@@ -58,9 +60,19 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray
     return array.reshape(height, width, channels)
 
 
+def decode_threads() -> int:
+    """Threads that decode images: two per core this process may use (Pillow releases the
+    GIL while it decodes and resizes; the second one covers file reads)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(64, 2 * cores))
+
+
 def _write_split(folder: Path, split: str, paths: Sequence[Path], labels: Sequence[int],
                  size: tuple[int, int], channels: int, strict: bool,
-                 skipped: list[str]) -> None:
+                 skipped: list[str], progress: DecodeProgress) -> None:
     height, width = size
     n = len(paths)
     x = np.lib.format.open_memmap(folder / f"{split}_x.npy", mode="w+", dtype=np.uint8,
@@ -78,8 +90,9 @@ def _write_split(folder: Path, split: str, paths: Sequence[Path], labels: Sequen
                 ) from None
             ok[i] = False
             skipped.append(f"{paths[i]}: {exc}")
+        progress.advance()
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
         list(pool.map(work, range(n)))
     y = np.asarray(labels, dtype=np.int64)
     if not ok.all():
@@ -143,8 +156,14 @@ def build_entry(
                 np.save(tmp / f"{split}_x.npy", x.astype(np.uint8, copy=False))
                 np.save(tmp / f"{split}_y.npy", y.astype(np.int64, copy=False))
         else:
-            for split, (paths, labels) in splits.items():
-                _write_split(tmp, split, paths, labels, size, channels, strict, skipped)
+            progress = DecodeProgress(sum(len(paths) for paths, _ in splits.values()),
+                                      f"decoding images into the cache ({size[0]}x{size[1]})")
+            try:
+                for split, (paths, labels) in splits.items():
+                    _write_split(tmp, split, paths, labels, size, channels, strict, skipped,
+                                 progress)
+            finally:
+                progress.close()
         if skipped:
             _log.warning("skipped %d unreadable image(s); first: %s", len(skipped), skipped[0])
         (tmp / "meta.json").write_text(json.dumps({**meta, "skipped": skipped}, default=str))

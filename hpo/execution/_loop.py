@@ -14,13 +14,14 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError, Stopped, TooManyFailures
+from hpo.execution._signals import held_signals
 from hpo.models import check_weights
 from hpo.reporting import Reporter, format_params, pareto_front_lines
 from hpo.search import WorkerGridSampler, canonical_sampler, enqueue_defaults
@@ -186,13 +187,17 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
                  "late); its result is kept as a new trial", frozen.number)
 
 
-def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial) -> TrialState:
-    """Runs one trial with a heartbeat; one tell decides its state, which is returned."""
+def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial,
+             release_signals: Callable[[], None] = lambda: None) -> TrialState:
+    """Runs one trial with a heartbeat; one tell decides its state, which is returned.
+    ``release_signals`` delivers a signal held since the trial was created: inside the
+    ``try`` that records why the trial stopped and whose ``finally`` tells its end."""
     state: TrialState = TrialState.FAIL
     value: float | list[float] | None = None
     try:
         with Heartbeat(storage_of(study), trial_id(trial)):
             try:
+                release_signals()
                 value = objective(trial)
                 state = TrialState.COMPLETE
             except optuna.TrialPruned:
@@ -270,19 +275,22 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
     while options.n_trials is None or ran < options.n_trials:
         if deadline is not None and time.monotonic() >= deadline:
             break
-        with study_lock(storage_of(study), study.study_name):
-            reap_dead_trials(study, max_retry=options.storage_options.max_retry)
-            if is_grid and not claim_grid_point(study, config, study.sampler,
-                                                retries=options.retry_failed,
-                                                defaults_first=options.enqueue_defaults):
-                break
-            if options.recycle_after is not None and ran >= options.recycle_after:
-                return ran, True  # a claimed grid point waits for the fresh process
-            with warnings.catch_warnings():
-                # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                trial = study.ask()
-        state = _run_one(study, objective, trial)
+        # A signal between ask() and _run_one's try would leave the new trial RUNNING
+        # until its heartbeat expires: hold it until the trial's end is sure to be told.
+        with held_signals() as release_signals:
+            with study_lock(storage_of(study), study.study_name):
+                reap_dead_trials(study, max_retry=options.storage_options.max_retry)
+                if is_grid and not claim_grid_point(study, config, study.sampler,
+                                                    retries=options.retry_failed,
+                                                    defaults_first=options.enqueue_defaults):
+                    break
+                if options.recycle_after is not None and ran >= options.recycle_after:
+                    return ran, True  # a claimed grid point waits for the fresh process
+                with warnings.catch_warnings():
+                    # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = study.ask()
+            state = _run_one(study, objective, trial, release_signals)
         ran += 1
         failures = failures + 1 if state == TrialState.FAIL else 0
         if options.objective.artifacts is not None:

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator
 
 from hpo.errors import Stopped
 
-__all__ = ["STOP_SIGNALS", "worker_signals", "forwarding_signals", "serve_until_signal"]
+__all__ = ["STOP_SIGNALS", "worker_signals", "held_signals", "forwarding_signals",
+           "serve_until_signal"]
 
 #: The signals a worker stops on.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -71,6 +72,46 @@ def worker_signals() -> Iterator[None]:
 
     with _installed(handler):
         yield
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[Callable[[], None]]:
+    """Holds SIGINT/SIGTERM back over a window where raising would strand state: from the
+    moment a trial is created (``study.ask``) until the code that tells its end is in
+    place. Yields ``release``: it puts the previous handlers back and delivers a signal that
+    arrived meanwhile, so that it raises *there* (inside the trial's ``try``); leaving the
+    block releases too. A second signal while held ends the process at once, as in
+    :func:`worker_signals`. Outside the main thread nothing is held.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if pending:
+            _exit_now(signum)
+        pending.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in STOP_SIGNALS}
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if released:
+            return
+        released = True
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        if pending:
+            signal.raise_signal(pending[0])  # its handler runs now, in this frame
+
+    try:
+        yield release
+    finally:
+        release()
 
 
 @contextlib.contextmanager
