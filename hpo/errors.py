@@ -23,7 +23,7 @@ from typing import Callable
 SETTINGS = frozenset({
     "study", "sampler", "storage", "data", "study_name", "n_trials", "timeout", "seed",
     "precision", "pruner", "retry_failed", "heartbeat", "grace", "outage_timeout", "cache_dir",
-    "strict", "quiet", "artifacts", "keep_models", "max_models_gb", "figures", "workers", "gpus", "worker_name",
+    "strict", "quiet", "artifacts", "keep_models", "max_models_gb", "figures", "workers", "gpus", "trials_per_gpu", "worker_name",
     "log_json", "objectives", "repeats", "enqueue_defaults", "isolate", "recycle_after",
     "max_consecutive_failures", "compile_cache", "host", "port", "allow_write", "allow_remote", "token_file",
     "force",

@@ -35,12 +35,19 @@ def test_on_a_terminal_one_line_rewritten_in_place():
 
 
 def test_building_the_cache_reports_progress(tmp_path, capsys):
+    import logging
+
     from hpo.config import DataConfig
     from hpo.data import load_dataset
 
+    logging.getLogger("hpo").setLevel(logging.INFO)  # as the CLI without --quiet
     folder = make_image_folder(tmp_path / "images", per_class=10)
     load_dataset(DataConfig(source=str(folder)), (24, 24), seed=0, cache_dir=tmp_path / "c")
     err = capsys.readouterr().err
     assert "decoding images into the cache (24x24): 20/20 (100%)" in err
     load_dataset(DataConfig(source=str(folder)), (24, 24), seed=0, cache_dir=tmp_path / "c")
     assert "decoding" not in capsys.readouterr().err  # built once, then reused
+    logging.getLogger("hpo").setLevel(logging.WARNING)  # as --quiet: nothing shown
+    load_dataset(DataConfig(source=str(folder)), (20, 20), seed=0, cache_dir=tmp_path / "c")
+    assert "decoding" not in capsys.readouterr().err
+    logging.getLogger("hpo").setLevel(logging.NOTSET)

@@ -135,6 +135,10 @@ def run(
         help="CPU worker processes sharing the study (with 'hpo run').")] = 1,
     gpus: Annotated[Optional[str], typer.Option(
         help="One worker per GPU: 'all' or ids like 0,1,2 (with 'hpo run').")] = None,
+    trials_per_gpu: Annotated[str, typer.Option(
+        help="Workers sharing each GPU, each held to its share of the GPU's memory: a "
+             "number, or auto (from the peak GPU memory the study's trials measured).")]
+    = "1",
     worker_name: Annotated[str, typer.Option(
         help="Name recorded with this worker's trials.")] = "main",
     log_json: Annotated[bool, typer.Option(

@@ -41,6 +41,7 @@ _EXPECTED = {
     "keep_models": "0 or more",
     "max_models_gb": "more than 0 gigabytes",
     "workers": "at least 1",
+    "trials_per_gpu": "a number of at least 1, or auto",
     "repeats": "at least 1",
     "recycle_after": "0 (never) or more trials",
     "max_consecutive_failures": "at least 1",
@@ -81,6 +82,7 @@ class RunSettings(BaseModel):
     figures: bool = True
     workers: int = Field(default=1, ge=1)
     gpus: str | None = None
+    trials_per_gpu: pydantic.PositiveInt | Literal["auto"] = 1
     worker_name: str = "main"
     log_json: bool = False
     objectives: str | None = None
@@ -101,6 +103,9 @@ class RunSettings(BaseModel):
         for key in ("timeout", "outage_timeout", "max_models_gb"):
             if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
                 values[key] = float(values[key])
+        packing = values.get("trials_per_gpu")
+        if isinstance(packing, str) and packing.strip().isdigit():
+            values["trials_per_gpu"] = int(packing)
         for key in ("data", "cache_dir", "artifacts"):
             if isinstance(values.get(key), str):
                 values[key] = Path(values[key])
@@ -148,7 +153,9 @@ def settings_from_env(environ: dict[str, str] | None = None) -> RunSettings:
 def _one_line(exc: pydantic.ValidationError, values: dict[str, Any]) -> InvalidSetting:
     """The first problem of ``exc`` as one :class:`InvalidSetting`."""
     error = exc.errors(include_url=False)[0]
-    setting = ".".join(str(part) for part in error["loc"]) or "settings"
+    # a union's errors are located at the member (trials_per_gpu.constrained-int)
+    setting = str(error["loc"][0]) if error["loc"] else "settings"
+    union = len(error["loc"]) > 1
     received = values.get(setting, error.get("input"))
     if error["type"] == "extra_forbidden":
         known = ", ".join(RunSettings.model_fields)
@@ -157,7 +164,7 @@ def _one_line(exc: pydantic.ValidationError, values: dict[str, Any]) -> InvalidS
     if error["type"] == "missing":
         return InvalidSetting(setting, "is required", None)
     expected = _EXPECTED.get(setting)
-    if error["type"].endswith("_type") and expected is not None:
+    if error["type"].endswith("_type") and expected is not None and not union:
         kind = error["type"].removesuffix("_type").replace("_parsing", "")
         expected = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} ({expected})"
     if expected is None:

@@ -157,7 +157,8 @@ def build_entry(
                 np.save(tmp / f"{split}_y.npy", y.astype(np.int64, copy=False))
         else:
             progress = DecodeProgress(sum(len(paths) for paths, _ in splits.values()),
-                                      f"decoding images into the cache ({size[0]}x{size[1]})")
+                                      f"decoding images into the cache ({size[0]}x{size[1]})",
+                                      shown=_log.isEnabledFor(logging.INFO))
             try:
                 for split, (paths, labels) in splits.items():
                     _write_split(tmp, split, paths, labels, size, channels, strict, skipped,

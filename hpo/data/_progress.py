@@ -28,10 +28,13 @@ class DecodeProgress:
         label: What is being done (``decoding images``).
         stream: Where to write (standard error by default).
         tty: Whether ``stream`` is a terminal (default: ask it).
+        shown: False counts without writing anything (``--quiet``).
     """
 
     def __init__(self, total: int, label: str = "decoding images",
-                 stream: TextIO | None = None, tty: bool | None = None) -> None:
+                 stream: TextIO | None = None, tty: bool | None = None,
+                 shown: bool = True) -> None:
+        self._shown = shown
         self._total = max(total, 1)
         self._label = label
         self._stream = stream if stream is not None else sys.stderr
@@ -46,6 +49,8 @@ class DecodeProgress:
         """Counts ``count`` more images done."""
         with self._lock:
             self._done += count
+            if not self._shown:
+                return
             if self._tty:
                 now = time.monotonic()
                 if now - self._shown_at >= 0.2 or self._done >= self._total:
@@ -61,7 +66,7 @@ class DecodeProgress:
 
     def close(self) -> None:
         """Ends the terminal line."""
-        if self._tty and self._done:
+        if self._shown and self._tty and self._done:
             self._stream.write("\n")
             self._stream.flush()
 

@@ -30,10 +30,12 @@ from hpo.config import (
 from hpo.errors import ConfigError, TooManyFailures
 from hpo.execution._loop import RunOptions, prepare_study, report_best
 from hpo.execution._outcome import ENDINGS, failure_line
+from hpo.execution._packing import MEMORY_SHARE_ENV, memory_env, plan_packing
 from hpo.execution._signals import forwarding_signals, worker_signals
 from hpo.reporting import Reporter
-from hpo.storage import StorageOptions, is_sqlite, mask_url
+from hpo.storage import StorageOptions, close_storage, is_sqlite, mask_url, open_storage
 from hpo.study import attrs
+from hpo.trial import gpu_memory_mb
 
 __all__ = ["WorkerSpec", "plan_workers", "plan_run", "execute", "work", "launch_workers",
            "child_main"]
@@ -70,24 +72,33 @@ def _all_gpus() -> list[str]:
             if line.startswith("GPU ")]
 
 
-def plan_workers(*, workers: int, gpus: str | None) -> list[WorkerSpec]:
-    """One spec per worker: per GPU of ``gpus`` (``0,1,2`` or ``all``), else ``workers`` CPU ones.
+def gpu_ids(gpus: str) -> list[str]:
+    """The GPU ids ``gpus`` names (``0,1,2`` or ``all``).
+
+    Raises:
+        ConfigError: It names no GPU, or not as ids.
+    """
+    ids = _all_gpus() if gpus == "all" else [g.strip() for g in gpus.split(",") if g.strip()]
+    if not ids:
+        raise ConfigError(f"$gpus {gpus} found no GPU (nvidia-smi lists none and "
+                          "CUDA_VISIBLE_DEVICES is unset); pass ids like $gpus 0,1 or "
+                          "use $workers N for CPU workers")
+    if not all(g.isdigit() for g in ids):
+        raise ConfigError(f"$gpus expects 'all' or GPU ids like 0,1,2; received {gpus!r}")
+    return ids
+
+
+def plan_workers(*, workers: int, gpus: str | None, per_gpu: int = 1) -> list[WorkerSpec]:
+    """One spec per worker: ``per_gpu`` per GPU of ``gpus`` (``0,1,2`` or ``all``; named
+    ``gpu0``, or ``gpu0.0``, ``gpu0.1``, ... when packed), else ``workers`` CPU ones.
 
     Raises:
         ConfigError: ``gpus`` names no GPU, or ``workers`` is below 1.
     """
     if gpus is not None:
-        ids = _all_gpus() if gpus == "all" else [g.strip() for g in gpus.split(",") if g.strip()]
-        if not ids:
-            raise ConfigError(f"$gpus {gpus} found no GPU (nvidia-smi lists none and "
-                              "CUDA_VISIBLE_DEVICES is unset); pass ids like $gpus 0,1 or "
-                              "use $workers N for CPU workers")
-        if not all(g.isdigit() for g in ids):
-            raise ConfigError(f"$gpus expects 'all' or GPU ids like 0,1,2; received {gpus!r}")
-        return [WorkerSpec(name=f"gpu{g}", env={"CUDA_VISIBLE_DEVICES": g,
-                                                "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-                                                "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
-                for g in ids]
+        return [WorkerSpec(name=f"gpu{g}" if per_gpu == 1 else f"gpu{g}.{i}",
+                           env={"CUDA_VISIBLE_DEVICES": g, **memory_env(per_gpu)})
+                for g in gpu_ids(gpus) for i in range(per_gpu)]
     if workers < 1:
         raise ConfigError(f"$workers must be at least 1, received {workers}")
     threads = str(max(1, (os.cpu_count() or 1) // workers))
@@ -159,6 +170,11 @@ def work(settings: RunSettings) -> int:
     ``recycle_after`` trials. Returns the exit status (see :func:`execute`)."""
     config, options, reporter = plan_run(settings)
     reporter.info(f"storage {mask_url(settings.storage)}")
+    if settings.trials_per_gpu != 1 and MEMORY_SHARE_ENV not in os.environ:
+        # hpo worker on a GPU it shares: its share of memory, before a backend loads
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+        for key, value in memory_env(_packing(settings, [visible], reporter)).items():
+            os.environ.setdefault(key, value)
     with worker_signals():
         if settings.isolate:
             return _run_isolated(settings, config, options, reporter)
@@ -231,7 +247,10 @@ def _supervise(settings: RunSettings) -> int:
     """Prepares the study once (schema, study, image cache), then starts and supervises the
     workers; returns the first non-zero exit status of a worker, else 0."""
     config, options, reporter = plan_run(settings)
-    specs = plan_workers(workers=settings.workers, gpus=settings.gpus)
+    per_gpu = 1
+    if settings.gpus is not None:
+        per_gpu = _packing(settings, gpu_ids(settings.gpus), reporter)
+    specs = plan_workers(workers=settings.workers, gpus=settings.gpus, per_gpu=per_gpu)
     if is_sqlite(settings.storage) and len(specs) > 1:
         _log.warning(
             "%d workers share the SQLite file %s: fine for a few workers on this host (a "
@@ -245,6 +264,37 @@ def _supervise(settings: RunSettings) -> int:
     code = launch_workers(specs, settings)
     report_best(study, reporter, config.metric)
     return code
+
+
+def _packing(settings: RunSettings, gpus: list[str], reporter: Reporter) -> int:
+    """Workers per GPU for ``settings.trials_per_gpu``, from what the study measured."""
+    peaks: list[float] = []
+    if settings.trials_per_gpu == "auto":
+        peaks = _measured_peaks(settings)
+    packing = plan_packing(settings.trials_per_gpu, gpus, peaks,
+                           {g: gpu_memory_mb(g) for g in gpus} if peaks else {})
+    reporter.info(f"trials per GPU: {packing.why}")
+    return packing.per_gpu
+
+
+def _measured_peaks(settings: RunSettings) -> list[float]:
+    """Peak GPU memory (MiB) the trials of the settings' study recorded, if it exists."""
+    import optuna
+
+    from hpo.config import load_study_config
+
+    name = settings.study_name or load_study_config(settings.study).name
+    storage = open_storage(settings.storage, StorageOptions(
+        outage_timeout=settings.outage_timeout))
+    try:
+        if name not in {s.study_name for s in storage.get_all_studies()}:
+            return []
+        study = optuna.load_study(study_name=name, storage=storage)
+        return [float(t.user_attrs["gpu_peak_memory_mb"])
+                for t in study.get_trials(deepcopy=False)
+                if isinstance(t.user_attrs.get("gpu_peak_memory_mb"), (int, float))]
+    finally:
+        close_storage(storage)
 
 
 def launch_workers(specs: list[WorkerSpec], settings: RunSettings) -> int:

@@ -26,6 +26,7 @@ from hpo.trial._device import (
     resolve_precision,
     training_errors,
 )
+from hpo.trial._gpu import gpu_memory_mb, visible_device
 from hpo.trial._objective import (
     Objective,
     ObjectiveOptions,
@@ -57,6 +58,8 @@ __all__ = [
     "model_path",
     "export_model",
     "disk_usage",
+    "gpu_memory_mb",
+    "visible_device",
     "confusion_matrix",
     "roc_curve",
     "training_curves",

@@ -72,20 +72,32 @@ def gpu_count() -> int:
 
 
 def configure_gpus() -> None:
-    """Lets TensorFlow grow GPU memory as needed, so one GPU can be shared or reused.
+    """Holds a TensorFlow worker that shares its GPU to its share of the memory
+    (``HPO_GPU_MEMORY_SHARE``, set by ``--trials-per-gpu``), else lets it grow as needed.
+    Called before TensorFlow initialises the GPU (the first trial).
 
-    JAX is told not to preallocate through ``XLA_PYTHON_CLIENT_PREALLOCATE`` (set by the
-    worker before JAX is imported); this call handles TensorFlow, which needs its API.
+    JAX gets the same through ``XLA_PYTHON_CLIENT_PREALLOCATE`` / ``_MEM_FRACTION`` (set
+    before JAX is imported); TensorFlow needs its API.
     """
     if backend() != "tensorflow":
         return
     import tensorflow as tf
 
+    from hpo.trial._gpu import gpu_memory_mb, visible_device
+
+    share = os.environ.get("HPO_GPU_MEMORY_SHARE")
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
+            if share:
+                memory = gpu_memory_mb(visible_device())
+                if memory is not None:
+                    limit = int(float(share) * memory[1])
+                    tf.config.set_logical_device_configuration(
+                        gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
+                    continue
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised: growth can no longer be changed
-            _log.debug("GPU %s already initialised; memory growth unchanged", gpu.name)
+        except RuntimeError:  # already initialised: its memory can no longer be changed
+            _log.debug("GPU %s already initialised; memory settings unchanged", gpu.name)
 
 
 def resolve_precision(requested: str) -> str:

@@ -18,12 +18,13 @@ import subprocess
 import threading
 from typing import Any, Callable
 
-__all__ = ["GpuMonitor", "utilization_reader", "peak_memory_bytes", "reset_peak_memory"]
+__all__ = ["GpuMonitor", "utilization_reader", "peak_memory_bytes", "reset_peak_memory",
+           "gpu_memory_mb", "visible_device"]
 
 _log = logging.getLogger("hpo.gpu")
 
 
-def _visible_device() -> str:
+def visible_device() -> str:
     """The GPU this process trains on, as NVML knows it: the first of
     ``CUDA_VISIBLE_DEVICES`` (an index or a UUID), else index 0."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
@@ -33,7 +34,7 @@ def _visible_device() -> str:
 def utilization_reader() -> Callable[[], float] | None:
     """A function returning the training GPU's busy % now, or None when no NVIDIA GPU
     answers (no driver, no GPU, neither NVML nor nvidia-smi)."""
-    device = _visible_device()
+    device = visible_device()
     try:
         import pynvml
     except ImportError:
@@ -68,6 +69,34 @@ def utilization_reader() -> Callable[[], float] | None:
     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
         return None
     return read
+
+
+def gpu_memory_mb(device: str) -> tuple[float, float] | None:
+    """(free, total) MiB of GPU ``device`` (an index or UUID), or None when unknown."""
+    try:
+        import pynvml
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+            handle = (pynvml.nvmlDeviceGetHandleByIndex(int(device)) if device.isdigit()
+                      else pynvml.nvmlDeviceGetHandleByUUID(device))
+            info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            return info.free / 2**20, info.total / 2**20
+        except pynvml.NVMLError:
+            return None
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=memory.free,memory.total",
+                              "--format=csv,noheader,nounits", "-i", device],
+                             capture_output=True, text=True, check=True, timeout=10).stdout
+        free, total = (float(v) for v in out.split(",")[:2])
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return free, total
 
 
 def reset_peak_memory() -> None:

@@ -12,8 +12,8 @@ import gc
 import logging
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,15 +28,21 @@ from hpo.search import TrialParams, resolve, suggest
 from hpo.storage import set_user_attrs, trial_id
 from hpo.study import attrs
 from hpo.trial._artifacts import Artifacts
-from hpo.trial._gpu import GpuMonitor, peak_memory_bytes, reset_peak_memory, utilization_reader
 from hpo.trial._device import (
     apply_precision,
     backend,
+    configure_gpus,
     describe_host,
     gpu_count,
     is_out_of_memory,
     resolve_precision,
     training_errors,
+)
+from hpo.trial._gpu import (
+    GpuMonitor,
+    peak_memory_bytes,
+    reset_peak_memory,
+    utilization_reader,
 )
 from hpo.trial._reuse import ModelPool
 from hpo.trial._writer import ModelWriter
@@ -181,6 +187,7 @@ class Objective:
         started = time.perf_counter()
         self._fit_seconds = 0.0
         if self._precision is None:
+            configure_gpus()  # before the backend initialises a GPU
             self._precision = resolve_precision(self._options.precision)
             self._gpu_reader = utilization_reader() if gpu_count() > 0 else None
         sampled = suggest(trial, self._config, grid=self._options.grid)
