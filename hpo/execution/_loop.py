@@ -235,8 +235,10 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
     study, objective = prepare_study(
         config, replace(options, objective=replace(options.objective, on_epoch=reporter.epoch)))
     is_grid = isinstance(study.sampler, WorkerGridSampler)
+    work_left = True
     if is_grid:
         coverage = grid_coverage(study, config)
+        work_left = not coverage.complete
         reporter.info(f"study {study.study_name}: grid of {coverage.size} points, "
                       f"{len(coverage.done)} done, {coverage.size - len(coverage.done)} "
                       "not done")
@@ -245,6 +247,8 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
         reporter.info(f"study {study.study_name}: sampler {canonical_sampler(options.sampler)}"
                       f", {finished} trials so far")
     try:
+        if work_left:  # the backend's import is the worker's start-up, not a trial's
+            objective.warm_up()
         ran, recycle = _loop(study, config, objective, options, reporter)
         objective.close()  # the last model is on disk: prune once more with it there
         if options.objective.artifacts is not None:
