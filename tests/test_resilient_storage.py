@@ -206,3 +206,113 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
     junk.write_bytes(b"not a database" * 400)
     with pytest.raises(StorageError, match="file is not a database"):
         open_storage(f"sqlite:///{junk}", StorageOptions(outage_timeout=120))
+
+
+def _two_workers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    a, b = open_storage(url), open_storage(url)
+    study_a = optuna.create_study(study_name="s", storage=a)
+    study_a.enqueue_trial({"x": 1.0})
+    return a, study_a, optuna.load_study(study_name="s", storage=b)
+
+
+def test_a_claim_lost_before_its_commit_is_not_also_taken_by_the_worker_that_retries(
+        tmp_path, monkeypatch):
+    """Worker A's claim of the waiting trial dies with its connection before the commit;
+    meanwhile worker B claims that trial. A's retry must see that the trial is B's, not
+    take the RUNNING state as its own lost acknowledgement (two workers, one trial)."""
+    import hpo.storage._resilient as resilient
+
+    a, study_a, study_b = _two_workers(tmp_path)
+    original = resilient.claim_waiting_trial
+    injected = []
+
+    def dies_before_commit(storage, trial_id, *args):
+        if storage is a and not injected:
+            injected.append(trial_id)
+            assert study_b.ask().number == 0  # B takes the waiting trial meanwhile
+            raise optuna.exceptions.StorageInternalError("commit") from _dropped()
+        return original(storage, trial_id, *args)
+
+    monkeypatch.setattr(resilient, "claim_waiting_trial", dies_before_commit)
+    trial_a = study_a.ask()
+    assert injected
+    assert trial_a.number == 1  # a trial of its own, not B's
+    assert [t.state for t in study_a.get_trials()] == [TrialState.RUNNING] * 2
+
+
+def test_a_claim_whose_acknowledgement_was_lost_is_the_claimers_alone(tmp_path, monkeypatch):
+    """A's claim is committed but its answer is lost: A's retry finds the trial is its own;
+    B, asking afterwards, gets a trial of its own; no claim mark is left in the trial."""
+    import hpo.storage._resilient as resilient
+
+    a, study_a, study_b = _two_workers(tmp_path)
+    original = resilient.claim_waiting_trial
+    lost = []
+
+    def commits_then_fails(storage, trial_id, *args):
+        done = original(storage, trial_id, *args)
+        if storage is a and not lost:
+            lost.append(trial_id)
+            raise optuna.exceptions.StorageInternalError("commit") from _dropped()
+        return done
+
+    monkeypatch.setattr(resilient, "claim_waiting_trial", commits_then_fails)
+    assert study_a.ask().number == 0 and lost
+    assert study_b.ask().number == 1
+    assert all(not any(k.startswith("hpo:") for k in t.system_attrs)
+               for t in study_a.get_trials())
+
+
+@pytest.mark.parametrize("write", ["set_trial_user_attrs", "set_trial_param",
+                                   "set_trial_intermediate_value", "set_trial_system_attr"])
+def test_every_retried_trial_write_whose_acknowledgement_was_lost_is_stored_once(
+        tmp_path, monkeypatch, write):
+    """A write that committed but whose answer was lost is retried by hpo's wrapper: the
+    retry must neither fail nor store it twice (creation and state changes: see above)."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'w.db'}")
+    study = optuna.create_study(study_name="w", storage=storage)
+    trial = study.ask()
+    tid = trial._trial_id
+    calls = {
+        "set_trial_user_attrs": lambda: storage.set_trial_user_attrs(tid, {"a": 1, "b": [2]}),
+        "set_trial_param": lambda: storage.set_trial_param(
+            tid, "x", 0.5, optuna.distributions.FloatDistribution(0, 1)),
+        "set_trial_intermediate_value": lambda: storage.set_trial_intermediate_value(
+            tid, 3, 0.75),
+        "set_trial_system_attr": lambda: storage.set_trial_system_attr(tid, "k", "v"),
+    }
+    lost = []
+    original = ResilientRDBStorage.call_with_retries
+
+    def answer_lost_once(self, name, attempt):
+        if name != write or lost:
+            return original(self, name, attempt)
+
+        def committed_then_lost(retry):
+            result = attempt(retry)
+            if not lost:  # the write went through; its answer did not
+                lost.append(name)
+                raise optuna.exceptions.StorageInternalError("commit") from _dropped()
+            return result
+
+        return original(self, name, committed_then_lost)
+
+    monkeypatch.setattr(ResilientRDBStorage, "call_with_retries", answer_lost_once)
+    calls[write]()
+    assert lost
+    stored = storage.get_trial(tid)
+    assert (stored.user_attrs, stored.params, stored.intermediate_values,
+            {k: v for k, v in stored.system_attrs.items() if not k.startswith("hpo:")}) == {
+        "set_trial_user_attrs": ({"a": 1, "b": [2]}, {}, {}, {}),
+        "set_trial_param": ({}, {"x": 0.5}, {}, {}),
+        "set_trial_intermediate_value": ({}, {}, {3: 0.75}, {}),
+        "set_trial_system_attr": ({}, {}, {}, {"k": "v"}),
+    }[write]
+    with storage.engine.connect() as connection:  # one row each, not two
+        rows = connection.execute(sqlalchemy.text(
+            "SELECT (SELECT count(*) FROM trial_user_attributes) + "
+            "(SELECT count(*) FROM trial_params) + (SELECT count(*) FROM trial_intermediate_values)"
+            " + (SELECT count(*) FROM trial_system_attributes WHERE key NOT LIKE 'hpo:%')"
+        )).scalar()
+    assert rows == {"set_trial_user_attrs": 2}.get(write, 1)

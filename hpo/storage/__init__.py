@@ -1,7 +1,7 @@
 """Where studies live: opening SQLite / PostgreSQL / journal storages, the RDB storage that
 rides out database outages, the study-wide lock, and trial heartbeats."""
 
-from hpo.storage._heartbeat import Heartbeat
+from hpo.storage._heartbeat import Heartbeat, StaleTrialRetry
 from hpo.storage._locks import study_lock
 from hpo.storage._open import (
     DEFAULT_STORAGE,
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_OUTAGE_TIMEOUT",
     "study_lock",
     "Heartbeat",
+    "StaleTrialRetry",
     "storage_of",
     "set_user_attrs",
     "trial_id",

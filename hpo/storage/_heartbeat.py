@@ -14,7 +14,7 @@ from types import TracebackType
 
 import optuna
 
-__all__ = ["Heartbeat"]
+__all__ = ["Heartbeat", "StaleTrialRetry"]
 
 _log = logging.getLogger("hpo.heartbeat")
 _JOIN_TIMEOUT_S = 5.0
@@ -79,3 +79,23 @@ class Heartbeat:
             # hold up the end of the trial, or Ctrl-C, for it; the thread is a daemon and
             # stops after that beat.
             self._thread.join(timeout=_JOIN_TIMEOUT_S)
+
+
+class StaleTrialRetry:
+    """Optuna's ``RetryHeartbeatStaleTrialCallback``, noting the numbers of the trials it
+    was called for, so that the reaper learns which trials ``fail_stale_trials`` failed
+    without listing the study's FAIL trials before and after (issue 16: O(failed), twice
+    per trial)."""
+
+    def __init__(self, max_retry: int) -> None:
+        self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self._failed: list[int] = []
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._failed.append(trial.number)
+        self._retry(study, trial)
+
+    def drain(self) -> list[int]:
+        """The trials failed as stale since the last call."""
+        failed, self._failed = self._failed, []
+        return failed

@@ -23,6 +23,7 @@ from typing import Iterator
 import optuna
 
 from hpo.errors import StorageError
+from hpo.storage._heartbeat import StaleTrialRetry
 from hpo.storage._optuna import unwrap_storage
 from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage
 
@@ -188,8 +189,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=options.heartbeat_interval,
                 grace_period=options.grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=options.max_retry),
+                heartbeat_stale_trial_callback=StaleTrialRetry(options.max_retry),
             )
 
     try:

@@ -72,3 +72,43 @@ def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int,
         return
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial_id, key, value)
+
+
+def claim_waiting_trial(storage: optuna.storages.RDBStorage, trial_id: int, key: str,
+                        token: str) -> bool:
+    """RDBStorage's WAITING -> RUNNING transition of ``set_trial_state_values`` with a
+    system attribute ``key`` = ``token`` written in the same transaction, so that a worker
+    whose answer was lost can tell its own claim from another worker's. False when the
+    trial is no longer WAITING."""
+    from datetime import datetime
+
+    import sqlalchemy.exc
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+
+    try:
+        with _create_scoped_session(storage.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            storage.check_trial_is_updatable(trial_id, trial.state)
+            if trial.state != TrialState.WAITING:
+                return False
+            trial.state = TrialState.RUNNING
+            trial.datetime_start = datetime.now()
+            storage._set_trial_attr_without_commit(
+                session, models.TrialSystemAttributeModel, trial_id, key, token)
+    except sqlalchemy.exc.IntegrityError:
+        return False
+    return True
+
+
+def delete_trial_system_attr(storage: optuna.storages.RDBStorage, trial_id: int,
+                             key: str) -> None:
+    """Deletes one system attribute of a trial, finished or not (idempotent)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        session.query(models.TrialSystemAttributeModel).filter(
+            models.TrialSystemAttributeModel.trial_id == trial_id,
+            models.TrialSystemAttributeModel.key == key).delete()

@@ -39,7 +39,11 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import StorageError
-from hpo.storage._optuna import write_trial_user_attrs
+from hpo.storage._optuna import (
+    claim_waiting_trial,
+    delete_trial_system_attr,
+    write_trial_user_attrs,
+)
 
 __all__ = ["ResilientRDBStorage", "is_connection_error", "permanent_problem",
            "DEFAULT_OUTAGE_TIMEOUT"]
@@ -50,6 +54,7 @@ _T = TypeVar("_T")
 #: Seconds a worker waits for an unreachable database before it gives up.
 DEFAULT_OUTAGE_TIMEOUT = 600.0
 _TOKEN = "hpo:create_token"
+_CLAIM = "hpo:claim_token"  # who moved a WAITING trial to RUNNING, until acknowledged
 _FIRST_DELAY = 0.25
 _MAX_DELAY = 5.0
 
@@ -241,19 +246,27 @@ class ResilientRDBStorage(RDBStorage):
         # The token has done its work once the creation is acknowledged: it leaves the
         # trial, so that the stored trial is exactly what stock RDBStorage would store
         # (Optuna's StorageTestCase, trials_dataframe(), the dashboard, FrozenTrial equality).
-        self.call_with_retries("create_new_trial", lambda retry: self._forget_token(trial))
+        self.call_with_retries("create_new_trial", lambda retry: delete_trial_system_attr(
+            self, trial._trial_id, _TOKEN))
         trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != _TOKEN}
         return trial
 
-    def _forget_token(self, trial: FrozenTrial) -> None:
-        """Deletes ``trial``'s creation token (idempotent: safe to retry)."""
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
+    def _claim(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING for this worker alone. A claim whose answer was lost is
+        recognised by its token: RUNNING alone cannot tell this worker's claim from another
+        worker's that came in between (say, after the study lock's connection dropped)."""
+        token = uuid.uuid4().hex
 
-        with _create_scoped_session(self.scoped_session, True) as session:
-            session.query(models.TrialSystemAttributeModel).filter(
-                models.TrialSystemAttributeModel.trial_id == trial._trial_id,
-                models.TrialSystemAttributeModel.key == _TOKEN).delete()
+        def attempt(retry: bool) -> bool:
+            if retry and RDBStorage.get_trial(self, trial_id).system_attrs.get(_CLAIM) == token:
+                return True  # the earlier try was stored; its answer was lost
+            return claim_waiting_trial(self, trial_id, _CLAIM, token)
+
+        claimed = self.call_with_retries("set_trial_state_values", attempt)
+        if claimed:  # acknowledged: the token leaves the trial, as the creation token does
+            self.call_with_retries("set_trial_state_values", lambda retry:
+                                   delete_trial_system_attr(self, trial_id, _CLAIM))
+        return claimed
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         return self._create_new_trial(study_id, template_trial)._trial_id
@@ -266,6 +279,9 @@ class ResilientRDBStorage(RDBStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
+        if state == TrialState.RUNNING and values is None:
+            return self._claim(trial_id)
+
         def attempt(retry: bool) -> bool:
             try:
                 done = RDBStorage.set_trial_state_values(self, trial_id, state, values)

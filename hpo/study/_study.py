@@ -28,7 +28,7 @@ from hpo.search import (
     make_sampler,
     space_hash,
 )
-from hpo.storage import storage_of, trial_id
+from hpo.storage import StaleTrialRetry, storage_of, study_id, trial_id, unwrap_storage
 from hpo.study import _attrs as attrs
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
@@ -222,7 +222,11 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
     reaped = []
     storage = storage_of(study)
     host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    # RUNNING trials straight from the database (a handful), not filtered out of every
+    # trial the study's cache holds
+    running = unwrap_storage(storage).get_all_trials(study_id(study), deepcopy=False,
+                                                     states=(TrialState.RUNNING,))
+    for trial in running:
         worker = trial.user_attrs.get(attrs.WORKER) or {}
         if worker.get("host") != host or _pid_alive(int(worker.get("pid", 0) or 0)):
             continue
@@ -238,12 +242,13 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
                     _requeue(study, storage.get_trial(trial_id(trial)))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker reaped it first
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    reaped += sorted(after - before)
+        optuna.storages.fail_stale_trials(study)  # RUNNING trials with a stale heartbeat
+    callback = getattr(unwrap_storage(storage), "get_heartbeat_stale_trial_callback",
+                       lambda: None)()
+    if isinstance(callback, StaleTrialRetry):
+        reaped += sorted(callback.drain())
     if reaped:
         _log.warning("marked %d lost trial(s) FAIL and re-queued them: %s", len(reaped),
                      ", ".join(map(str, reaped)))
