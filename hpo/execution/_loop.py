@@ -36,9 +36,9 @@ from hpo.storage import (
     trial_id,
 )
 from hpo.study import (
+    GridClaims,
     attrs,
     check_data,
-    claim_grid_point,
     grid_coverage,
     open_study,
     pareto_front,
@@ -274,6 +274,8 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
     """Claims and runs trials until the budget or the grid ends, or it is time for a fresh
     process; returns how many ran and whether work is left for that fresh process."""
     is_grid = isinstance(study.sampler, WorkerGridSampler)
+    claims = GridClaims(study, config, study.sampler,  # type: ignore[arg-type]
+                        defaults_first=options.enqueue_defaults) if is_grid else None
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     ran = failures = 0
     while options.n_trials is None or ran < options.n_trials:
@@ -284,9 +286,7 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
         with held_signals() as release_signals:
             with study_lock(storage_of(study), study.study_name):
                 reap_dead_trials(study, max_retry=options.storage_options.max_retry)
-                if is_grid and not claim_grid_point(study, config, study.sampler,
-                                                    retries=options.retry_failed,
-                                                    defaults_first=options.enqueue_defaults):
+                if claims is not None and not claims.claim(retries=options.retry_failed):
                     break
                 if options.recycle_after is not None and ran >= options.recycle_after:
                     return ran, True  # a claimed grid point waits for the fresh process

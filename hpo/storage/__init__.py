@@ -17,6 +17,7 @@ from hpo.storage._optuna import (
     storage_of,
     study_id,
     trial_id,
+    trials_changed_since,
     unwrap_storage,
 )
 from hpo.storage._resilient import (
@@ -40,6 +41,7 @@ __all__ = [
     "StaleTrialRetry",
     "storage_of",
     "set_user_attrs",
+    "trials_changed_since",
     "trial_id",
     "study_id",
     "unwrap_storage",

@@ -112,3 +112,16 @@ def delete_trial_system_attr(storage: optuna.storages.RDBStorage, trial_id: int,
         session.query(models.TrialSystemAttributeModel).filter(
             models.TrialSystemAttributeModel.trial_id == trial_id,
             models.TrialSystemAttributeModel.key == key).delete()
+
+
+def trials_changed_since(storage: optuna.storages.BaseStorage, study_id: int, *,
+                         after: int, unfinished: set[int]
+                         ) -> list[optuna.trial.FrozenTrial] | None:
+    """The study's trials created after trial id ``after`` or among ``unfinished`` (ids),
+    in one query: the incremental read Optuna's own trial cache makes. None when the
+    storage is not an RDB storage (the caller then reads every trial)."""
+    backend = unwrap_storage(storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return None
+    return backend._get_trials(study_id, states=None, included_trial_ids=set(unfinished),
+                               trial_id_greater_than=after)

@@ -2,6 +2,7 @@
 claims, reaping lost trials, and reading its objective values (best trial, Pareto front)."""
 
 from hpo.study import _attrs as attrs
+from hpo.study._claims import GridClaims
 from hpo.study._study import (
     GridCoverage,
     check_data,
@@ -28,6 +29,7 @@ __all__ = [
     "grid_coverage",
     "reap_dead_trials",
     "claim_grid_point",
+    "GridClaims",
     "grid_key",
     "check_data",
     "metric_value",

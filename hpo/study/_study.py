@@ -23,7 +23,6 @@ from hpo.errors import StudyError
 from hpo.search import (
     WorkerGridSampler,
     canonical_sampler,
-    is_default,
     make_pruner,
     make_sampler,
     space_hash,
@@ -264,38 +263,13 @@ def claim_grid_point(study: optuna.Study, config: StudyConfig, sampler: WorkerGr
     GridSampler would count it as visited for good, optuna#4721); the next point never
     started. The point is queued with GridSampler's own system attributes.
 
+    A worker's loop keeps one :class:`hpo.study.GridClaims` instead, which reads only what
+    changed between its claims.
+
     Returns:
         False when the grid has nothing left for any worker to start.
     """
-    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        return True
-    coverage = grid_coverage(study, config)
-    if coverage.failed:
-        latest: dict[tuple[Any, ...], FrozenTrial] = {}
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            key = grid_key(trial.params, config)
-            if key in coverage.failed and coverage.failed[key] <= retries:
-                latest[key] = trial
-        if latest:
-            key, trial = next(iter(latest.items()))
-            _log.info("re-running grid point %s (failed %d time(s))",
-                      dict(zip(config.grid, key)), coverage.failed[key])
-            _requeue(study, trial)
-            return True
-    started = coverage.done | coverage.running | set(coverage.failed)
-    order = list(enumerate(sampler.points()))
-    if defaults_first:  # the thesis's baseline first: each optimizer at its Keras defaults
-        order.sort(key=lambda item: not is_default(item[1]))
-    for grid_id, point in order:
-        key = grid_key(point, config)
-        if key in started:
-            continue
-        study.add_trial(optuna.create_trial(
-            state=TrialState.WAITING,
-            params=point,
-            distributions={name: optuna.distributions.CategoricalDistribution(values)
-                           for name, values in sampler.search_space.items()},
-            system_attrs={"grid_id": grid_id, "search_space": sampler.search_space},
-        ))
-        return True
-    return False
+    from hpo.study._claims import GridClaims
+
+    return GridClaims(study, config, sampler, defaults_first=defaults_first).claim(
+        retries=retries)

@@ -1,0 +1,277 @@
+"""Per-trial coordination on huge studies: everything hpo does around a trial but training.
+
+For each storage (SQLite file; PostgreSQL when ``--postgres URL`` or
+``HPO_TEST_POSTGRES_URL`` is set) and each study size N, a synthetic study of N finished
+trials is written (grid trials carry GridSampler's own ``grid_id`` / ``search_space``
+attributes and ~20 user attributes, as hpo's trials do), then:
+
+* **hpo**: ``M`` trials through hpo's own worker loop (``hpo.execution._loop``: study lock,
+  reaping, grid claim, ask, the trial's records in three transactions, tell) with an
+  objective that trains nothing;
+* **stock**: ``M`` trials of stock Optuna's ask/tell on the same storage, with the same
+  records set one by one (``GridSampler`` for the grid, the same sampler otherwise);
+* **worker start**: a fresh storage and study, up to its first trial's start.
+
+It reports milliseconds per trial (median of the ``M``) and start seconds, as JSON, with the
+machine named::
+
+    python benchmarks/coordination_scale.py --sizes 0 1000 10000 \\
+        --out benchmarks/results/coordination_scale_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from hpo.config import load_study_config
+from hpo.execution._loop import RunOptions, _loop
+from hpo.reporting import Reporter
+from hpo.search import WorkerGridSampler, grid_search_space, make_sampler
+from hpo.storage import StorageOptions, close_storage, open_storage
+from hpo.study import open_study
+
+STUDY = """
+name = "scale"
+metric = "val_accuracy"
+seed = 0
+pruner = "none"
+
+[data]
+source = "bundled:digits"
+channels = 1
+
+[training]
+architecture = "small_cnn"
+optimizer = "Adam"
+learning_rate = 0.001
+batch_size = 32
+epochs = 1
+
+[grid]
+optimizer = ["Adam", "SGD", "RMSprop", "Nadam", "Adamax", "Adagrad", "Adadelta", "Ftrl"]
+learning_rate = [{rates}]
+batch_size = [{batches}]
+
+[space.optimizer]
+choices = ["Adam", "SGD", "RMSprop", "Nadam"]
+
+[space.learning_rate]
+low = 1e-5
+high = 1e-1
+log = true
+
+[space.batch_size]
+choices = [16, 32, 64, 128]
+"""
+
+_ATTRS = {"test_accuracy": 0.9, "tp": 10, "tn": 12, "roc_auc": 0.95, "epochs_trained": 3,
+          "best_epoch": 2, "n_params": 12345, "wall_time_s": 3.2, "train_time_s": 2.9,
+          "outside_fit_s": 0.3, "images_per_s": 1100.0, "seed": 0, "precision": "float32",
+          "backend": "tensorflow", "sampler": "grid", "model_reused": True, "build_s": 0.02,
+          "history": {"loss": [1.0, 0.5, 0.4], "val_accuracy": [0.5, 0.8, 0.9]},
+          "confusion_matrix": [[10, 2], [1, 12]], "classes": ["a", "b"], "test_size": 25}
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class _Instant:
+    """An objective that trains nothing but records what a real trial records, in the same
+    three transactions (hpo's ``Objective`` interface as the loop uses it)."""
+
+    def __init__(self) -> None:
+        self.orphaned_attrs: dict[int, dict[str, Any]] = {}
+
+    def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
+        trial.set_user_attr(key, value)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from hpo.storage import set_user_attrs, trial_id
+
+        items = list(_ATTRS.items())
+        for part in (items[:5], items[5:15], items[15:]):
+            set_user_attrs(trial.storage, trial_id(trial), dict(part))
+        return 0.5
+
+
+def _populate(storage: optuna.storages.BaseStorage, name: str, n: int, grid: bool,
+              sampler: WorkerGridSampler) -> None:
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    points = sampler.points()
+    grid_distributions = {k: CategoricalDistribution(v) for k, v in sampler.search_space.items()}
+    space = {"optimizer": CategoricalDistribution(["Adam", "SGD", "RMSprop", "Nadam"]),
+             "learning_rate": FloatDistribution(1e-5, 1e-1, log=True),
+             "batch_size": CategoricalDistribution([16, 32, 64, 128])}
+    start = datetime.now() - timedelta(days=1)
+    batch = []
+    for number in range(n):
+        if grid:
+            system = {"grid_id": number, "search_space": sampler.search_space}
+            params, distributions = points[number], grid_distributions
+        else:
+            system = {}
+            params = {"optimizer": ["Adam", "SGD", "RMSprop", "Nadam"][number % 4],
+                      "learning_rate": 10 ** (-5 + 4 * ((number * 7919) % 1000) / 1000),
+                      "batch_size": [16, 32, 64, 128][(number // 4) % 4]}
+            distributions = space
+        batch.append(optuna.create_trial(
+            state=TrialState.COMPLETE, value=0.5 + (number % 97) / 1000,
+            params=params, distributions=distributions, user_attrs=_ATTRS,
+            system_attrs=system))
+        batch[-1].datetime_start = start
+        if len(batch) == 500:
+            study.add_trials(batch)
+            batch = []
+    if batch:
+        study.add_trials(batch)
+
+
+def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int) -> list[float]:
+    storage = open_storage(url, StorageOptions(heartbeat_interval=60))
+    try:
+        study = open_study(config, storage, sampler=sampler, study_name=name)
+        options = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=1)
+        reporter = Reporter(metric="val_accuracy", quiet=True)
+        times = []
+        for _ in range(m):
+            started = time.perf_counter()
+            _loop(study, config, _Instant(), options, reporter)
+            times.append(time.perf_counter() - started)
+        return times
+    finally:
+        close_storage(storage)
+
+
+def _stock_per_trial(url: str, config: Any, name: str, sampler: str, m: int) -> list[float]:
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=60)
+    try:
+        if sampler == "grid":
+            chosen = optuna.samplers.GridSampler(grid_search_space(config), seed=0)
+        else:
+            chosen = make_sampler(sampler, config, 0)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=chosen)
+        times = []
+        for _ in range(m):
+            started = time.perf_counter()
+            trial = study.ask()
+            if sampler != "grid":
+                trial.suggest_categorical("optimizer", ["Adam", "SGD", "RMSprop", "Nadam"])
+                trial.suggest_float("learning_rate", 1e-5, 1e-1, log=True)
+                trial.suggest_categorical("batch_size", [16, 32, 64, 128])
+            for key, value in _ATTRS.items():
+                trial.set_user_attr(key, value)
+            study.tell(trial, 0.5)
+            times.append(time.perf_counter() - started)
+        return times
+    finally:
+        storage.engine.dispose()
+
+
+def _worker_start(url: str, config: Any, name: str, sampler: str) -> float:
+    """Seconds from a fresh storage to the first trial's start (claim and ask)."""
+    started = time.perf_counter()
+    storage = open_storage(url, StorageOptions(heartbeat_interval=60))
+    try:
+        study = open_study(config, storage, sampler=sampler, study_name=name)
+        from hpo.storage import study_lock
+        from hpo.study import claim_grid_point, reap_dead_trials
+
+        with study_lock(storage, name):
+            reap_dead_trials(study)
+            if sampler == "grid":
+                claim_grid_point(study, config, study.sampler, retries=1)
+            trial = study.ask()
+        elapsed = time.perf_counter() - started
+        study.tell(trial, 0.5)
+        return elapsed
+    finally:
+        close_storage(storage)
+
+
+def _fresh_sqlite(folder: Path, tag: str) -> str:
+    return f"sqlite:///{folder / f'{tag}.db'}"
+
+
+def _fresh_postgres(base: str, tag: str) -> str:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{tag}"'))
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{tag}"'))
+    engine.dispose()
+    return base.rsplit("/", 1)[0] + f"/{tag}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 1000, 10000])
+    parser.add_argument("--samplers", nargs="+", default=["grid", "random", "tpe"])
+    parser.add_argument("--trials", type=int, default=20, help="M: timed trials per case")
+    parser.add_argument("--postgres", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    logging.getLogger("hpo").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rates = ", ".join(f"{1e-5 * (i + 1):.6g}" for i in range(500))
+        batches = ", ".join(str(8 + i) for i in range(60))
+        study_file = folder / "scale.toml"
+        study_file.write_text(STUDY.format(rates=rates, batches=batches))
+        config = load_study_config(study_file)
+        grid = WorkerGridSampler(grid_search_space(config))
+        storages = ["sqlite"] + (["postgresql"] if args.postgres else [])
+        for kind in storages:
+            for n in args.sizes:
+                for sampler in args.samplers:
+                    row: dict[str, Any] = {"storage": kind, "n": n, "sampler": sampler}
+                    for side in ("hpo", "stock"):
+                        tag = f"scale_{side}_{sampler}_{n}"
+                        url = (_fresh_sqlite(folder, tag) if kind == "sqlite"
+                               else _fresh_postgres(args.postgres, tag))
+                        built = time.perf_counter()
+                        _populate(optuna.storages.RDBStorage(url), "scale", n,
+                                  sampler == "grid", grid)
+                        row[f"populate_s_{side}"] = round(time.perf_counter() - built, 1)
+                        runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
+                        times = runner(url, config, "scale", sampler, args.trials)
+                        row[f"{side}_ms_per_trial"] = round(1000 * statistics.median(times), 1)
+                        if side == "hpo":
+                            row["hpo_worker_start_s"] = round(
+                                _worker_start(url, config, "scale", sampler), 3)
+                    row["hpo_over_stock"] = round(row["hpo_ms_per_trial"] /
+                                                  row["stock_ms_per_trial"], 2)
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+    report = {"benchmark": "coordination_scale", "machine": {
+        "cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "trials_timed": args.trials, "results": results}
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Grid claims read what changed since the last claim, not the whole study, and keep the
+exactly-once rules: a waiting trial first, a failed point re-run while retries are left,
+then the next point never started."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import hpo.study._claims as claims_module
+from hpo.config import load_study_config
+from hpo.search import make_sampler
+from hpo.storage import open_storage
+from hpo.study import GridClaims, open_study
+from hpo.testing import write_study
+
+
+@pytest.fixture()
+def grid_study(tmp_path, image_folder):
+    study_file = write_study(tmp_path / "g.toml", data=image_folder, name="claims",
+                             extra_grid="batch_size = [8, 16, 32]")  # 2 x 2 x 3 = 12 points
+    config = load_study_config(study_file)
+    study = open_study(config, open_storage(f"sqlite:///{tmp_path / 'g.db'}"), sampler="grid")
+    return config, study
+
+
+def _run(study: optuna.Study, state: TrialState = TrialState.COMPLETE) -> optuna.Trial:
+    trial = study.ask()
+    study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    return trial
+
+
+def test_each_claim_reads_only_what_changed(grid_study, monkeypatch):
+    config, study = grid_study
+    for _ in range(6):  # six points done by "another worker"
+        assert GridClaims(study, config, study.sampler).claim(retries=1)
+        _run(study)
+    read = []
+    original = claims_module.trials_changed_since
+
+    def counting(*args, **kwargs):
+        changed = original(*args, **kwargs)
+        read.append(len(changed))
+        return changed
+
+    monkeypatch.setattr(claims_module, "trials_changed_since", counting)
+    claims = GridClaims(study, config, study.sampler)
+    assert claims.claim(retries=1)
+    assert read == [6]  # the first claim reads the study once
+    first = study.ask()  # RUNNING, not finished yet
+    assert claims.claim(retries=1)
+    assert read == [6, 1]  # then only the trial created since
+    study.tell(first, 0.5)
+    second = study.ask()
+    assert claims.claim(retries=1)
+    assert read == [6, 1, 2]  # the one unfinished before (now done) and the new one
+    study.tell(second, 0.5)
+    params = [tuple(sorted(t.params.items())) for t in study.get_trials()]
+    assert len(params) == len(set(params)) == 9
+
+
+def test_a_failed_point_is_retried_then_the_grid_ends(grid_study):
+    config, study = grid_study
+    claims = GridClaims(study, config, study.sampler)
+    assert claims.claim(retries=1)
+    failed = _run(study, TrialState.FAIL)
+    assert claims.claim(retries=1)  # the failed point again, before any new point
+    retried = study.ask()
+    assert retried.params == failed.params
+    study.tell(retried, state=TrialState.FAIL)
+    while claims.claim(retries=1):  # failed twice: given up; the 11 others run once each
+        _run(study)
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.COMPLETE) == 11 and states.count(TrialState.FAIL) == 2
+    again = GridClaims(study, config, study.sampler)  # a new worker agrees: nothing left
+    assert not again.claim(retries=1)
+    assert again.claim(retries=2)  # one more retry allowed: the failed point comes back
+
+
+def test_points_another_worker_started_are_never_claimed_twice(grid_study):
+    config, study = grid_study
+    mine = GridClaims(study, config, study.sampler)
+    theirs = GridClaims(study, config, make_sampler("grid", config, None))
+    seen = []
+    while True:
+        for claims in (mine, theirs):
+            if not claims.claim(retries=0):
+                break
+            seen.append(tuple(sorted(_run(study).params.items())))
+        else:
+            continue
+        break
+    assert len(seen) == len(set(seen)) == 12
