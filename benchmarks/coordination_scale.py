@@ -43,6 +43,7 @@ from hpo.reporting import Reporter
 from hpo.search import WorkerGridSampler, grid_search_space, make_sampler
 from hpo.storage import StorageOptions, close_storage, open_storage
 from hpo.study import open_study
+from study_throughput import _cpu_model  # benchmarks/ is this script's first sys.path entry
 
 STUDY = """
 name = "scale"
@@ -84,16 +85,6 @@ _ATTRS = {"test_accuracy": 0.9, "tp": 10, "tn": 12, "roc_auc": 0.95, "epochs_tra
           "backend": "tensorflow", "sampler": "grid", "model_reused": True, "build_s": 0.02,
           "history": {"loss": [1.0, 0.5, 0.4], "val_accuracy": [0.5, 0.8, 0.9]},
           "confusion_matrix": [[10, 2], [1, 12]], "classes": ["a", "b"], "test_size": 25}
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class _Instant:
@@ -148,17 +139,17 @@ def _populate(storage: optuna.storages.BaseStorage, name: str, n: int, grid: boo
 
 
 def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int) -> list[float]:
+    """Seconds between the starts of consecutive trials of one worker loop of ``m + 1``
+    trials (the first, which reads the study once, is left out)."""
     storage = open_storage(url, StorageOptions(heartbeat_interval=60))
     try:
         study = open_study(config, storage, sampler=sampler, study_name=name)
-        options = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=1)
+        options = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=m + 1)
         reporter = Reporter(metric="val_accuracy", quiet=True)
-        times = []
-        for _ in range(m):
-            started = time.perf_counter()
-            _loop(study, config, _Instant(), options, reporter)
-            times.append(time.perf_counter() - started)
-        return times
+        before = len(study.get_trials(deepcopy=False))
+        _loop(study, config, _Instant(), options, reporter)
+        starts = sorted(t.datetime_start for t in study.get_trials(deepcopy=False)[before:])
+        return [(b - a).total_seconds() for a, b in zip(starts[1:], starts[2:])]
     finally:
         close_storage(storage)
 
@@ -209,17 +200,23 @@ def _worker_start(url: str, config: Any, name: str, sampler: str) -> float:
         close_storage(storage)
 
 
-def _fresh_sqlite(folder: Path, tag: str) -> str:
-    return f"sqlite:///{folder / f'{tag}.db'}"
+def _sqlite(folder: Path, tag: str, template: str | None = None) -> str:
+    path = folder / f"{tag}.db"
+    if template is not None:
+        import shutil
+
+        shutil.copyfile(template.removeprefix("sqlite:///"), path)
+    return f"sqlite:///{path}"
 
 
-def _fresh_postgres(base: str, tag: str) -> str:
+def _postgres(base: str, tag: str, template: str | None = None) -> str:
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{tag}"'))
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{tag}"'))
+        source = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{tag}"{source}'))
     engine.dispose()
     return base.rsplit("/", 1)[0] + f"/{tag}"
 
@@ -237,37 +234,47 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rates = ", ".join(f"{1e-5 * (i + 1):.6g}" for i in range(500))
-        batches = ", ".join(str(8 + i) for i in range(60))
+        # 8 x 100 x 125 = 100,000 grid points: room for the largest study size
+        rates = ", ".join(f"{1e-5 * (i + 1):.6g}" for i in range(100))
+        batches = ", ".join(str(8 + i) for i in range(125))
         study_file = folder / "scale.toml"
         study_file.write_text(STUDY.format(rates=rates, batches=batches))
         config = load_study_config(study_file)
         grid = WorkerGridSampler(grid_search_space(config))
         storages = ["sqlite"] + (["postgresql"] if args.postgres else [])
         for kind in storages:
+            fresh = ((lambda tag, template=None: _sqlite(folder, tag, template))
+                     if kind == "sqlite" else
+                     (lambda tag, template=None: _postgres(args.postgres, tag, template)))
             for n in args.sizes:
+                templates: dict[bool, tuple[str, float]] = {}
                 for sampler in args.samplers:
-                    row: dict[str, Any] = {"storage": kind, "n": n, "sampler": sampler}
-                    for side in ("hpo", "stock"):
-                        tag = f"scale_{side}_{sampler}_{n}"
-                        url = (_fresh_sqlite(folder, tag) if kind == "sqlite"
-                               else _fresh_postgres(args.postgres, tag))
+                    is_grid = sampler == "grid"
+                    if is_grid not in templates:  # one synthetic study, copied per run
+                        url = fresh(f"scale_template_{int(is_grid)}_{n}")
                         built = time.perf_counter()
-                        _populate(optuna.storages.RDBStorage(url), "scale", n,
-                                  sampler == "grid", grid)
-                        row[f"populate_s_{side}"] = round(time.perf_counter() - built, 1)
+                        storage = optuna.storages.RDBStorage(url)
+                        _populate(storage, "scale", n, is_grid, grid)
+                        storage.engine.dispose()
+                        templates[is_grid] = (url, round(time.perf_counter() - built, 1))
+                    template, populate_s = templates[is_grid]
+                    row: dict[str, Any] = {"storage": kind, "n": n, "sampler": sampler,
+                                           "populate_s": populate_s}
+                    for side in ("hpo", "stock"):
+                        url = fresh(f"scale_{side}_{sampler}_{n}", template)
                         runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
                         times = runner(url, config, "scale", sampler, args.trials)
                         row[f"{side}_ms_per_trial"] = round(1000 * statistics.median(times), 1)
                         if side == "hpo":
                             row["hpo_worker_start_s"] = round(
-                                _worker_start(url, config, "scale", sampler), 3)
+                                _worker_start(fresh(f"scale_start_{sampler}_{n}", template),
+                                              config, "scale", sampler), 3)
                     row["hpo_over_stock"] = round(row["hpo_ms_per_trial"] /
                                                   row["stock_ms_per_trial"], 2)
                     print(json.dumps(row), flush=True)
                     results.append(row)
     report = {"benchmark": "coordination_scale", "machine": {
-        "cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "trials_timed": args.trials, "results": results}
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

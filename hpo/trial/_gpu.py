@@ -31,20 +31,29 @@ def visible_device() -> str:
     return visible or "0"
 
 
+def _nvml(device: str) -> tuple[Any, Any] | None:
+    """(the ``pynvml`` module, the handle of GPU ``device`` or None when NVML has no such
+    GPU or no driver), or None when nvidia-ml-py is not installed."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        return pynvml, (pynvml.nvmlDeviceGetHandleByIndex(int(device)) if device.isdigit()
+                        else pynvml.nvmlDeviceGetHandleByUUID(device))
+    except pynvml.NVMLError:  # no driver, no such GPU
+        return pynvml, None
+
+
 def utilization_reader() -> Callable[[], float] | None:
     """A function returning the training GPU's busy % now, or None when no NVIDIA GPU
     answers (no driver, no GPU, neither NVML nor nvidia-smi)."""
     device = visible_device()
-    try:
-        import pynvml
-    except ImportError:
-        pynvml = None
-    if pynvml is not None:
-        try:
-            pynvml.nvmlInit()
-            handle = (pynvml.nvmlDeviceGetHandleByUUID(device) if not device.isdigit()
-                      else pynvml.nvmlDeviceGetHandleByIndex(int(device)))
-        except pynvml.NVMLError:  # no driver, no such GPU
+    nvml = _nvml(device)
+    if nvml is not None:
+        pynvml, handle = nvml
+        if handle is None:
             return None
 
         def read_nvml() -> float:
@@ -73,19 +82,16 @@ def utilization_reader() -> Callable[[], float] | None:
 
 def gpu_memory_mb(device: str) -> tuple[float, float] | None:
     """(free, total) MiB of GPU ``device`` (an index or UUID), or None when unknown."""
-    try:
-        import pynvml
-    except ImportError:
-        pynvml = None
-    if pynvml is not None:
+    nvml = _nvml(device)
+    if nvml is not None:
+        pynvml, handle = nvml
+        if handle is None:
+            return None
         try:
-            pynvml.nvmlInit()
-            handle = (pynvml.nvmlDeviceGetHandleByIndex(int(device)) if device.isdigit()
-                      else pynvml.nvmlDeviceGetHandleByUUID(device))
             info = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            return info.free / 2**20, info.total / 2**20
         except pynvml.NVMLError:
             return None
+        return info.free / 2**20, info.total / 2**20
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
