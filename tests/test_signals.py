@@ -148,3 +148,38 @@ def test_a_signal_just_after_a_trial_is_created_still_ends_that_trial(
     [trial] = study.trials
     assert trial.state == optuna.trial.TrialState.FAIL
     assert trial.user_attrs["fail_reason"] in ("interrupted (Ctrl-C)", "stopped (SIGTERM)")
+
+
+def test_ctrl_c_in_the_middle_of_an_sqlite_write_leaves_the_file_consistent_and_unlocked(
+        tiny_study, tmp_path, monkeypatch):
+    """A Ctrl-C that lands while a trial's records are being written to SQLite (inside the
+    transaction, before its commit): nothing of that half-written transaction is stored,
+    the trial is told FAIL "interrupted", and the file is not left locked for the next
+    worker."""
+    from optuna.storages import RDBStorage
+
+    import hpo
+
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    upsert = RDBStorage._set_trial_attr_without_commit
+    calls = []
+
+    def interrupted_mid_transaction(self, session, model_cls, trial_id, key, value):
+        upsert(self, session, model_cls, trial_id, key, value)
+        calls.append(key)
+        if key == "test_accuracy":  # the evaluation's records, half written
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RDBStorage, "_set_trial_attr_without_commit",
+                        interrupted_mid_transaction)
+    with pytest.raises(KeyboardInterrupt):
+        hpo.run(tiny_study, storage=storage)
+    monkeypatch.undo()
+    [trial] = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0],
+                                storage=storage).trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    assert "test_accuracy" not in trial.user_attrs  # the interrupted transaction left nothing
+    assert "seed" in trial.user_attrs  # the set-up's records, committed before, are there
+    again = hpo.run(tiny_study, storage=storage)  # the next worker: not locked out
+    assert {t.state for t in again.trials[1:]} == {TrialState.COMPLETE}
