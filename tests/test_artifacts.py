@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 from hpo.trial import Artifacts, model_path
 
 
-def _study(values: list[float]) -> optuna.Study:
-    study = optuna.create_study(study_name="kept", direction="maximize")
+def _study(values: list[float], storage: str | None = None) -> optuna.Study:
+    study = optuna.create_study(study_name="kept", direction="maximize", storage=storage)
     for value in values:
         study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=value))
     return study
@@ -56,8 +56,10 @@ def test_a_model_that_would_not_be_kept_is_never_written(tmp_path):
     assert Artifacts(directory=tmp_path, keep_models=0).model_to_keep(study, 2, 1.0) is None
 
 
-def test_the_disk_cap_removes_kept_models_worst_first_but_never_the_best(tmp_path):
-    study = _study([0.9, 0.8, 0.7, 0.6])
+@pytest.mark.parametrize("rdb", [False, True], ids=["in-memory", "sqlite"])
+def test_the_disk_cap_removes_kept_models_worst_first_but_never_the_best(tmp_path, rdb):
+    study = _study([0.9, 0.8, 0.7, 0.6],
+                   f"sqlite:///{tmp_path / 'kept.db'}" if rdb else None)
     for number in range(4):
         _kept_file(tmp_path, number)
     # keep 3 by rank; all models may take 2.5 kB: trial 3 goes by rank, trial 2 by size
@@ -148,3 +150,21 @@ def test_no_gpu_reader_on_a_machine_without_an_nvidia_gpu(monkeypatch):
         pytest.skip("this machine has nvidia-smi")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert utilization_reader() is None
+
+
+def test_the_best_models_come_from_one_ordered_query_that_ranks_as_a_sort_does(tmp_path):
+    """Ties keep the lower trial number first, in either direction, as the sort did."""
+    from hpo.storage import best_trial_numbers, study_id
+
+    values = [0.5, 0.9, 0.7, 0.9, 0.1, 0.7]
+    for direction in ("maximize", "minimize"):
+        study = optuna.create_study(study_name=direction, direction=direction,
+                                    storage=f"sqlite:///{tmp_path / 'rank.db'}")
+        for value in values:
+            study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=value))
+        study.add_trial(optuna.create_trial(state=TrialState.FAIL))
+        ranked = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value,
+                        reverse=direction == "maximize")[:4]
+        top = best_trial_numbers(study._storage, study_id(study), 4,
+                                 maximize=direction == "maximize")
+        assert top == [(t.number, t.value) for t in ranked]

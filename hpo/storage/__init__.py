@@ -12,6 +12,7 @@ from hpo.storage._open import (
     open_storage,
 )
 from hpo.storage._optuna import (
+    best_trial_numbers,
     journal_file,
     set_user_attrs,
     storage_of,
@@ -41,6 +42,7 @@ __all__ = [
     "StaleTrialRetry",
     "storage_of",
     "set_user_attrs",
+    "best_trial_numbers",
     "trials_changed_since",
     "trial_id",
     "study_id",

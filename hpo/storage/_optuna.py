@@ -125,3 +125,33 @@ def trials_changed_since(storage: optuna.storages.BaseStorage, study_id: int, *,
         return None
     return backend._get_trials(study_id, states=None, included_trial_ids=set(unfinished),
                                trial_id_greater_than=after)
+
+
+def best_trial_numbers(storage: optuna.storages.BaseStorage, study_id: int, count: int, *,
+                       maximize: bool) -> list[tuple[int, float]] | None:
+    """(number, first value) of the ``count`` COMPLETE trials with the best first value
+    (ties: lower number first), by one ordered query instead of sorting every trial. None
+    when the storage is not an RDB storage, or a value is infinite (the caller sorts)."""
+    backend = unwrap_storage(storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return None
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+
+    trial, value = models.TrialModel, models.TrialValueModel
+    finite = models.TrialValueModel.TrialValueType.FINITE
+    with _create_scoped_session(backend.scoped_session) as session:
+        infinite = session.query(sqlalchemy.func.count(value.trial_value_id)).join(
+            trial, trial.trial_id == value.trial_id).filter(
+            trial.study_id == study_id, trial.state == TrialState.COMPLETE,
+            value.objective == 0, value.value_type != finite).scalar()
+        if infinite:
+            return None
+        rows = session.query(trial.number, value.value).join(
+            value, sqlalchemy.and_(value.trial_id == trial.trial_id, value.objective == 0)
+        ).filter(trial.study_id == study_id, trial.state == TrialState.COMPLETE).order_by(
+            value.value.desc() if maximize else value.value.asc(), trial.number.asc()
+        ).limit(count).all()
+    return [(int(number), float(score)) for number, score in rows]

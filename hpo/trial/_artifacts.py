@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hpo.storage import best_trial_numbers, storage_of, study_id, unwrap_storage
 from hpo.study import best_by_metric, metric_maximized, metric_value
 from hpo.trial import _plots as plots
 
@@ -106,10 +107,17 @@ class Artifacts:
             optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(file),
                                              study_or_trial=trial, mimetype="image/png")
 
-    def _top(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    def _top(self, study: optuna.Study) -> list[tuple[int, float]]:
+        """(number, metric) of the ``keep_models`` best COMPLETE trials, best first: one
+        ordered query on an RDB storage, a sort of every trial elsewhere."""
+        top = best_trial_numbers(storage_of(study), study_id(study), self.keep_models,
+                                 maximize=metric_maximized(study))
+        if top is not None:
+            return top
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return sorted(complete, key=metric_value,  # type: ignore[arg-type]
-                      reverse=metric_maximized(study))[:self.keep_models]
+        ranked = sorted(complete, key=metric_value,  # type: ignore[arg-type]
+                        reverse=metric_maximized(study))[:self.keep_models]
+        return [(t.number, float(metric_value(t))) for t in ranked]  # type: ignore[arg-type]
 
     def model_to_keep(self, study: optuna.Study, number: int, value: float) -> Path | None:
         """Where to save trial ``number``'s model if a trial with ``value`` would be among
@@ -118,8 +126,7 @@ class Artifacts:
             return None
         top = self._top(study)
         if len(top) >= self.keep_models:
-            worst = metric_value(top[-1])
-            assert worst is not None  # a COMPLETE trial has values
+            worst = top[-1][1]
             better = value > worst if metric_maximized(study) else value < worst
             if not better:
                 return None
@@ -145,23 +152,24 @@ class Artifacts:
         if not folder.is_dir():
             return []
         top = self._top(study)
-        keep = {model_path(self.directory, study.study_name, t.number) for t in top}
+        keep = {model_path(self.directory, study.study_name, number) for number, _ in top}
         running = {model_path(self.directory, study.study_name, t.number)
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+                   for t in unwrap_storage(storage_of(study)).get_all_trials(
+                       study_id(study), deepcopy=False, states=(TrialState.RUNNING,))}
         removed = [path for path in _stale_parts(folder) if _unlink(path)]
         for path in folder.glob("trial-*.keras"):
             if path not in keep and path not in running and _unlink(path):
                 removed.append(path)
         limit = self.max_models_gb * 1e9
         total = disk_usage(self.directory)["models_bytes"]
-        for trial in reversed(top[1:]):  # worst first, never the best
+        for number, _ in reversed(top[1:]):  # worst first, never the best
             if total <= limit:
                 break
-            path = model_path(self.directory, study.study_name, trial.number)
+            path = model_path(self.directory, study.study_name, number)
             size = path.stat().st_size if path.is_file() else 0
             if size and _unlink(path):
                 _log.info("removed the model of trial %d: kept models take more than "
-                          "--max-models-gb %g", trial.number, self.max_models_gb)
+                          "--max-models-gb %g", number, self.max_models_gb)
                 removed.append(path)
                 total -= size
         return removed
