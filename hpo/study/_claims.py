@@ -67,8 +67,13 @@ class GridClaims:
 
     def _refresh(self) -> None:
         """Reads what changed since the last call (everything, the first time)."""
-        changed = trials_changed_since(storage_of(self._study), study_id(self._study),
-                                       after=self._after, unfinished=set(self._unfinished))
+        if self._after < 0:  # the first time: through the study's own trial cache, which
+            # study.ask() fills with every trial anyway (one full read at start, not two)
+            changed: list[FrozenTrial] | None = self._study.get_trials(deepcopy=False)
+        else:
+            changed = trials_changed_since(storage_of(self._study), study_id(self._study),
+                                           after=self._after,
+                                           unfinished=set(self._unfinished))
         if changed is None:  # not an RDB storage: read every trial, as before
             self._after, self._unfinished = -1, {}
             self._done, self._failures, self._last_failure = set(), {}, {}
