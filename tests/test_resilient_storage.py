@@ -316,3 +316,27 @@ def test_every_retried_trial_write_whose_acknowledgement_was_lost_is_stored_once
             " + (SELECT count(*) FROM trial_system_attributes WHERE key NOT LIKE 'hpo:%')"
         )).scalar()
     assert rows == {"set_trial_user_attrs": 2}.get(write, 1)
+
+
+def test_stale_heartbeats_are_not_believed_right_after_a_database_outage(tmp_path):
+    """During an outage every worker's heartbeat fails; the first worker back must not fail
+    the others' live trials as stale (found by tests/scenarios/pg_restart.py: a live trial
+    was failed, re-queued, and its grid point ran twice). One grace period after the outage,
+    a stale heartbeat counts again."""
+    import time
+
+    from hpo.study import reap_dead_trials
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}",
+                           StorageOptions(heartbeat_interval=1, grace_period=2))
+    study = optuna.create_study(study_name="hb", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)  # a worker elsewhere, whose heartbeat stops
+    time.sleep(2.5)  # its heartbeat is stale now
+    storage._outage_started("record_heartbeat", _dropped())  # and the database was down
+    storage._outage_ended()  # until just now
+    assert reap_dead_trials(study) == []
+    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+    time.sleep(2.2)  # one grace period after the outage
+    assert reap_dead_trials(study) == [trial.number]
+    assert storage.get_trial(trial._trial_id).state == TrialState.FAIL

@@ -146,6 +146,7 @@ class ResilientRDBStorage(RDBStorage):
         self._mask = mask
         self._outage_lock = threading.Lock()
         self._outage_since: float | None = None
+        self._recovered_at: float | None = None
         #: Connection errors ridden out so far by this storage object.
         self.retried_errors = 0
         super().__init__(url, **kwargs)
@@ -198,6 +199,17 @@ class ResilientRDBStorage(RDBStorage):
                 self._outage_ended()
             return result
 
+    def recovered_within(self, seconds: float) -> bool:
+        """Whether this storage is in an outage or came out of one less than ``seconds``
+        ago. Every worker's heartbeat failed during that outage: a stale heartbeat then is
+        no sign that its worker died (the database restart scenario failed a live trial
+        as stale this way, and its grid point ran twice)."""
+        with self._outage_lock:
+            if self._outage_since is not None:
+                return True
+            return self._recovered_at is not None and \
+                time.monotonic() - self._recovered_at < seconds
+
     def _reason(self, exc: BaseException) -> str:
         cause: BaseException = exc
         while cause.__cause__ is not None:
@@ -216,6 +228,8 @@ class ResilientRDBStorage(RDBStorage):
     def _outage_ended(self) -> None:
         with self._outage_lock:
             since, self._outage_since = self._outage_since, None
+            if since is not None:
+                self._recovered_at = time.monotonic()
         if since is not None:
             _log.warning("the study database is reachable again after %.1f s; carrying on",
                          time.monotonic() - since)

@@ -241,9 +241,17 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
                     _requeue(study, storage.get_trial(trial_id(trial)))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker reaped it first
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # RUNNING trials with a stale heartbeat
+    backend = unwrap_storage(storage)
+    grace = getattr(backend, "grace_period", None) or \
+        2 * (getattr(backend, "heartbeat_interval", None) or 0)
+    if getattr(backend, "recovered_within", lambda seconds: False)(grace):
+        # the database was just down: every live worker's heartbeat is stale too; wait
+        # one grace period after the outage before believing a stale heartbeat
+        _log.debug("not reaping stale heartbeats within %s s of a database outage", grace)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # RUNNING trials with a stale heartbeat
     callback = getattr(unwrap_storage(storage), "get_heartbeat_stale_trial_callback",
                        lambda: None)()
     if isinstance(callback, StaleTrialRetry):
