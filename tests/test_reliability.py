@@ -68,7 +68,10 @@ def test_every_connection_terminated_mid_trial_loses_nothing(tmp_path, image_fol
                                                              postgres_url):
     name = f"blip-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=15)
-    proc = _worker(study_file, postgres_url, tmp_path, "--heartbeat", "1", "--grace", "30")
+    # The worker's connections carry the test's name, so that only they are terminated,
+    # not those of tests running beside this one on the same server.
+    worker_url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}application_name={name}"
+    proc = _worker(study_file, worker_url, tmp_path, "--heartbeat", "1", "--grace", "30")
     engine = sqlalchemy.create_engine(postgres_url)
     terminated = 0
     for _ in range(2):
@@ -76,8 +79,8 @@ def test_every_connection_terminated_mid_trial_loses_nothing(tmp_path, image_fol
         with engine.connect() as conn:
             terminated += len(conn.execute(sqlalchemy.text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'")).fetchall())
+                "WHERE application_name = :name AND backend_type = 'client backend'"),
+                {"name": name}).fetchall())
         time.sleep(3)
     engine.dispose()
     out, err = proc.communicate(timeout=600)
