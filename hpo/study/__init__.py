@@ -11,6 +11,7 @@ from hpo.study._study import (
     grid_key,
     load_existing_study,
     open_study,
+    pid_alive,
     reap_dead_trials,
 )
 from hpo.study._values import (
@@ -32,6 +33,7 @@ __all__ = [
     "GridClaims",
     "grid_key",
     "check_data",
+    "pid_alive",
     "metric_value",
     "metric_maximized",
     "objective_names",

@@ -31,7 +31,7 @@ from hpo.storage import StaleTrialRetry, storage_of, study_id, trial_id, unwrap_
 from hpo.study import _attrs as attrs
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
-           "reap_dead_trials", "claim_grid_point", "grid_key", "check_data"]
+           "reap_dead_trials", "claim_grid_point", "grid_key", "check_data", "pid_alive"]
 
 _log = logging.getLogger("hpo.study")
 
@@ -193,7 +193,8 @@ def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
     return coverage
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -227,7 +228,7 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
                                                      states=(TrialState.RUNNING,))
     for trial in running:
         worker = trial.user_attrs.get(attrs.WORKER) or {}
-        if worker.get("host") != host or _pid_alive(int(worker.get("pid", 0) or 0)):
+        if worker.get("host") != host or pid_alive(int(worker.get("pid", 0) or 0)):
             continue
         try:
             # The reason first: a finished trial's attributes can no longer be written.

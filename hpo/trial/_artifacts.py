@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.storage import best_trial_numbers, storage_of, study_id, unwrap_storage
-from hpo.study import best_by_metric, metric_maximized, metric_value
+from hpo.study import best_by_metric, metric_maximized, metric_value, pid_alive
 from hpo.trial import _plots as plots
 
 if TYPE_CHECKING:
@@ -192,20 +192,14 @@ def _stale_parts(folder: Path) -> list[Path]:
         owner = part.name[len(_PART):].rsplit("-trial-", 1)[0]
         name, _, pid = owner.rpartition("-")
         if name == host and pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-                continue  # still saving
-            except ProcessLookupError:
-                pass
-            except PermissionError:  # alive, another user's
-                continue
-        else:
-            try:
-                if time.time() - part.stat().st_mtime < _STALE_PART_S:
-                    continue
-            except FileNotFoundError:
-                continue
-        stale.append(part)
+            if not pid_alive(int(pid)):  # its process is gone: the save cannot finish
+                stale.append(part)
+            continue
+        try:
+            if time.time() - part.stat().st_mtime >= _STALE_PART_S:
+                stale.append(part)
+        except FileNotFoundError:  # removed meanwhile
+            continue
     return stale
 
 
