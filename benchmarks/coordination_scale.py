@@ -106,8 +106,59 @@ class _Instant:
         return 0.5
 
 
+#: Trials written through Optuna's API; beyond that the study is grown by copying them in SQL.
+_WRITTEN = 250
+
+
+def _grow(url: str, target: int) -> None:
+    """Grows the one study at ``url`` to ``target`` trials by copying its first trials, with
+    every row that hangs off them (parameters, values, attributes), in SQL: writing 100,000
+    trials through Optuna's API would take about an hour here. The copies repeat the
+    originals' parameters and attributes under new ids and numbers."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    tables = sqlalchemy.MetaData()
+    tables.reflect(engine)
+    children = [t for name, t in tables.tables.items()
+                if name != "trials" and "trial_id" in t.c and name != "trial_heartbeats"]
+    with engine.begin() as conn:
+        have = conn.execute(sqlalchemy.text("SELECT count(*) FROM trials")).scalar()
+        while have < target:
+            step = min(have, target - have)
+            shift = conn.execute(sqlalchemy.text("SELECT max(trial_id) FROM trials")).scalar()
+            conn.execute(sqlalchemy.text(
+                "INSERT INTO trials (trial_id, number, study_id, state, datetime_start, "
+                "datetime_complete) SELECT trial_id + :shift, number + :have, study_id, "
+                "state, datetime_start, datetime_complete FROM trials WHERE number < :step"),
+                {"shift": shift, "have": have, "step": step})
+            for table in children:
+                key = [c.name for c in table.primary_key.columns]
+                columns = [c.name for c in table.c if c.name not in key]
+                copied = ", ".join("trial_id + :shift" if c == "trial_id" else c
+                                   for c in columns)
+                conn.execute(sqlalchemy.text(
+                    f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {copied} FROM "
+                    f"{table.name} WHERE trial_id IN (SELECT trial_id FROM trials WHERE "
+                    "number < :step)"), {"shift": shift, "step": step})
+            have += step
+        if engine.dialect.name == "postgresql":
+            conn.execute(sqlalchemy.text(
+                "SELECT setval(pg_get_serial_sequence('trials', 'trial_id'), "
+                "(SELECT max(trial_id) FROM trials))"))
+    engine.dispose()
+
+
 def _populate(storage: optuna.storages.BaseStorage, name: str, n: int, grid: bool,
               sampler: WorkerGridSampler) -> None:
+    url = str(storage.engine.url.render_as_string(hide_password=False))
+    _write(storage, name, min(n, _WRITTEN), grid, sampler)
+    if n > _WRITTEN:
+        _grow(url, n)
+
+
+def _write(storage: optuna.storages.BaseStorage, name: str, n: int, grid: bool,
+           sampler: WorkerGridSampler) -> None:
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     points = sampler.points()
     grid_distributions = {k: CategoricalDistribution(v) for k, v in sampler.search_space.items()}
@@ -138,7 +189,8 @@ def _populate(storage: optuna.storages.BaseStorage, name: str, n: int, grid: boo
         study.add_trials(batch)
 
 
-def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int) -> list[float]:
+def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
+                   n: int) -> list[float]:
     """Seconds between the starts of consecutive trials of one worker loop of ``m + 1``
     trials (the first, which reads the study once, is left out)."""
     storage = open_storage(url, StorageOptions(heartbeat_interval=60))
@@ -146,15 +198,15 @@ def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int) -> li
         study = open_study(config, storage, sampler=sampler, study_name=name)
         options = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=m + 1)
         reporter = Reporter(metric="val_accuracy", quiet=True)
-        before = len(study.get_trials(deepcopy=False))
         _loop(study, config, _Instant(), options, reporter)
-        starts = sorted(t.datetime_start for t in study.get_trials(deepcopy=False)[before:])
+        starts = sorted(t.datetime_start for t in study.get_trials(deepcopy=False)[n:])
         return [(b - a).total_seconds() for a, b in zip(starts[1:], starts[2:])]
     finally:
         close_storage(storage)
 
 
-def _stock_per_trial(url: str, config: Any, name: str, sampler: str, m: int) -> list[float]:
+def _stock_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
+                     n: int) -> list[float]:
     storage = optuna.storages.RDBStorage(url, heartbeat_interval=60)
     try:
         if sampler == "grid":
@@ -186,12 +238,12 @@ def _worker_start(url: str, config: Any, name: str, sampler: str) -> float:
     try:
         study = open_study(config, storage, sampler=sampler, study_name=name)
         from hpo.storage import study_lock
-        from hpo.study import claim_grid_point, reap_dead_trials
+        from hpo.study import GridClaims, reap_dead_trials
 
-        with study_lock(storage, name):
+        with study_lock(storage, name):  # what the worker loop does before its first trial
             reap_dead_trials(study)
             if sampler == "grid":
-                claim_grid_point(study, config, study.sampler, retries=1)
+                GridClaims(study, config, study.sampler).claim(retries=1)
             trial = study.ask()
         elapsed = time.perf_counter() - started
         study.tell(trial, 0.5)
@@ -226,6 +278,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 1000, 10000])
     parser.add_argument("--samplers", nargs="+", default=["grid", "random", "tpe"])
     parser.add_argument("--trials", type=int, default=20, help="M: timed trials per case")
+    parser.add_argument("--stock-grid-trials", type=int, default=5,
+                        help="timed trials of stock GridSampler at N >= 10,000 (each one "
+                        "reads every trial: ~45 s at 100,000 here)")
+    parser.add_argument("--tpe-max", type=int, default=10000,
+                        help="largest N at which TPE is timed (its own cost grows with N)")
     parser.add_argument("--postgres", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -249,6 +306,8 @@ def main() -> None:
             for n in args.sizes:
                 templates: dict[bool, tuple[str, float]] = {}
                 for sampler in args.samplers:
+                    if sampler == "tpe" and n > args.tpe_max:
+                        continue
                     is_grid = sampler == "grid"
                     if is_grid not in templates:  # one synthetic study, copied per run
                         url = fresh(f"scale_template_{int(is_grid)}_{n}")
@@ -263,7 +322,9 @@ def main() -> None:
                     for side in ("hpo", "stock"):
                         url = fresh(f"scale_{side}_{sampler}_{n}", template)
                         runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
-                        times = runner(url, config, "scale", sampler, args.trials)
+                        m = (args.stock_grid_trials if side == "stock" and is_grid and
+                             n >= 10000 else args.trials)
+                        times = runner(url, config, "scale", sampler, m, n)
                         row[f"{side}_ms_per_trial"] = round(1000 * statistics.median(times), 1)
                         if side == "hpo":
                             row["hpo_worker_start_s"] = round(

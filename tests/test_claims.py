@@ -37,24 +37,24 @@ def test_each_claim_reads_only_what_changed(grid_study, monkeypatch):
         assert GridClaims(study, config, study.sampler).claim(retries=1)
         _run(study)
     read = []
-    original = claims_module.trials_changed_since
+    original = claims_module.trial_param_groups
 
     def counting(*args, **kwargs):
         changed = original(*args, **kwargs)
-        read.append(len(changed))
+        read.append(sum(group.count for group in changed))
         return changed
 
-    monkeypatch.setattr(claims_module, "trials_changed_since", counting)
+    monkeypatch.setattr(claims_module, "trial_param_groups", counting)
     claims = GridClaims(study, config, study.sampler)
     assert claims.claim(retries=1)
-    assert read == []  # the first claim reads the study once, through the study's cache
+    assert read == [6]  # the first claim reads every trial's id, state and parameters once
     first = study.ask()  # RUNNING, not finished yet
     assert claims.claim(retries=1)
-    assert read == [1]  # then only the trial created since
+    assert read == [6, 1]  # then only the trial created since
     study.tell(first, 0.5)
     second = study.ask()
     assert claims.claim(retries=1)
-    assert read == [1, 2]  # the one unfinished before (now done) and the new one
+    assert read == [6, 1, 2]  # the one unfinished before (now done) and the new one
     study.tell(second, 0.5)
     params = [tuple(sorted(t.params.items())) for t in study.get_trials()]
     assert len(params) == len(set(params)) == 9

@@ -22,6 +22,8 @@ from hpo.storage import (
     StorageOptions,
     is_connection_error,
     open_storage,
+    set_user_attrs,
+    trial_id,
 )
 
 
@@ -227,12 +229,12 @@ def test_a_claim_lost_before_its_commit_is_not_also_taken_by_the_worker_that_ret
     original = resilient.claim_waiting_trial
     injected = []
 
-    def dies_before_commit(storage, trial_id, *args):
+    def dies_before_commit(storage, trial_id, *args, **kwargs):
         if storage is a and not injected:
             injected.append(trial_id)
             assert study_b.ask().number == 0  # B takes the waiting trial meanwhile
             raise optuna.exceptions.StorageInternalError("commit") from _dropped()
-        return original(storage, trial_id, *args)
+        return original(storage, trial_id, *args, **kwargs)
 
     monkeypatch.setattr(resilient, "claim_waiting_trial", dies_before_commit)
     trial_a = study_a.ask()
@@ -250,18 +252,51 @@ def test_a_claim_whose_acknowledgement_was_lost_is_the_claimers_alone(tmp_path, 
     original = resilient.claim_waiting_trial
     lost = []
 
-    def commits_then_fails(storage, trial_id, *args):
-        done = original(storage, trial_id, *args)
+    def commits_then_fails(storage, trial_id, *args, **kwargs):
+        done = original(storage, trial_id, *args, **kwargs)
         if storage is a and not lost:
             lost.append(trial_id)
             raise optuna.exceptions.StorageInternalError("commit") from _dropped()
         return done
 
     monkeypatch.setattr(resilient, "claim_waiting_trial", commits_then_fails)
-    assert study_a.ask().number == 0 and lost
-    assert study_b.ask().number == 1
+    trial_a = study_a.ask()
+    assert trial_a.number == 0 and lost
+    trial_b = study_b.ask()
+    assert trial_b.number == 1
+    for trial, study in ((trial_a, study_a), (trial_b, study_b)):  # first records, end
+        set_user_attrs(study._storage, trial_id(trial), {"epoch": 1})
+    study_a.tell(trial_a, 1.0)
+    study_b.tell(trial_b, state=TrialState.FAIL)
+    assert _stored_tokens(a) == {}  # read by stock Optuna: no token left in any trial
+
+
+def _stored_tokens(storage) -> dict[int, list[str]]:
+    """hpo's tokens left in the stored trials, as stock Optuna reads them."""
+    stock = optuna.storages.RDBStorage(str(storage.engine.url))
+    try:
+        study = optuna.load_study(study_name="s", storage=stock)
+        return {t.number: [k for k in t.system_attrs if k.startswith("hpo:")]
+                for t in study.get_trials() if any(k.startswith("hpo:") for k in t.system_attrs)}
+    finally:
+        stock.engine.dispose()
+
+
+def test_tokens_leave_a_trial_with_its_next_write_and_are_never_read(tmp_path):
+    """A creation or claim token costs no transaction of its own: it leaves the stored
+    trial with the trial's next write (its first records, or its end), and no read through
+    hpo's storage shows it meanwhile."""
+    a, study_a, _ = _two_workers(tmp_path)
+    waiting = study_a.ask()  # claims the enqueued trial: claim token
+    fresh = study_a.ask()  # a new trial: creation token
+    assert sorted(_stored_tokens(a).values()) == [["hpo:claim_token"], ["hpo:create_token"]]
     assert all(not any(k.startswith("hpo:") for k in t.system_attrs)
                for t in study_a.get_trials())
+    assert not any(k.startswith("hpo:") for k in a.get_trial_system_attrs(trial_id(fresh)))
+    set_user_attrs(a, trial_id(waiting), {"epoch": 1})
+    assert list(_stored_tokens(a).values()) == [["hpo:create_token"]]
+    study_a.tell(fresh, state=TrialState.PRUNED)  # ended with no record of its own
+    assert _stored_tokens(a) == {}
 
 
 @pytest.mark.parametrize("write", ["set_trial_user_attrs", "set_trial_param",

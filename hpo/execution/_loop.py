@@ -11,13 +11,14 @@ with many workers (``Study.optimize`` offers no place to hold it).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError, Stopped, TooManyFailures
@@ -39,6 +40,7 @@ from hpo.study import (
     GridClaims,
     attrs,
     check_data,
+    finished_trials,
     grid_coverage,
     open_study,
     pareto_front,
@@ -146,17 +148,24 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
-          value: float | list[float] | None, orphaned: dict[str, Any]) -> None:
-    """Tells Optuna how ``trial`` ended; keeps a result whose trial was wrongly failed."""
-    frozen = storage_of(study).get_trial(trial_id(trial))
-    if frozen.state.is_finished():
-        if state == TrialState.COMPLETE:
-            _keep_result_of_failed_trial(study, frozen, value, orphaned)
-        return
-    if state == TrialState.COMPLETE:
-        study.tell(trial, value)
-    else:
-        study.tell(trial, state=state)
+          value: float | list[float] | None, orphaned: dict[str, Any]) -> FrozenTrial:
+    """Tells Optuna how ``trial`` ended and returns it as stored; keeps a result whose trial
+    was wrongly failed under it (as stale, while it was alive)."""
+    try:
+        told = study.tell(trial, value if state == TrialState.COMPLETE else None,
+                          state=state, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:  # failed between tell's read and write
+        told = storage_of(study).get_trial(trial_id(trial))
+    if state == TrialState.COMPLETE and told.state != TrialState.COMPLETE and \
+            _storable(value):  # not Optuna failing a NaN: the trial was failed under us
+        _keep_result_of_failed_trial(study, told, value, orphaned)
+    return told
+
+
+def _storable(value: float | list[float] | None) -> bool:
+    """Whether Optuna stores ``value`` as a COMPLETE trial's (it fails a NaN or a None)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
 
 
 def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial,
@@ -188,8 +197,10 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
 
 
 def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial,
-             release_signals: Callable[[], None] = lambda: None) -> TrialState:
-    """Runs one trial with a heartbeat; one tell decides its state, which is returned.
+             release_signals: Callable[[], None] = lambda: None
+             ) -> tuple[TrialState, FrozenTrial]:
+    """Runs one trial with a heartbeat; one tell decides its state. Returns the state it
+    ended in and the trial as stored.
     ``release_signals`` delivers a signal held since the trial was created: inside the
     ``try`` that records why the trial stopped and whose ``finally`` tells its end."""
     state: TrialState = TrialState.FAIL
@@ -211,8 +222,8 @@ def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial,
                 objective.record(trial, attrs.FAIL_REASON, str(stop))
                 raise
     finally:
-        _tell(study, trial, state, value, objective.orphaned_attrs.pop(trial.number, {}))
-    return state
+        told = _tell(study, trial, state, value, objective.orphaned_attrs.pop(trial.number, {}))
+    return state, told
 
 
 def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> optuna.Study:
@@ -243,7 +254,7 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
                       f"{len(coverage.done)} done, {coverage.size - len(coverage.done)} "
                       "not done")
     else:
-        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        finished = finished_trials(study)
         reporter.info(f"study {study.study_name}: sampler {canonical_sampler(options.sampler)}"
                       f", {finished} trials so far")
     try:
@@ -269,6 +280,34 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
     return WorkerRun(study, ran)
 
 
+#: Seconds between a worker's checks for dead trials (two queries): a trial's end is
+#: found within this, or at once when the grid has nothing else left to start.
+REAP_EVERY_S = 5.0
+
+
+class _Reaper:
+    """Reaps dead trials (:func:`hpo.study.reap_dead_trials`) at most every
+    :data:`REAP_EVERY_S` seconds, not before every trial: a heartbeat only goes stale after
+    its grace period, so checking at each of many short trials only costs transactions."""
+
+    def __init__(self, study: optuna.Study, max_retry: int) -> None:
+        self._study = study
+        self._max_retry = max_retry
+        self._due = 0.0  # the first claim reaps
+
+    def reap(self) -> bool:
+        """Reaps now; True when a dead trial was found."""
+        self._due = time.monotonic() + REAP_EVERY_S
+        return bool(reap_dead_trials(self._study, max_retry=self._max_retry))
+
+    def reap_if_due(self) -> bool:
+        """Reaps when the last reaping is :data:`REAP_EVERY_S` old; True when it reaped."""
+        if time.monotonic() < self._due:
+            return False
+        self.reap()
+        return True
+
+
 def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, options: RunOptions,
           reporter: Reporter) -> tuple[int, bool]:
     """Claims and runs trials until the budget or the grid ends, or it is time for a fresh
@@ -277,6 +316,7 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
     claims = GridClaims(study, config, study.sampler,  # type: ignore[arg-type]
                         defaults_first=options.enqueue_defaults) if is_grid else None
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    reaper = _Reaper(study, options.storage_options.max_retry)
     ran = failures = 0
     while options.n_trials is None or ran < options.n_trials:
         if deadline is not None and time.monotonic() >= deadline:
@@ -285,22 +325,24 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
         # until its heartbeat expires: hold it until the trial's end is sure to be told.
         with held_signals() as release_signals:
             with study_lock(storage_of(study), study.study_name):
-                reap_dead_trials(study, max_retry=options.storage_options.max_retry)
+                reaped = reaper.reap_if_due()
                 if claims is not None and not claims.claim(retries=options.retry_failed):
-                    break
+                    # before giving up on the grid: a point held by a dead trial is free
+                    if reaped or not reaper.reap() or \
+                            not claims.claim(retries=options.retry_failed):
+                        break
                 if options.recycle_after is not None and ran >= options.recycle_after:
                     return ran, True  # a claimed grid point waits for the fresh process
                 with warnings.catch_warnings():
                     # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask()
-            state = _run_one(study, objective, trial, release_signals)
+            state, finished = _run_one(study, objective, trial, release_signals)
         ran += 1
         failures = failures + 1 if state == TrialState.FAIL else 0
         if options.objective.artifacts is not None:
             with study_lock(storage_of(study), study.study_name):
                 options.objective.artifacts.prune_models(study)
-        finished = storage_of(study).get_trial(trial_id(trial))
         reporter.trial_done(study, finished)
         reason = str(finished.user_attrs.get(attrs.FAIL_REASON, ""))
         if failures >= options.max_consecutive_failures:

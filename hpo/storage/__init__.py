@@ -18,7 +18,9 @@ from hpo.storage._optuna import (
     storage_of,
     study_id,
     trial_id,
-    trials_changed_since,
+    TrialGroup,
+    trial_cache,
+    trial_param_groups,
     unwrap_storage,
 )
 from hpo.storage._resilient import (
@@ -43,7 +45,9 @@ __all__ = [
     "storage_of",
     "set_user_attrs",
     "best_trial_numbers",
-    "trials_changed_since",
+    "TrialGroup",
+    "trial_cache",
+    "trial_param_groups",
     "trial_id",
     "study_id",
     "unwrap_storage",

@@ -41,7 +41,8 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import StorageError
 from hpo.storage._optuna import (
     claim_waiting_trial,
-    delete_trial_system_attr,
+    delete_trial_system_attrs,
+    trial_with_system_attr,
     write_trial_user_attrs,
 )
 
@@ -55,6 +56,7 @@ _T = TypeVar("_T")
 DEFAULT_OUTAGE_TIMEOUT = 600.0
 _TOKEN = "hpo:create_token"
 _CLAIM = "hpo:claim_token"  # who moved a WAITING trial to RUNNING, until acknowledged
+_HIDDEN = (_TOKEN, _CLAIM)
 _FIRST_DELAY = 0.25
 _MAX_DELAY = 5.0
 
@@ -125,6 +127,14 @@ def _retried(method: Callable[..., _T]) -> Callable[..., _T]:
     return wrapper
 
 
+def _without_tokens(trial: FrozenTrial) -> FrozenTrial:
+    """``trial`` without hpo's creation and claim tokens (which leave the stored trial with
+    its next write)."""
+    if any(key in trial.system_attrs for key in _HIDDEN):
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k not in _HIDDEN}
+    return trial
+
+
 class ResilientRDBStorage(RDBStorage):
     """:class:`optuna.storages.RDBStorage` that retries calls through database outages.
 
@@ -149,16 +159,21 @@ class ResilientRDBStorage(RDBStorage):
         self._recovered_at: float | None = None
         #: Connection errors ridden out so far by this storage object.
         self.retried_errors = 0
+        self._spent_lock = threading.Lock()
+        self._spent: dict[int, tuple[str, ...]] = {}  # trial id -> acknowledged tokens
         super().__init__(url, **kwargs)
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
         state.pop("_outage_lock", None)
+        state.pop("_spent_lock", None)
+        state["_spent"] = {}
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._outage_lock = threading.Lock()
+        self._spent_lock = threading.Lock()
 
     # -- the retry loop ----------------------------------------------------------------
 
@@ -257,44 +272,66 @@ class ResilientRDBStorage(RDBStorage):
             return RDBStorage._create_new_trial(self, study_id, template)
 
         trial = self.call_with_retries("create_new_trial", attempt)
-        # The token has done its work once the creation is acknowledged: it leaves the
-        # trial, so that the stored trial is exactly what stock RDBStorage would store
-        # (Optuna's StorageTestCase, trials_dataframe(), the dashboard, FrozenTrial equality).
-        self.call_with_retries("create_new_trial", lambda retry: delete_trial_system_attr(
-            self, trial._trial_id, _TOKEN))
-        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != _TOKEN}
-        return trial
+        # The token has done its work once the creation is acknowledged: it leaves the trial
+        # with the trial's next write of its own (the claim, its first records, its end: no
+        # transaction of its own), and no read through this storage shows it meanwhile, so
+        # the trial is what stock RDBStorage would store (Optuna's StorageTestCase,
+        # trials_dataframe(), the dashboard, FrozenTrial equality).
+        self._spend(trial._trial_id, (_TOKEN,))
+        return _without_tokens(trial)
+
+    def _spend(self, trial_id: int, keys: tuple[str, ...]) -> None:
+        with self._spent_lock:
+            self._spent[trial_id] = tuple(dict.fromkeys(self._spent.get(trial_id, ()) + keys))
+
+    def _spent_tokens(self, trial_id: int) -> tuple[str, ...]:
+        with self._spent_lock:
+            return self._spent.get(trial_id, ())
+
+    def _removed(self, trial_id: int, keys: tuple[str, ...]) -> None:
+        """``keys`` left the trial's row in a committed transaction."""
+        with self._spent_lock:
+            left = tuple(k for k in self._spent.get(trial_id, ()) if k not in keys)
+            if left:
+                self._spent[trial_id] = left
+            else:
+                self._spent.pop(trial_id, None)
 
     def _claim(self, trial_id: int) -> bool:
         """WAITING -> RUNNING for this worker alone. A claim whose answer was lost is
         recognised by its token: RUNNING alone cannot tell this worker's claim from another
-        worker's that came in between (say, after the study lock's connection dropped)."""
+        worker's that came in between (say, after the study lock's connection dropped).
+        The claim also removes the trial's creation token, whoever created it."""
         token = uuid.uuid4().hex
+        drop = tuple(dict.fromkeys(self._spent_tokens(trial_id) + (_TOKEN,)))
 
         def attempt(retry: bool) -> bool:
             if retry and RDBStorage.get_trial(self, trial_id).system_attrs.get(_CLAIM) == token:
                 return True  # the earlier try was stored; its answer was lost
-            return claim_waiting_trial(self, trial_id, _CLAIM, token)
+            return claim_waiting_trial(self, trial_id, _CLAIM, token, drop=drop)
 
         claimed = self.call_with_retries("set_trial_state_values", attempt)
-        if claimed:  # acknowledged: the token leaves the trial, as the creation token does
-            self.call_with_retries("set_trial_state_values", lambda retry:
-                                   delete_trial_system_attr(self, trial_id, _CLAIM))
+        if claimed:  # acknowledged: the token leaves the trial with its next write
+            self._removed(trial_id, drop)
+            self._spend(trial_id, (_CLAIM,))
         return claimed
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         return self._create_new_trial(study_id, template_trial)._trial_id
 
     def _trial_with_token(self, study_id: int, token: str) -> FrozenTrial | None:
-        for trial in RDBStorage.get_all_trials(self, study_id, deepcopy=False):
-            if trial.system_attrs.get(_TOKEN) == token:
-                return trial
-        return None
+        found = trial_with_system_attr(self, study_id, _TOKEN, token)
+        return None if found is None else RDBStorage.get_trial(self, found)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
             return self._claim(trial_id)
+        spent = self._spent_tokens(trial_id)
+        if spent and state.is_finished():  # a trial that ends before any record of its own
+            self.call_with_retries("set_trial_state_values", lambda retry:
+                                   delete_trial_system_attrs(self, trial_id, spent))
+            self._removed(trial_id, spent)
 
         def attempt(retry: bool) -> bool:
             try:
@@ -315,9 +352,28 @@ class ResilientRDBStorage(RDBStorage):
         return stored.state == state and (values is None or stored.values == list(values))
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
-        """Sets several user attributes in one transaction (upserts: safe to repeat)."""
-        self.call_with_retries("set_trial_user_attrs",
-                               lambda retry: write_trial_user_attrs(self, trial_id, attrs))
+        """Sets several user attributes in one transaction (upserts: safe to repeat), and
+        removes the trial's acknowledged tokens in the same one."""
+        spent = self._spent_tokens(trial_id)
+        self.call_with_retries("set_trial_user_attrs", lambda retry: write_trial_user_attrs(
+            self, trial_id, attrs, drop=spent))
+        self._removed(trial_id, spent)
+
+    # -- reads never show the tokens ----------------------------------------------------
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return _without_tokens(self.call_with_retries(
+            "get_trial", lambda retry: RDBStorage.get_trial(self, trial_id)))
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        return [_without_tokens(t) for t in self.call_with_retries(
+            "_get_trials", lambda retry: RDBStorage._get_trials(self, *args, **kwargs))]
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        attrs = self.call_with_retries(
+            "get_trial_system_attrs",
+            lambda retry: RDBStorage.get_trial_system_attrs(self, trial_id))
+        return {k: v for k, v in attrs.items() if k not in _HIDDEN}
 
     # -- everything else is safe to repeat ---------------------------------------------
 
@@ -331,7 +387,6 @@ class ResilientRDBStorage(RDBStorage):
     get_study_user_attrs = _retried(RDBStorage.get_study_user_attrs)
     get_study_system_attrs = _retried(RDBStorage.get_study_system_attrs)
     get_trial_user_attrs = _retried(RDBStorage.get_trial_user_attrs)
-    get_trial_system_attrs = _retried(RDBStorage.get_trial_system_attrs)
     get_all_studies = _retried(RDBStorage.get_all_studies)
     set_trial_param = _retried(RDBStorage.set_trial_param)
     _set_trial_param = _retried(RDBStorage._set_trial_param)
@@ -341,9 +396,7 @@ class ResilientRDBStorage(RDBStorage):
     set_trial_system_attr = _retried(RDBStorage.set_trial_system_attr)
     get_trial_id_from_study_id_trial_number = _retried(
         RDBStorage.get_trial_id_from_study_id_trial_number)
-    get_trial = _retried(RDBStorage.get_trial)
     get_all_trials = _retried(RDBStorage.get_all_trials)
-    _get_trials = _retried(RDBStorage._get_trials)
     get_best_trial = _retried(RDBStorage.get_best_trial)
     _get_best_trial_id = _retried(RDBStorage._get_best_trial_id)
     record_heartbeat = _retried(RDBStorage.record_heartbeat)

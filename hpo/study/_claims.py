@@ -5,10 +5,11 @@ every trial, recomputes which points are done, running and failed, rebuilds the 
 grid points and walks it from the first (issue 16: 168-249 ms per trial at 10k trials).
 :class:`GridClaims` keeps that picture in the worker between claims and brings it up to
 date with one query for what changed since the last claim: trials created since, and those
-that were unfinished then (Optuna's own trial cache reads the same way). Finished trials
-never change, so each is read once per process. The grid's points and keys are computed
-once; the next never-started point is found from a cursor that only moves forward (a
-point, once started, stays started).
+that were unfinished then (Optuna's own trial cache reads the same way), counted by state
+and grid point in the database, not read whole (an hpo trial has ~25 attributes). Finished
+trials never change, so each is counted once per process. The grid's points are listed
+once, a point's key computed only when the cursor reaches it; the next never-started point
+is found from a cursor that only moves forward (a point, once started, stays started).
 
 The rules are those of :func:`hpo.study.claim_grid_point`, which this replaces in the
 worker loop: a WAITING trial first; then a point whose every trial failed, while it has
@@ -21,11 +22,11 @@ import logging
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.search import WorkerGridSampler, is_default
-from hpo.storage import storage_of, study_id, trials_changed_since
+from hpo.storage import TrialGroup, storage_of, study_id, trial_param_groups
 from hpo.study._study import _requeue as requeue
 from hpo.study._study import grid_key
 
@@ -55,10 +56,9 @@ class GridClaims:
         self._order = list(enumerate(points))
         if defaults_first:  # the thesis's baseline first: each optimizer at its defaults
             self._order.sort(key=lambda item: not is_default(item[1]))
-        self._order_keys = [self._key(point) for _, point in self._order]
         self._cursor = 0
         self._after = -1  # trial ids up to here have been read
-        self._unfinished: dict[int, FrozenTrial] = {}
+        self._unfinished: dict[int, TrialGroup] = {}
         self._done: set[_Key] = set()
         self._failures: dict[_Key, int] = {}
         self._last_failure: dict[_Key, int] = {}  # key -> trial id of its latest FAIL
@@ -66,32 +66,32 @@ class GridClaims:
                                for name, values in sampler.search_space.items()}
 
     def _refresh(self) -> None:
-        """Reads what changed since the last call (everything, the first time)."""
-        if self._after < 0:  # the first time: through the study's own trial cache, which
-            # study.ask() fills with every trial anyway (one full read at start, not two)
-            changed: list[FrozenTrial] | None = self._study.get_trials(deepcopy=False)
-        else:
-            changed = trials_changed_since(storage_of(self._study), study_id(self._study),
-                                           after=self._after,
-                                           unfinished=set(self._unfinished))
+        """Reads what changed since the last call (the first time: every trial, counted by
+        state and grid point, in one query whose answer grows with the grid)."""
+        names = list(self._config.grid)
+        changed = trial_param_groups(storage_of(self._study), study_id(self._study), names,
+                                     after=self._after, unfinished=set(self._unfinished))
         if changed is None:  # not an RDB storage: read every trial, as before
             self._after, self._unfinished = -1, {}
             self._done, self._failures, self._last_failure = set(), {}, {}
-            changed = self._study.get_trials(deepcopy=False)
-        for trial in changed:
-            self._after = max(self._after, trial._trial_id)
-            if not trial.state.is_finished():
-                self._unfinished[trial._trial_id] = trial
-                continue
-            self._unfinished.pop(trial._trial_id, None)
-            key = self._key(trial.params)
+            changed = [TrialGroup(t.state, None if t.state.is_finished() else t._trial_id,
+                                  t.params, 1, t._trial_id)
+                       for t in self._study.get_trials(deepcopy=False)]
+        unfinished: dict[int, TrialGroup] = {}
+        for group in changed:
+            self._after = max(self._after, group.last_id)
+            if group.trial_id is not None:  # WAITING or RUNNING: the read covers every
+                unfinished[group.trial_id] = group  # trial unfinished before, so one not
+                continue  # listed here now is counted among the finished below
+            key = self._key(group.params)
             if key is None:
                 continue
-            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            if group.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 self._done.add(key)
-            elif trial.state == TrialState.FAIL:
-                self._failures[key] = self._failures.get(key, 0) + 1
-                self._last_failure[key] = trial._trial_id
+            elif group.state == TrialState.FAIL:
+                self._failures[key] = self._failures.get(key, 0) + group.count
+                self._last_failure[key] = max(self._last_failure.get(key, -1), group.last_id)
+        self._unfinished = unfinished
 
     def _active(self) -> set[_Key]:
         """Points with a RUNNING or WAITING trial."""
@@ -113,7 +113,7 @@ class GridClaims:
                 return True
         while self._cursor < len(self._order):
             grid_id, point = self._order[self._cursor]
-            key = self._order_keys[self._cursor]
+            key = self._key(point)  # computed as the cursor passes: a grid may be huge
             self._cursor += 1
             if key in self._done or key in active or key in self._failures:
                 continue

@@ -27,11 +27,20 @@ from hpo.search import (
     make_sampler,
     space_hash,
 )
-from hpo.storage import StaleTrialRetry, storage_of, study_id, trial_id, unwrap_storage
+from hpo.storage import (
+    StaleTrialRetry,
+    storage_of,
+    study_id,
+    trial_cache,
+    trial_id,
+    trial_param_groups,
+    unwrap_storage,
+)
 from hpo.study import _attrs as attrs
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
-           "reap_dead_trials", "claim_grid_point", "grid_key", "check_data", "pid_alive"]
+           "finished_trials", "reap_dead_trials", "claim_grid_point", "grid_key", "check_data",
+           "pid_alive"]
 
 _log = logging.getLogger("hpo.study")
 
@@ -65,7 +74,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
     name = study_name or config.name
     study = optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=trial_cache(storage),
         sampler=make_sampler(kind, config, config.seed if seed is None else seed),
         pruner=make_pruner(pruner or config.pruner, max_epochs=_max_epochs(config)),
         directions=list(config.directions),
@@ -174,23 +183,34 @@ class GridCoverage:
 
 
 def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
-    """Counts the grid points done, running, failed and left in ``study``."""
+    """Counts the grid points done, running, failed and left in ``study`` (on an RDB
+    storage from trials counted by state and point in the database, not read whole)."""
     coverage = GridCoverage(size=config.grid_size)
     failures: dict[tuple[Any, ...], int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        key = grid_key(trial.params, config)
+    groups = trial_param_groups(storage_of(study), study_id(study), list(config.grid),
+                                after=-1, unfinished=set())
+    counted = ([(t.state, t.params, 1) for t in study.get_trials(deepcopy=False)]
+               if groups is None else [(g.state, g.params, g.count) for g in groups])
+    for state, params, count in counted:
+        key = grid_key(params, config)
         if key is None:
             continue
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        if state in (TrialState.COMPLETE, TrialState.PRUNED):
             coverage.done.add(key)
-        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        elif state in (TrialState.RUNNING, TrialState.WAITING):
             coverage.running.add(key)
-        elif trial.state == TrialState.FAIL:
-            failures[key] = failures.get(key, 0) + 1
+        elif state == TrialState.FAIL:
+            failures[key] = failures.get(key, 0) + count
     coverage.running -= coverage.done
     coverage.failed = {k: n for k, n in failures.items()
                        if k not in coverage.done and k not in coverage.running}
     return coverage
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """How many trials of ``study`` are finished (one count on an RDB storage)."""
+    return storage_of(study).get_n_trials(
+        study_id(study), states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
 
 
 def pid_alive(pid: int) -> bool:
