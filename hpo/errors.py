@@ -16,8 +16,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Callable
+from typing import Callable, Iterator
 
 #: The settings a message may name as ``$name`` (the run's, the dashboard's, the commands').
 SETTINGS = frozenset({
@@ -39,6 +40,8 @@ __all__ = [
     "StorageError",
     "StudyError",
     "InvalidSetting",
+    "OutputError",
+    "writing",
     "TrialFailed",
     "TooManyFailures",
     "Stopped",
@@ -80,6 +83,23 @@ class StorageError(HpoError):
 
 class StudyError(HpoError):
     """The study in the database does not match what was asked of it."""
+
+
+class OutputError(HpoError):
+    """A file the command was asked to write cannot be written there (a missing or
+    read-only folder, a name too long, a path through a file, a full disk)."""
+
+
+@contextlib.contextmanager
+def writing(path: object, what: str, setting: str = "out") -> Iterator[None]:
+    """Turns an ``OSError`` raised while writing ``what`` to ``path`` into one
+    :class:`OutputError` line naming the setting to change."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise OutputError(f"cannot write {what} to {str(path)!r} ({reason}); expected a path "
+                          f"in a writable folder: pass another ${setting}") from None
 
 
 class InvalidSetting(ConfigError):

@@ -156,22 +156,27 @@ def test_ctrl_c_in_the_middle_of_an_sqlite_write_leaves_the_file_consistent_and_
     transaction, before its commit): nothing of that half-written transaction is stored,
     the trial is told FAIL "interrupted", and the file is not left locked for the next
     worker."""
-    from optuna.storages import RDBStorage
-
     import hpo
+    import hpo.storage._optuna as optuna_glue
+    import hpo.storage._resilient as resilient
 
     storage = f"sqlite:///{tmp_path / 'w.db'}"
-    upsert = RDBStorage._set_trial_attr_without_commit
-    calls = []
+    write, drop = resilient.write_trial_user_attrs, optuna_glue._drop_system_attrs
+    armed = []
 
-    def interrupted_mid_transaction(self, session, model_cls, trial_id, key, value):
-        upsert(self, session, model_cls, trial_id, key, value)
-        calls.append(key)
-        if key == "test_accuracy":  # the evaluation's records, half written
+    def records(storage, trial_id, attrs, drop=()):
+        if "test_accuracy" in attrs:  # the evaluation's records
+            armed.append(trial_id)
+        write(storage, trial_id, attrs, drop=drop)
+
+    def interrupted_mid_transaction(session, trial_id, keys):
+        drop(session, trial_id, keys)
+        if armed:  # the records are written, the transaction not yet committed
+            armed.clear()
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(RDBStorage, "_set_trial_attr_without_commit",
-                        interrupted_mid_transaction)
+    monkeypatch.setattr(resilient, "write_trial_user_attrs", records)
+    monkeypatch.setattr(optuna_glue, "_drop_system_attrs", interrupted_mid_transaction)
     with pytest.raises(KeyboardInterrupt):
         hpo.run(tiny_study, storage=storage)
     monkeypatch.undo()

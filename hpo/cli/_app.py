@@ -5,6 +5,7 @@ Every :class:`hpo.HpoError` becomes one line on standard error and exit status 2
 
 from __future__ import annotations
 
+import unicodedata
 from enum import Enum
 from functools import wraps
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from hpo.config import DEFAULT_RECYCLE_AFTER
-from hpo.errors import ConfigError, StorageError
+from hpo.errors import ConfigError, StorageError, writing
 from hpo.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from hpo.study import attrs
 
@@ -40,8 +41,15 @@ class Precision(str, Enum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"hpo: error: {message}", err=True)
+    typer.echo(f"hpo: error: {_one_line(message)}", err=True)
     return typer.Exit(code)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters and line breaks (those of the user's own input
+    echoed back: a path, a URL) written as escapes, so an error stays one printable line."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -574,10 +582,12 @@ def init(
     study = name or "".join(c if c.isalnum() or c in "-_" else "-" for c in survey.root.name)
     chosen = architecture or default_architecture(survey)
     target = out or Path("studies") / f"{study}.toml"
-    if target.exists() and not force:
-        raise ConfigError(f"{target} exists; pass --force to overwrite it or --out elsewhere")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(study_toml(survey, name=study, architecture=chosen), encoding="utf-8")
+    with writing(target, "the study file"):
+        if target.exists() and not force:
+            raise ConfigError(f"{target} exists; pass --force to overwrite it or --out "
+                              "elsewhere")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(study_toml(survey, name=study, architecture=chosen), encoding="utf-8")
     config = load_study_config(target)  # what we wrote must load
     typer.echo(f"wrote {target}: {chosen}, grid of {config.grid_size} points")
     typer.echo(f"next: hpo run --study {target} --sampler grid    "

@@ -33,6 +33,7 @@ Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 # setting -> what an allowed value is, for the one-line message
 _EXPECTED = {
     "n_trials": "at least 1",
+    "seed": "from 0 to 4294967295 (what NumPy and Optuna's samplers accept)",
     "timeout": "0 or more seconds",
     "retry_failed": "0 or more",
     "heartbeat": "at least 1 second",
@@ -66,7 +67,7 @@ class RunSettings(BaseModel):
     study_name: str | None = None
     n_trials: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, ge=0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     precision: Precision = "auto"
     pruner: str | None = None
     retry_failed: int = Field(default=1, ge=0)

@@ -129,7 +129,7 @@ class StudyFile(_Section):
         None, description="The validation metric the best epoch is chosen by.")
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="Must agree with the metric (it is implied by it).")
-    seed: int = Field(0, ge=0, description="Base random seed of every trial.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Base random seed of every trial.")
     pruner: Literal[PRUNERS] = Field("none", description="Optuna pruner.")  # type: ignore[valid-type]
     repeats: int = Field(1, ge=1, description="Training runs per configuration (seeds seed, "
                                               "seed+1, ...); the value is their mean.")

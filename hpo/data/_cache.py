@@ -47,16 +47,20 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray
     """Decodes one image file to a (height, width, channels) uint8 array.
 
     Raises:
-        OSError, ValueError: The file is not a readable image (Pillow's errors).
+        OSError, ValueError: The file is not a readable image (Pillow's errors), or its
+            header claims more pixels than Pillow's decompression-bomb limit.
     """
     from PIL import Image
 
-    with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        height, width = size
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            height, width = size
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:  # not an OSError: an unreadable image too
+        raise ValueError(f"not decoded, a possible decompression bomb ({exc})") from None
     return array.reshape(height, width, channels)
 
 

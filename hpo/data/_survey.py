@@ -76,7 +76,7 @@ def survey_folder(root: str | Path, *, seed: int = 0) -> FolderSurvey:
                     widths.append(image.size[0])
                     heights.append(image.size[1])
                     grayscale &= image.mode in ("L", "1", "I;16")
-            except (OSError, ValueError, SyntaxError):
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
                 corrupt.append(str(path))
                 continue
             name = index.classes[label]

@@ -85,6 +85,11 @@ def gpu_ids(gpus: str) -> list[str]:
                           "use $workers N for CPU workers")
     if not all(g.isdigit() for g in ids):
         raise ConfigError(f"$gpus expects 'all' or GPU ids like 0,1,2; received {gpus!r}")
+    twice = sorted({g for g in ids if ids.count(g) > 1}, key=ids.index)
+    if twice:
+        raise ConfigError(f"$gpus names GPU {', '.join(twice)} more than once (received "
+                          f"{gpus!r}); name each GPU once, and use $trials_per_gpu K for K "
+                          "workers on each")
     return ids
 
 
@@ -156,9 +161,14 @@ def execute(settings: RunSettings) -> int:
         The exit status: 0, or the first non-zero status of a worker process.
 
     Raises:
-        HpoError: Bad study, data, settings or storage.
+        HpoError: Bad study, data, settings or storage; ``trials_per_gpu`` without ``gpus``
+            for several CPU workers.
         KeyboardInterrupt, Stopped: A signal stopped the worker in this process.
     """
+    if settings.gpus is None and settings.workers > 1 and settings.trials_per_gpu != 1:
+        raise ConfigError(f"$trials_per_gpu {settings.trials_per_gpu} applies to workers on "
+                          f"GPUs, received with $workers {settings.workers} CPU workers and no "
+                          "$gpus; pass $gpus ids (e.g. $gpus 0,1), or drop $trials_per_gpu")
     if settings.workers == 1 and settings.gpus is None:
         return work(settings)
     return _supervise(settings)

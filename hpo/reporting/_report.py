@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, writing
 from hpo.optimizers import default_learning_rate
 from hpo.study import attrs, best_by_metric, metric_maximized, metric_value
 
@@ -292,6 +292,7 @@ def write_report(report: Report, fmt: str, out: Path | None) -> str:
 
     Raises:
         ConfigError: Unknown format.
+        OutputError: ``out`` cannot be written.
     """
     renderers = {"md": (_markdown, "md"), "csv": (_csv, "csv"), "latex": (_latex, "tex"),
                  "html": (_html, "html")}
@@ -301,6 +302,7 @@ def write_report(report: Report, fmt: str, out: Path | None) -> str:
     render, extension = renderers[fmt]
     text = render(report)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"report.{extension}").write_text(text, encoding="utf-8")
+        with writing(out / f"report.{extension}", "the report"):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"report.{extension}").write_text(text, encoding="utf-8")
     return text

@@ -53,9 +53,14 @@ class StorageOptions:
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
 
 
+#: user:password@ as SQLAlchemy's make_url reads it: the user name has no ':' or '/' (it may
+#: be empty or hold an '@'), the password runs to the next '@' (it may hold a '/').
+_USERINFO = re.compile(r"(://[^:/]*:)([^@]*)@")
+
+
 def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return _USERINFO.sub(r"\1***@", url)
 
 
 def is_sqlite(url: str) -> bool:
@@ -64,10 +69,15 @@ def is_sqlite(url: str) -> bool:
 
 
 def _scrub(text: str, url: str) -> str:
-    """Removes the password of ``url`` from ``text`` (a driver's message)."""
-    match = re.search(r"://[^:/@]+:([^@]*)@", url)
-    if match and match.group(1):
-        text = text.replace(match.group(1), "***")
+    """Removes the password of ``url`` from ``text`` (a driver's message): every occurrence
+    of a password of 4 characters or more; a shorter one where it stands alone (not inside
+    a word, which masking would garble: "p" in "psycopg")."""
+    match = _USERINFO.search(url)
+    if match and match.group(2):
+        secret = match.group(2)
+        if len(secret) >= 4:
+            return text.replace(secret, "***")
+        return re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text
 
 
@@ -160,6 +170,9 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
             raise StorageError(f"journal storage {url!r} names no file; expected "
                                "journal:///path/to/study.log")
         parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or path.endswith("/"):
+            raise StorageError(f"journal storage {url!r} names a folder; expected a file, "
+                               "e.g. journal:///path/to/study.log")
         if not os.path.isdir(parent):
             raise StorageError(f"journal storage folder {parent!r} does not exist; create it "
                                "or choose another path")

@@ -229,10 +229,11 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
     Raises:
         ConfigError: ``model`` is neither ``"best"`` nor a trial number.
         StudyError: No completed trial yet, or no model kept for that trial.
+        OutputError: ``out`` cannot be written.
     """
     import shutil
 
-    from hpo.errors import ConfigError, StudyError
+    from hpo.errors import ConfigError, StudyError, writing
 
     if model == "best":
         found = best_by_metric(study)
@@ -248,6 +249,7 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
         raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
                          "kept for the $keep_models best trials only); export one of those, "
                          "or rerun with a larger $keep_models")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, out)
+    with writing(out, "the model"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out)
     return number
