@@ -77,3 +77,32 @@ def test_kill_9_leaves_no_trial_running_forever(tmp_path, image_folder):
     points = [(t.params["optimizer"], t.params["learning_rate"]) for t in complete]
     assert len(points) == len(set(points)) == 4  # every point once, no duplicate
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def test_a_trial_child_killed_under_isolate_is_failed_and_requeued_by_its_parent(
+        tmp_path, image_folder):
+    """``hpo worker --isolate`` runs each trial in a child; the child is ``kill -9``'d
+    mid-trial (the OOM killer's way): the parent exits with the child's status and, before
+    it does, fails the trial and re-queues its point, so no trial is left RUNNING."""
+    study_file = _long_study(tmp_path, image_folder, "isolated")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "worker", "--study", str(study_file),
+                             "--storage", storage, "--isolate", "--quiet"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    victim = wait_for_training("isolated", storage, proc)
+    [child] = _children(proc.pid)
+    os.kill(child, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 137, (out, err)
+    assert f"marked 1 lost trial(s) FAIL and re-queued them: {victim.number}" in err
+    study = optuna.load_study(study_name="isolated", storage=storage)
+    assert study.trials[victim.number].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    [retry] = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.params == victim.params

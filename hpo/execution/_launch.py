@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.config import (
     DEFAULT_RECYCLE_AFTER,
@@ -33,9 +33,20 @@ from hpo.execution._outcome import ENDINGS, failure_line
 from hpo.execution._packing import MEMORY_SHARE_ENV, memory_env, plan_packing
 from hpo.execution._signals import forwarding_signals, worker_signals
 from hpo.reporting import Reporter
-from hpo.storage import StorageOptions, close_storage, is_sqlite, mask_url, open_storage
-from hpo.study import attrs
+from hpo.storage import (
+    StorageOptions,
+    close_storage,
+    is_sqlite,
+    mask_url,
+    open_storage,
+    storage_of,
+    study_lock,
+)
+from hpo.study import attrs, finished_trials, reap_dead_trials
 from hpo.trial import gpu_memory_mb
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["WorkerSpec", "plan_workers", "plan_run", "execute", "work", "launch_workers",
            "child_main"]
@@ -236,11 +247,12 @@ def _run_isolated(settings: RunSettings, config: StudyConfig, options: RunOption
     env = {**os.environ, **_child_settings(settings, n_trials=1, recycle_after=0)}
     ran = failures = 0
     while settings.n_trials is None or ran < settings.n_trials:
-        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        finished = finished_trials(study)
         code = _wait_for([_start_child(env)])
         if code not in (0, _TRIAL_FAILED):
+            _reap_after(study, code, options.storage_options.max_retry)
             return code
-        if sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == finished:
+        if finished_trials(study) == finished:
             break  # the child found nothing left to run
         ran += 1
         failures = failures + 1 if code == _TRIAL_FAILED else 0
@@ -272,8 +284,18 @@ def _supervise(settings: RunSettings) -> int:
     reporter.info(f"storage {mask_url(settings.storage)}; starting {len(specs)} workers: "
                   + ", ".join(spec.name for spec in specs))
     code = launch_workers(specs, settings)
+    _reap_after(study, code, options.storage_options.max_retry)
     report_best(study, reporter, config.metric)
     return code
+
+
+def _reap_after(study: optuna.Study, code: int, max_retry: int) -> None:
+    """After a worker process ended badly: a trial it left RUNNING (``kill -9``, the OOM
+    killer) is failed and its point re-queued now (one warning line says which), not when
+    some worker next starts."""
+    if code != 0:
+        with study_lock(storage_of(study), study.study_name):
+            reap_dead_trials(study, max_retry=max_retry)
 
 
 def _packing(settings: RunSettings, gpus: list[str], reporter: Reporter) -> int:
