@@ -9,8 +9,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from hpo.storage import open_storage, trial_cache, trial_param_groups
-from hpo.storage._optuna import LazyTrialCache
+from hpo.storage import best_trial_numbers, open_storage, trial_cache, trial_param_groups
+from hpo.storage._optuna import LazyTrialCache, count_trials
+from hpo.study import finished_trials
 
 _SPACE = {"optimizer": CategoricalDistribution(["Adam", "SGD"]),
           "learning_rate": FloatDistribution(1e-4, 1e-1, log=True),
@@ -101,3 +102,41 @@ def test_the_grouped_read_counts_what_the_whole_read_lists(finished_study):
     newer = trial_param_groups(storage, study._study_id, names, after=whole[-2]._trial_id,
                                unfinished={whole[0]._trial_id})
     assert sorted(g.last_id for g in newer) == [whole[0]._trial_id, running._trial_id]
+
+
+def test_a_finished_count_is_one_query_not_a_load(finished_study, monkeypatch):
+    storage, _ = finished_study
+    cache = trial_cache(storage)
+    study = optuna.load_study(study_name="c", storage=cache)
+    reads = _reads(cache, monkeypatch)
+    assert finished_trials(study) == 30
+    assert cache.get_n_trials(study._study_id) == 30
+    assert cache.get_n_trials(study._study_id, TrialState.FAIL) == 10
+    assert reads == []  # counted by the database, not by loading 30 trials
+
+
+def test_hpo_s_own_reads_ride_out_a_dropped_connection(finished_study, monkeypatch):
+    """The grouped grid read, the count and the ranking of kept models retry through an
+    outage as every storage call of hpo's does."""
+    import sqlalchemy
+    from optuna.storages._rdb import storage as rdb
+
+    storage, study = finished_study
+    original = rdb._create_scoped_session
+    dropped = []
+
+    def drops_once(*args, **kwargs):
+        if len(dropped) < 3:
+            dropped.append(1)
+            raise sqlalchemy.exc.OperationalError(
+                "SELECT 1", None, ConnectionError("server closed the connection unexpectedly"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rdb, "_create_scoped_session", drops_once)
+    assert count_trials(storage, study._study_id) == 30
+    groups = trial_param_groups(storage, study._study_id, ["optimizer"], after=-1,
+                                unfinished=set())
+    assert sum(g.count for g in groups) == 30
+    assert [n for n, _ in best_trial_numbers(storage, study._study_id, 2, maximize=True)] == \
+        [29, 28]
+    assert len(dropped) == 3

@@ -17,7 +17,7 @@ from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import TrialState
 
 __all__ = ["storage_of", "trial_id", "study_id", "unwrap_storage", "journal_file",
-           "LazyTrialCache", "trial_cache", "TrialGroup", "trial_param_groups",
+           "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
            "write_trial_user_attrs", "set_user_attrs", "claim_waiting_trial",
            "delete_trial_system_attrs", "trial_with_system_attr", "best_trial_numbers"]
 
@@ -45,6 +45,13 @@ def unwrap_storage(storage: Any) -> Any:
 def journal_file(storage: Any) -> str | None:
     """The log file of a JournalStorage over a file backend, else None."""
     return getattr(getattr(storage, "_backend", None), "_file_path", None)
+
+
+def _read(storage: Any, name: str, query: Any) -> Any:
+    """``query()``, through the outage retries of hpo's storage when ``storage`` has them
+    (a read of hpo's own rides out a database restart as Optuna's reads do)."""
+    retried = getattr(storage, "call_with_retries", None)
+    return query() if retried is None else retried(name, lambda retry: query())
 
 
 _UNFINISHED = frozenset({TrialState.WAITING, TrialState.RUNNING})
@@ -77,10 +84,30 @@ class LazyTrialCache(_CachedStorage):
             self._loaded.add(study_id)
         return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
 
-    def get_n_trials(self, study_id: int, states: Any = None) -> int:
+    def get_n_trials(self, study_id: int, state: Any = None) -> int:
         if study_id not in self._loaded:  # a count on the database, not a load
-            return self._backend.get_n_trials(study_id, states)
-        return super().get_n_trials(study_id, states)
+            return count_trials(self._backend, study_id, state)
+        return super().get_n_trials(study_id, state)
+
+
+def count_trials(storage: optuna.storages.RDBStorage, study_id: int,
+                 state: TrialState | tuple[TrialState, ...] | None = None) -> int:
+    """How many trials of the study are in ``state`` (any, if None): one ``COUNT`` query
+    (RDBStorage counts by reading every trial whole)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    trial = models.TrialModel
+    query = [trial.study_id == study_id]
+    if state is not None:
+        query.append(trial.state.in_([state] if isinstance(state, TrialState) else state))
+    def count() -> int:
+        with _create_scoped_session(storage.scoped_session) as session:
+            return int(session.query(sqlalchemy.func.count(trial.trial_id)).filter(
+                *query).scalar())
+
+    return int(_read(storage, "count_trials", count))
 
 
 def trial_cache(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
@@ -263,14 +290,17 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
         query_joins.append((param, sqlalchemy.and_(param.trial_id == trial.trial_id,
                                                    param.param_name == name)))
         columns += [param.param_value, param.distribution_json]
-    with _create_scoped_session(backend.scoped_session) as session:
-        query = session.query(*columns, sqlalchemy.func.count(trial.trial_id),
-                              sqlalchemy.func.max(trial.trial_id))
-        for param, on in query_joins:
-            query = query.outerjoin(param, on)
-        rows = query.filter(trial.study_id == study_id, sqlalchemy.or_(
-            trial.trial_id > after, trial.trial_id.in_(sorted(unfinished)))).group_by(
-            *columns).all()
+    def grouped() -> list[Any]:
+        with _create_scoped_session(backend.scoped_session) as session:
+            query = session.query(*columns, sqlalchemy.func.count(trial.trial_id),
+                                  sqlalchemy.func.max(trial.trial_id))
+            for param, on in query_joins:
+                query = query.outerjoin(param, on)
+            return query.filter(trial.study_id == study_id, sqlalchemy.or_(
+                trial.trial_id > after, trial.trial_id.in_(sorted(unfinished)))).group_by(
+                *columns).all()
+
+    rows = _read(backend, "trial_param_groups", grouped)
     decoded: dict[str, optuna.distributions.BaseDistribution] = {}
     groups = []
     for state, owner, *values, count, last in rows:
@@ -302,16 +332,21 @@ def best_trial_numbers(storage: optuna.storages.BaseStorage, study_id: int, coun
 
     trial, value = models.TrialModel, models.TrialValueModel
     finite = models.TrialValueModel.TrialValueType.FINITE
-    with _create_scoped_session(backend.scoped_session) as session:
-        infinite = session.query(sqlalchemy.func.count(value.trial_value_id)).join(
-            trial, trial.trial_id == value.trial_id).filter(
-            trial.study_id == study_id, trial.state == TrialState.COMPLETE,
-            value.objective == 0, value.value_type != finite).scalar()
-        if infinite:
-            return None
-        rows = session.query(trial.number, value.value).join(
-            value, sqlalchemy.and_(value.trial_id == trial.trial_id, value.objective == 0)
-        ).filter(trial.study_id == study_id, trial.state == TrialState.COMPLETE).order_by(
-            value.value.desc() if maximize else value.value.asc(), trial.number.asc()
-        ).limit(count).all()
+    def ranked() -> list[Any] | None:
+        with _create_scoped_session(backend.scoped_session) as session:
+            infinite = session.query(sqlalchemy.func.count(value.trial_value_id)).join(
+                trial, trial.trial_id == value.trial_id).filter(
+                trial.study_id == study_id, trial.state == TrialState.COMPLETE,
+                value.objective == 0, value.value_type != finite).scalar()
+            if infinite:
+                return None
+            return session.query(trial.number, value.value).join(
+                value, sqlalchemy.and_(value.trial_id == trial.trial_id, value.objective == 0)
+            ).filter(trial.study_id == study_id, trial.state == TrialState.COMPLETE).order_by(
+                value.value.desc() if maximize else value.value.asc(), trial.number.asc()
+            ).limit(count).all()
+
+    rows = _read(backend, "best_trial_numbers", ranked)
+    if rows is None:
+        return None
     return [(int(number), float(score)) for number, score in rows]

@@ -210,7 +210,7 @@ def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
 def finished_trials(study: optuna.Study) -> int:
     """How many trials of ``study`` are finished (one count on an RDB storage)."""
     return storage_of(study).get_n_trials(
-        study_id(study), states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        study_id(study), (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
 
 
 def pid_alive(pid: int) -> bool:
