@@ -94,12 +94,21 @@ _ATTRS = {"test_accuracy": 0.9, "tp": 10, "tn": 12, "roc_auc": 0.95, "epochs_tra
           "confusion_matrix": [[10, 2], [1, 12]], "classes": ["a", "b"], "test_size": 25}
 
 
-class _Instant:
-    """An objective that trains nothing but records what a real trial records, in the same
-    three transactions (hpo's ``Objective`` interface as the loop uses it)."""
+def _suggest(trial: optuna.Trial) -> None:
+    """The parameters both sides sample (a grid trial comes with its own)."""
+    trial.suggest_categorical("optimizer", ["Adam", "SGD", "RMSprop", "Nadam"])
+    trial.suggest_float("learning_rate", 1e-5, 1e-1, log=True)
+    trial.suggest_categorical("batch_size", [16, 32, 64, 128])
 
-    def __init__(self) -> None:
+
+class _Instant:
+    """An objective that trains nothing but samples the parameters (random and TPE) and
+    records what a real trial records, in the same three transactions (hpo's ``Objective``
+    interface as the loop uses it)."""
+
+    def __init__(self, sample: bool) -> None:
         self.orphaned_attrs: dict[int, dict[str, Any]] = {}
+        self._sample = sample
 
     def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
         trial.set_user_attr(key, value)
@@ -107,6 +116,8 @@ class _Instant:
     def __call__(self, trial: optuna.Trial) -> float:
         from hpo.storage import set_user_attrs, trial_id
 
+        if self._sample:
+            _suggest(trial)
         items = list(_ATTRS.items())
         for part in (items[:5], items[5:15], items[15:]):
             set_user_attrs(trial.storage, trial_id(trial), dict(part))
@@ -205,7 +216,7 @@ def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
         study = open_study(config, storage, sampler=sampler, study_name=name)
         options = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=m + 1)
         reporter = Reporter(metric="val_accuracy", quiet=True)
-        _loop(study, config, _Instant(), options, reporter)
+        _loop(study, config, _Instant(sample=sampler != "grid"), options, reporter)
         # only the trials this loop made (ids above the synthetic study's n): reading all
         # of a 100,000-trial study here would take minutes
         made = unwrap_storage(storage_of(study))._get_trials(study_id(study), None, set(), n)
@@ -229,9 +240,7 @@ def _stock_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
             started = time.perf_counter()
             trial = study.ask()
             if sampler != "grid":
-                trial.suggest_categorical("optimizer", ["Adam", "SGD", "RMSprop", "Nadam"])
-                trial.suggest_float("learning_rate", 1e-5, 1e-1, log=True)
-                trial.suggest_categorical("batch_size", [16, 32, 64, 128])
+                _suggest(trial)
             for key, value in _ATTRS.items():
                 trial.set_user_attr(key, value)
             study.tell(trial, 0.5)

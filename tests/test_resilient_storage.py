@@ -287,6 +287,7 @@ def test_tokens_leave_a_trial_with_its_next_write_and_are_never_read(tmp_path):
     trial with the trial's next write (its first records, or its end), and no read through
     hpo's storage shows it meanwhile."""
     a, study_a, _ = _two_workers(tmp_path)
+    assert _stored_tokens(a) == {}  # a WAITING trial's creation token left at once
     waiting = study_a.ask()  # claims the enqueued trial: claim token
     fresh = study_a.ask()  # a new trial: creation token
     assert sorted(_stored_tokens(a).values()) == [["hpo:claim_token"], ["hpo:create_token"]]
@@ -296,6 +297,8 @@ def test_tokens_leave_a_trial_with_its_next_write_and_are_never_read(tmp_path):
     set_user_attrs(a, trial_id(waiting), {"epoch": 1})
     assert list(_stored_tokens(a).values()) == [["hpo:create_token"]]
     study_a.tell(fresh, state=TrialState.PRUNED)  # ended with no record of its own
+    assert _stored_tokens(a) == {}
+    study_a.add_trial(optuna.trial.create_trial(value=1.0))  # made finished: no later write
     assert _stored_tokens(a) == {}
 
 

@@ -14,6 +14,8 @@ from types import TracebackType
 
 import optuna
 
+from hpo.storage._optuna import storage_of, trial_id, unwrap_storage
+
 __all__ = ["Heartbeat", "StaleTrialRetry"]
 
 _log = logging.getLogger("hpo.heartbeat")
@@ -93,6 +95,9 @@ class StaleTrialRetry:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self._failed.append(trial.number)
+        forget = getattr(unwrap_storage(storage_of(study)), "forget_tokens", None)
+        if forget is not None:  # its dead worker's next write would have carried them away
+            forget(trial_id(trial))
         self._retry(study, trial)
 
     def drain(self) -> list[int]:

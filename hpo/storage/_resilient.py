@@ -272,13 +272,23 @@ class ResilientRDBStorage(RDBStorage):
             return RDBStorage._create_new_trial(self, study_id, template)
 
         trial = self.call_with_retries("create_new_trial", attempt)
-        # The token has done its work once the creation is acknowledged: it leaves the trial
-        # with the trial's next write of its own (the claim, its first records, its end: no
+        # The token has done its work once the creation is acknowledged: it leaves a RUNNING
+        # trial with the trial's next write of its own (its first records or its end: no
         # transaction of its own), and no read through this storage shows it meanwhile, so
         # the trial is what stock RDBStorage would store (Optuna's StorageTestCase,
         # trials_dataframe(), the dashboard, FrozenTrial equality).
-        self._spend(trial._trial_id, (_TOKEN,))
+        if template.state == TrialState.RUNNING:  # this worker's: its next write carries it
+            self._spend(trial._trial_id, (_TOKEN,))
+        else:  # finished, or WAITING for whichever worker, if any, claims it
+            self.forget_tokens(trial._trial_id)
         return _without_tokens(trial)
+
+    def forget_tokens(self, trial_id: int) -> None:
+        """Removes hpo's tokens from a trial now, whoever wrote them (a trial made finished,
+        or one whose worker died before its next write carried them away)."""
+        self.call_with_retries("forget_tokens", lambda retry: delete_trial_system_attrs(
+            self, trial_id, _HIDDEN))
+        self._removed(trial_id, _HIDDEN)
 
     def _spend(self, trial_id: int, keys: tuple[str, ...]) -> None:
         with self._spent_lock:

@@ -257,6 +257,9 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
                                         "died while the trial ran")
             if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
                 reaped.append(trial.number)
+                forget = getattr(unwrap_storage(storage), "forget_tokens", None)
+                if forget is not None:  # the dead worker's next write would have
+                    forget(trial_id(trial))  # carried its tokens away
                 retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
                 if retries < max_retry:
                     _requeue(study, storage.get_trial(trial_id(trial)))
