@@ -1,0 +1,143 @@
+"""Database work per trial of hpo's worker loop: transactions (commits) and SQL statements.
+
+Counts, not times: what a trial costs the database whatever the machine. hpo's own loop
+(``hpo.execution._loop``: study lock, reaping, grid claim, ask, the sampled parameters, the
+trial's records in three writes, tell) runs an objective that trains nothing; a
+SQLAlchemy event listener counts every commit and statement of the timed trials (three
+trials first, to start up)::
+
+    python benchmarks/trial_statements.py --storage postgresql://postgres@127.0.0.1/test
+
+Run it from another checkout's root (``PYTHONPATH=.``) to count an older version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+
+from hpo.config import load_study_config
+from hpo.execution._loop import RunOptions, _loop
+from hpo.reporting import Reporter
+from hpo.storage import StorageOptions, close_storage, open_storage, set_user_attrs, trial_id
+from hpo.study import open_study
+
+STUDY = """
+name = "statements"
+metric = "val_accuracy"
+seed = 0
+pruner = "none"
+
+[data]
+source = "bundled:digits"
+channels = 1
+
+[training]
+architecture = "small_cnn"
+optimizer = "Adam"
+learning_rate = 0.001
+batch_size = 32
+epochs = 1
+
+[grid]
+optimizer = ["Adam", "SGD", "RMSprop", "Nadam"]
+learning_rate = [0.1, 0.01, 0.001, 0.0001, 0.00001]
+batch_size = [16, 32, 64, 128]
+
+[space.optimizer]
+choices = ["Adam", "SGD", "RMSprop", "Nadam"]
+
+[space.learning_rate]
+low = 1e-5
+high = 1e-1
+log = true
+
+[space.batch_size]
+choices = [16, 32, 64, 128]
+"""
+
+#: What a real trial records (benchmarks/coordination_scale.py records the same).
+_ATTRS = {f"attr_{i}": i / 7 for i in range(20)}
+
+
+class _Instant:
+    """Samples the parameters (not on a grid) and records 20 attributes in three writes."""
+
+    def __init__(self, sample: bool) -> None:
+        self.orphaned_attrs: dict[int, dict[str, Any]] = {}
+        self._sample = sample
+
+    def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
+        trial.set_user_attr(key, value)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self._sample:
+            trial.suggest_categorical("optimizer", ["Adam", "SGD", "RMSprop", "Nadam"])
+            trial.suggest_float("learning_rate", 1e-5, 1e-1, log=True)
+            trial.suggest_categorical("batch_size", [16, 32, 64, 128])
+        items = list(_ATTRS.items())
+        for part in (items[:5], items[5:15], items[15:]):
+            set_user_attrs(trial.storage, trial_id(trial), dict(part))
+        return 0.5
+
+
+def count(url: str, sampler: str, trials: int) -> dict[str, float]:
+    logging.getLogger("hpo").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    counted = {"commits": 0, "statements": 0}
+
+    def on_statement(*args: Any) -> None:
+        counted["statements"] += 1
+
+    def on_commit(*args: Any) -> None:
+        counted["commits"] += 1
+
+    with tempfile.TemporaryDirectory() as folder:
+        study_file = Path(folder) / "statements.toml"
+        study_file.write_text(STUDY)
+        config = load_study_config(study_file)
+        name = f"statements-{uuid.uuid4().hex[:8]}"
+        storage = open_storage(url, StorageOptions(heartbeat_interval=60))
+        try:
+            study = open_study(config, storage, sampler=sampler, study_name=name)
+            reporter = Reporter(metric="val_accuracy", quiet=True)
+            objective = _Instant(sample=sampler != "grid")
+            _loop(study, config, objective, RunOptions(sampler=sampler, storage=url,
+                                                       study_name=name, n_trials=3), reporter)
+            sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute",
+                                    on_statement)
+            sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", on_commit)
+            try:
+                _loop(study, config, objective, RunOptions(
+                    sampler=sampler, storage=url, study_name=name, n_trials=trials), reporter)
+            finally:
+                sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute",
+                                        on_statement)
+                sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", on_commit)
+        finally:
+            close_storage(storage)
+    return {key: value / trials for key, value in counted.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--storage", required=True, help="a database URL (SQLite or server)")
+    parser.add_argument("--samplers", nargs="+", default=["grid", "random", "tpe"])
+    parser.add_argument("--trials", type=int, default=10)
+    args = parser.parse_args()
+    for sampler in args.samplers:
+        per_trial = count(args.storage, sampler, args.trials)
+        print(json.dumps({"sampler": sampler, "commits_per_trial": per_trial["commits"],
+                          "statements_per_trial": per_trial["statements"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
