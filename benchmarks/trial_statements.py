@@ -27,8 +27,9 @@ import sqlalchemy
 from hpo.config import load_study_config
 from hpo.execution._loop import RunOptions, _loop
 from hpo.reporting import Reporter
-from hpo.storage import StorageOptions, close_storage, open_storage, set_user_attrs, trial_id
+from hpo.storage import StorageOptions, close_storage, open_storage
 from hpo.study import open_study
+from coordination_scale import _Instant  # benchmarks/ is this script's first sys.path entry
 
 STUDY = """
 name = "statements"
@@ -63,31 +64,6 @@ log = true
 [space.batch_size]
 choices = [16, 32, 64, 128]
 """
-
-#: What a real trial records (benchmarks/coordination_scale.py records the same).
-_ATTRS = {f"attr_{i}": i / 7 for i in range(20)}
-
-
-class _Instant:
-    """Samples the parameters (not on a grid) and records 20 attributes in three writes."""
-
-    def __init__(self, sample: bool) -> None:
-        self.orphaned_attrs: dict[int, dict[str, Any]] = {}
-        self._sample = sample
-
-    def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
-        trial.set_user_attr(key, value)
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        if self._sample:
-            trial.suggest_categorical("optimizer", ["Adam", "SGD", "RMSprop", "Nadam"])
-            trial.suggest_float("learning_rate", 1e-5, 1e-1, log=True)
-            trial.suggest_categorical("batch_size", [16, 32, 64, 128])
-        items = list(_ATTRS.items())
-        for part in (items[:5], items[5:15], items[15:]):
-            set_user_attrs(trial.storage, trial_id(trial), dict(part))
-        return 0.5
-
 
 def count(url: str, sampler: str, trials: int) -> dict[str, float]:
     logging.getLogger("hpo").setLevel(logging.ERROR)
