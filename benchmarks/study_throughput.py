@@ -2,19 +2,31 @@
 
 Runs ``hpo run --study demo`` (12 trials; ``--study`` to change) as a fresh process against a
 fresh SQLite database, for two versions of hpo side by side in one run: ``--before`` (a git
-revision, checked out into a temporary worktree) and the working tree, alternating which
-goes first each round (these machines are noisy). The image cache is built before timing.
-For each run it reports, from the trials the study stored:
+revision, checked out into a temporary worktree, or ``--before-tree``, a folder holding an
+exported copy of it where there is no git history, as on a lent GPU machine) and the working
+tree, alternating which goes first each round (these machines are noisy). With
+``--packed K`` a third side runs the working tree with ``--gpus 0 --trials-per-gpu K``: K
+workers sharing the GPU. The image cache is built before timing (``--warm`` names the sides
+whose first trial is run once untimed: the image cache, and hpo's compile cache where the
+side has one). For each run it reports, from the trials the study stored:
 
 * study wall time (process start to exit) and trials per hour;
 * seconds outside ``fit`` per trial: (study wall - sum of train_time_s) / trials, which
-  counts start-up, imports, building, evaluation, figures, saves and storage;
+  counts start-up, imports, building, evaluation, figures, saves and storage (left out
+  for packed workers, whose fits overlap);
 * the median in-loop overhead of a steady trial: (next trial's start - this trial's start)
-  - its train_time_s, first trial excluded;
-* first / steady trial ratio, and worker start (process start -> first trial start).
+  - its train_time_s, first trial excluded (one worker only);
+* first / steady trial ratio, and worker start (process start -> first trial start);
+* on an NVIDIA GPU, the GPU's busy % over the whole study (NVIDIA's utilization counter,
+  sampled every 0.2 s through NVML from process start to exit), and the mean of the busy %
+  each trial recorded while its ``fit`` ran (where the side records it).
 
     python benchmarks/study_throughput.py --before 04b8c63 --rounds 2 \\
         --out benchmarks/results/study_throughput_cpu.json
+    KERAS_BACKEND=jax python benchmarks/study_throughput.py \\
+        --study benchmarks/studies/alexnet-gpu.toml --before-tree /tmp/before --rounds 1 \\
+        --packed 4 --warm after --order after,packed,before \\
+        --out benchmarks/results/study_throughput_alexnet_gpu.json
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +47,7 @@ from pathlib import Path
 import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
+_SAMPLE_S = 0.2
 
 
 def _cpu_model() -> str:
@@ -46,21 +60,70 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = None
-               ) -> dict[str, float]:
+def _gpu() -> tuple[str | None, object | None]:
+    """(the name of GPU 0, an NVML handle to it), or (None, None) without one."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, None
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        name = pynvml.nvmlDeviceGetName(handle)
+    except pynvml.NVMLError:
+        return None, None
+    return (name.decode() if isinstance(name, bytes) else name), handle
+
+
+class _BusySampler:
+    """The GPU's busy % sampled in a thread while a study runs (nothing without a GPU)."""
+
+    def __init__(self, handle: object | None) -> None:
+        self._handle = handle
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_BusySampler":
+        if self._handle is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        import pynvml
+
+        while not self._stop.wait(_SAMPLE_S):
+            self.samples.append(float(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
+
+    def mean(self) -> float | None:
+        return round(statistics.fmean(self.samples), 1) if self.samples else None
+
+
+def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = None,
+               extra: tuple[str, ...] = (), gpu: object | None = None) -> dict[str, float]:
     """One ``hpo run`` of ``study`` with hpo imported from ``source``; its figures."""
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/study.db"
-        env = {**os.environ, "PYTHONPATH": str(source), "HPO_CACHE_DIR": str(cache),
-               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                   [str(source), *filter(None, [os.environ.get("PYTHONPATH")])]),
+               "HPO_CACHE_DIR": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
         argv = [sys.executable, "-m", "hpo", "run", "--study", study, "--storage", storage,
-                "--quiet", "--artifacts", f"{tmp}/artifacts"]
+                "--quiet", "--artifacts", f"{tmp}/artifacts", *extra]
         if n_trials is not None:
             argv += ["--n-trials", str(n_trials)]
         started_at = datetime.now()
         started = time.perf_counter()
-        subprocess.run(argv, cwd=tmp, env=env, check=True, capture_output=True, text=True)
+        with _BusySampler(gpu) as busy:
+            done = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"hpo run failed (exit {done.returncode}) from {source}:\n"
+                               f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         loaded = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0],
                                    storage=storage)
         trials = sorted(loaded.trials, key=lambda t: t.datetime_start)
@@ -69,8 +132,12 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
     spans = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]
     steady = [span - f for span, f in zip(spans[1:], fit[1:])]
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]
-    return {
+    fit_busy = [t.user_attrs["gpu_busy_pct"] for t in trials if "gpu_busy_pct" in t.user_attrs]
+    workers = len({t.user_attrs.get("worker", {}).get("name") for t in trials
+                   if isinstance(t.user_attrs.get("worker"), dict)}) or 1
+    result = {
         "trials": len(trials),
+        "workers": workers,
         "study_wall_s": round(wall, 2),
         "trials_per_hour": round(len(trials) / wall * 3600, 1),
         "fit_s_total": round(sum(fit), 2),
@@ -79,59 +146,108 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
         "first_over_steady": round(durations[0] / statistics.median(durations[1:]), 2)
         if len(durations) > 1 else None,
         "worker_start_s": round((starts[0] - started_at).total_seconds(), 2),
+        "first_trial_s": round(durations[0], 2),
+        "steady_trial_s_median": round(statistics.median(durations[1:]), 2)
+        if len(durations) > 1 else None,
+        "gpu_busy_pct_study": busy.mean(),
+        "gpu_busy_pct_fit_mean": round(statistics.fmean(fit_busy), 1) if fit_busy else None,
     }
+    if workers > 1:  # several fits overlap: per-trial and in-loop figures don't apply
+        for key in ("outside_fit_s_per_trial", "steady_overhead_s_median",
+                    "first_over_steady"):
+            result[key] = None
+    return result
+
+
+def _export(revision: str, into: Path) -> None:
+    """``revision``'s tracked files into ``into`` (a git worktree)."""
+    subprocess.run(["git", "worktree", "add", "--detach", str(into), revision],
+                   cwd=ROOT, check=True, capture_output=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="04b8c63",
                         help="git revision to compare against (default: main before issue 15)")
+    parser.add_argument("--before-tree", type=Path,
+                        help="a folder holding an exported copy of --before (no git needed)")
     parser.add_argument("--study", default="demo")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--packed", type=int, default=0, metavar="K",
+                        help="also run this tree with --gpus 0 --trials-per-gpu K")
+    parser.add_argument("--order", default="before,after,packed",
+                        help="the sides in the first round's order (later rounds alternate)")
+    parser.add_argument("--warm", default="before,after",
+                        help="sides whose first trial runs once, untimed, before timing")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if Path(args.study).is_file():  # a study file: the runs start in a temporary folder
+        args.study = str(Path(args.study).resolve())
+    gpu_name, gpu = _gpu()
+    report = {
+        "benchmark": "study_throughput",
+        "study": Path(args.study).name if Path(args.study).is_file() else args.study, "before": args.before,
+        "after": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip() + " + tree"
+        if (ROOT / ".git").exists() else os.environ.get("HPO_BENCH_REVISION", "tree"),
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "gpu": gpu_name,
+                    "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow")},
+        "rounds": args.rounds, "packed_per_gpu": args.packed or None,
+    }
+
+    def save(runs: dict, summary: dict | None = None) -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({**report, "runs": runs, "median": summary},
+                                           indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
-        before = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before],
-                       cwd=ROOT, check=True, capture_output=True)
+        before = args.before_tree.resolve() if args.before_tree else Path(tmp) / "before"
+        order = [s for s in args.order.split(",") if s != "packed" or args.packed]
+        if args.before_tree is None and "before" in order:
+            _export(args.before, before)
         cache = Path(tmp) / "cache"
+        sides = {"before": (before, ()), "after": (ROOT, ()),
+                 "packed": (ROOT, ("--gpus", "0", "--trials-per-gpu", str(args.packed)))}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in order}
         try:
-            sides = {"before": before, "after": ROOT}
-            for source in sides.values():  # builds the image cache, warms the disk cache
-                _run_study(source, args.study, cache, n_trials=1)
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+            for name in order:  # builds the image cache, warms the disk and compile caches
+                if name in args.warm.split(","):
+                    source, extra = sides[name]
+                    _run_study(source, args.study, cache, n_trials=1, extra=extra)
+                    print("warmed", name, flush=True)
             for round_ in range(args.rounds):
-                order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
-                for name in order:
-                    result = _run_study(sides[name], args.study, cache)
+                for name in order if round_ % 2 == 0 else list(reversed(order)):
+                    source, extra = sides[name]
+                    try:
+                        result = _run_study(source, args.study, cache, extra=extra, gpu=gpu)
+                    except RuntimeError as exc:  # the other sides still run
+                        print(name, exc, file=sys.stderr, flush=True)
+                        continue
                     runs[name].append(result)
                     print(name, json.dumps(result), flush=True)
+                    save(runs)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT,
-                           check=False, capture_output=True)
+            if args.before_tree is None and "before" in order:
+                subprocess.run(["git", "worktree", "remove", "--force", str(before)],
+                               cwd=ROOT, check=False, capture_output=True)
 
-    def median(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[name])
+    def median(name: str, key: str) -> float | None:
+        values = [r[key] for r in runs[name] if r[key] is not None]
+        return round(statistics.median(values), 3) if values else None
 
-    summary = {
-        key: {"before": round(median("before", key), 3),
-              "after": round(median("after", key), 3),
-              "after_over_before": round(median("after", key) / median("before", key), 3)}
-        for key in ("study_wall_s", "trials_per_hour", "outside_fit_s_per_trial",
-                    "steady_overhead_s_median", "first_over_steady", "worker_start_s")
-    }
-    report = {
-        "benchmark": "study_throughput", "study": args.study, "before": args.before,
-        "after": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip() + " + tree",
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "gpu": None},
-        "rounds": args.rounds, "runs": runs, "median": summary,
-    }
+    keys = ("study_wall_s", "trials_per_hour", "outside_fit_s_per_trial",
+            "steady_overhead_s_median", "first_over_steady", "worker_start_s",
+            "gpu_busy_pct_study", "gpu_busy_pct_fit_mean")
+    summary = {key: {name: median(name, key) for name in order} for key in keys}
+    if "before" in order:
+        for key, row in summary.items():
+            for name in order:
+                if name != "before" and row[name] is not None and row["before"]:
+                    row[f"{name}_over_before"] = round(row[name] / row["before"], 3)
     print(json.dumps(summary, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    save(runs, summary)
 
 
 if __name__ == "__main__":

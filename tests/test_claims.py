@@ -12,7 +12,7 @@ import hpo.study._claims as claims_module
 from hpo.config import load_study_config
 from hpo.search import make_sampler
 from hpo.storage import open_storage
-from hpo.study import GridClaims, open_study
+from hpo.study import GridClaims, grid_coverage, open_study
 from hpo.testing import write_study
 
 
@@ -92,3 +92,27 @@ def test_points_another_worker_started_are_never_claimed_twice(grid_study):
             continue
         break
     assert len(seen) == len(set(seen)) == 12
+
+
+def test_the_claims_coverage_is_grid_coverage_without_a_second_read(grid_study, monkeypatch):
+    config, study = grid_study
+    other = GridClaims(study, config, make_sampler("grid", config, None))
+    for state in (TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL,
+                  TrialState.PRUNED, TrialState.FAIL):
+        assert other.claim(retries=0)
+        _run(study, state)
+    assert other.claim(retries=0)
+    study.ask()  # one point RUNNING
+    assert other.claim(retries=0)  # and one WAITING
+    reads = []
+    original = claims_module.trial_param_groups
+    monkeypatch.setattr(claims_module, "trial_param_groups",
+                        lambda *a, **k: reads.append(k["after"]) or original(*a, **k))
+    claims = GridClaims(study, config, study.sampler)
+    coverage = claims.coverage()
+    expected = grid_coverage(study, config)
+    assert (coverage.done, coverage.running, coverage.failed, coverage.left) == \
+        (expected.done, expected.running, expected.failed, expected.left)
+    assert (len(coverage.done), len(coverage.running), len(coverage.failed)) == (3, 2, 2)
+    assert claims.claim(retries=0)  # a WAITING trial is there: nothing new read whole
+    assert reads[0] == -1 and all(after >= 0 for after in reads[1:])

@@ -38,10 +38,10 @@ from hpo.storage import (
 )
 from hpo.study import (
     GridClaims,
+    GridCoverage,
     attrs,
     check_data,
     finished_trials,
-    grid_coverage,
     open_study,
     pareto_front,
     reap_dead_trials,
@@ -247,8 +247,11 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
         config, replace(options, objective=replace(options.objective, on_epoch=reporter.epoch)))
     is_grid = isinstance(study.sampler, WorkerGridSampler)
     work_left = True
+    claims = None
     if is_grid:
-        coverage = grid_coverage(study, config)
+        claims = GridClaims(study, config, study.sampler,  # type: ignore[arg-type]
+                            defaults_first=options.enqueue_defaults)
+        coverage = claims.coverage()  # its first read serves the first claim too
         work_left = not coverage.complete
         reporter.info(f"study {study.study_name}: grid of {coverage.size} points, "
                       f"{len(coverage.done)} done, {coverage.size - len(coverage.done)} "
@@ -260,7 +263,7 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
     try:
         if work_left:  # the backend's import is the worker's start-up, not a trial's
             objective.warm_up()
-        ran, recycle = _loop(study, config, objective, options, reporter)
+        ran, recycle = _loop(study, claims, objective, options, reporter)
         objective.close()  # the last model is on disk: prune once more with it there
         if options.objective.artifacts is not None:
             with study_lock(storage_of(study), study.study_name):
@@ -274,8 +277,8 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
         reporter.info(f"this worker ran {ran} trials: handing over to a fresh process (it "
                       "returns the memory the backend keeps between trials)")
         return WorkerRun(study, ran, recycle=True)
-    if is_grid:
-        _report_grid_end(study, config, reporter, options.retry_failed, ran)
+    if claims is not None:
+        _report_grid_end(study, claims.coverage(), reporter, options.retry_failed, ran)
     report_best(study, reporter, config.metric)
     return WorkerRun(study, ran)
 
@@ -308,13 +311,11 @@ class _Reaper:
         return True
 
 
-def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, options: RunOptions,
-          reporter: Reporter) -> tuple[int, bool]:
-    """Claims and runs trials until the budget or the grid ends, or it is time for a fresh
-    process; returns how many ran and whether work is left for that fresh process."""
-    is_grid = isinstance(study.sampler, WorkerGridSampler)
-    claims = GridClaims(study, config, study.sampler,  # type: ignore[arg-type]
-                        defaults_first=options.enqueue_defaults) if is_grid else None
+def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
+          options: RunOptions, reporter: Reporter) -> tuple[int, bool]:
+    """Claims (a grid study's through ``claims``) and runs trials until the budget or the
+    grid ends, or it is time for a fresh process; returns how many ran and whether work is
+    left for that fresh process."""
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     reaper = _Reaper(study, options.storage_options.max_retry)
     ran = failures = 0
@@ -352,9 +353,8 @@ def _loop(study: optuna.Study, config: StudyConfig, objective: Objective, option
     return ran, False
 
 
-def _report_grid_end(study: optuna.Study, config: StudyConfig, reporter: Reporter,
+def _report_grid_end(study: optuna.Study, coverage: GridCoverage, reporter: Reporter,
                      retries: int, ran: int) -> None:
-    coverage = grid_coverage(study, config)
     if coverage.complete:
         if ran == 0:
             reporter.summary("grid complete: nothing left to run")
