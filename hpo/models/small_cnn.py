@@ -29,19 +29,21 @@ def build(
         dropout: Dropout after each block and the dense layer (0: the base model).
         batch_norm: BatchNorm after each convolution (seed 002's last experiment).
     """
-    model = keras.Sequential(name="small_cnn")
-    model.add(keras.Input(shape=input_shape))
-    model.add(layers.Rescaling(1.0 / 255))
+    # The layers are listed, then given to Sequential at once: one symbolic build of the
+    # model, not one per Sequential.add (2.6 s for AlexNet at 227x227 on the GPU).
+    stack: list[keras.Layer | keras.KerasTensor] = []
+    stack.append(keras.Input(shape=input_shape))
+    stack.append(layers.Rescaling(1.0 / 255))
     for block in range(int(conv_blocks)):
-        model.add(layers.Conv2D(int(filters) * 2**block, 3, activation="relu", padding="same"))
+        stack.append(layers.Conv2D(int(filters) * 2**block, 3, activation="relu", padding="same"))
         if batch_norm:
-            model.add(layers.BatchNormalization())
-        model.add(layers.MaxPooling2D(2))
+            stack.append(layers.BatchNormalization())
+        stack.append(layers.MaxPooling2D(2))
         if dropout:
-            model.add(layers.Dropout(float(dropout)))
-    model.add(layers.Flatten())
-    model.add(layers.Dense(int(dense_units), activation="relu"))
+            stack.append(layers.Dropout(float(dropout)))
+    stack.append(layers.Flatten())
+    stack.append(layers.Dense(int(dense_units), activation="relu"))
     if dropout:
-        model.add(layers.Dropout(float(dropout)))
-    model.add(layers.Dense(num_classes, activation="softmax", dtype="float32"))
-    return model
+        stack.append(layers.Dropout(float(dropout)))
+    stack.append(layers.Dense(num_classes, activation="softmax", dtype="float32"))
+    return keras.Sequential(stack, name="small_cnn")
