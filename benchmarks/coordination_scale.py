@@ -250,10 +250,13 @@ def _stock_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
         storage.engine.dispose()
 
 
-def _worker_start(url: str, config: Any, name: str, sampler: str) -> tuple[float, float]:
+def _worker_start(url: str, config: Any, name: str, sampler: str, *,
+                  shared_read: bool = True) -> tuple[float, float]:
     """Seconds from a fresh storage to the first trial's start (the worker's opening
     summary, then claim and ask, as ``run_worker`` does), and to its first parameter (where
-    TPE reads the study's history)."""
+    TPE reads the study's history). ``shared_read=False``: a grid worker's start before
+    ``GridClaims.coverage`` (its opening line read every trial, then its first claim again).
+    """
     started = time.perf_counter()
     storage = open_storage(url, StorageOptions(heartbeat_interval=60))
     try:
@@ -261,14 +264,15 @@ def _worker_start(url: str, config: Any, name: str, sampler: str) -> tuple[float
         from hpo.storage import study_lock
         from hpo.study import GridClaims, finished_trials, grid_coverage, reap_dead_trials
 
-        if sampler == "grid":  # the worker's opening line: points done / left
-            grid_coverage(study, config)
+        claims = GridClaims(study, config, study.sampler) if sampler == "grid" else None
+        if claims is not None:  # the worker's opening line: points done / left
+            claims.coverage() if shared_read else grid_coverage(study, config)
         else:  # trials so far
             finished_trials(study)
         with study_lock(storage, name):  # what the worker loop does before its first trial
             reap_dead_trials(study)
-            if sampler == "grid":
-                GridClaims(study, config, study.sampler).claim(retries=1)
+            if claims is not None:
+                claims.claim(retries=1)
             trial = study.ask()
         elapsed = time.perf_counter() - started
         if sampler != "grid":  # a grid point comes with its parameters
@@ -366,6 +370,10 @@ def main() -> None:
                                 "scale", sampler)
                             row["hpo_worker_start_s"] = round(start, 3)
                             row["hpo_first_param_s"] = round(first, 3)
+                            if is_grid:  # the start before the opening line's read was shared
+                                row["hpo_worker_start_two_reads_s"] = round(_worker_start(
+                                    fresh(f"scale_start2_{sampler}_{n}", template), config,
+                                    "scale", sampler, shared_read=False)[0], 3)
                     if "stock_ms_per_trial" in row:
                         row["hpo_over_stock"] = round(row["hpo_ms_per_trial"] /
                                                       row["stock_ms_per_trial"], 2)

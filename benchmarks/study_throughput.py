@@ -178,7 +178,11 @@ def main() -> None:
     parser.add_argument("--order", default="before,after,packed",
                         help="the sides in the first round's order (later rounds alternate)")
     parser.add_argument("--warm", default="before,after",
-                        help="sides whose first trial runs once, untimed, before timing")
+                        help="sides run once, untimed, before timing (the image cache, and "
+                             "the compile cache of a side that has one)")
+    parser.add_argument("--warm-trials", type=int, default=1,
+                        help="trials of that untimed run (0: the whole study, so that no "
+                             "timed run compiles a program the other did not)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if Path(args.study).is_file():  # a study file: the runs start in a temporary folder
@@ -194,6 +198,7 @@ def main() -> None:
                     "python": platform.python_version(), "gpu": gpu_name,
                     "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow")},
         "rounds": args.rounds, "packed_per_gpu": args.packed or None,
+        "warm": args.warm, "warm_trials": args.warm_trials or "study",
     }
 
     def save(runs: dict, summary: dict | None = None) -> None:
@@ -215,7 +220,8 @@ def main() -> None:
             for name in order:  # builds the image cache, warms the disk and compile caches
                 if name in args.warm.split(","):
                     source, extra = sides[name]
-                    _run_study(source, args.study, cache, n_trials=1, extra=extra)
+                    _run_study(source, args.study, cache, n_trials=args.warm_trials or None,
+                               extra=extra)
                     print("warmed", name, flush=True)
             for round_ in range(args.rounds):
                 for name in order if round_ % 2 == 0 else list(reversed(order)):

@@ -28,7 +28,7 @@ def build(
         dropout: Dropout rate after each hidden dense layer (0 in the thesis: no dropout).
     """
     # The layers are listed, then given to Sequential at once: one symbolic build of the
-    # model, not one per Sequential.add (2.6 s for AlexNet at 227x227 on the GPU).
+    # model, not one per Sequential.add.
     stack: list[keras.Layer | keras.KerasTensor] = []
     stack.append(keras.Input(shape=input_shape))
     stack.append(layers.Conv2D(96, 11, strides=4, activation="relu"))

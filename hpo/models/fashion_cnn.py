@@ -40,7 +40,7 @@ def build(
         dropout: Dropout after the convolutions (0.5 in seed 004).
     """
     # The layers are listed, then given to Sequential at once: one symbolic build of the
-    # model, not one per Sequential.add (2.6 s for AlexNet at 227x227 on the GPU).
+    # model, not one per Sequential.add.
     stack: list[keras.Layer | keras.KerasTensor] = []
     stack.append(keras.Input(shape=input_shape))
     stack.append(layers.Rescaling(1.0 / 255))

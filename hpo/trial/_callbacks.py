@@ -19,14 +19,7 @@ class NonFiniteLossError(ArithmeticError):
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops a trial whose loss is no longer finite, so no epoch is wasted on a diverged run.
-
-    Its batch hook makes Keras read each step's loss on the host (a step's end waits for the
-    device). Declared ``async_safe``, Keras would read it in a callback thread instead; on
-    JAX that made a fixed-seed run on the CPU give different losses from one run to the
-    next, so it is not. (On an H200 a steady AlexNet epoch of 26 steps took 0.4 s with the
-    per-step read; a trial's first epoch, 3.5-4.9 s: the larger cost, see CompiledSteps.)
-    """
+    """Stops a trial whose loss is no longer finite, so no epoch is wasted on a diverged run."""
 
     def __init__(self) -> None:
         super().__init__()

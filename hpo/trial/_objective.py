@@ -44,7 +44,7 @@ from hpo.trial._gpu import (
     reset_peak_memory,
     utilization_reader,
 )
-from hpo.trial._reuse import CompiledSteps, ModelPool
+from hpo.trial._reuse import ModelPool
 from hpo.trial._writer import ModelWriter
 
 if TYPE_CHECKING:
@@ -157,7 +157,6 @@ class Objective:
         self._gpu_reader: Callable[[], float] | None = None  # with the precision
         self._fit_seconds = 0.0  # of the trial running, all repeats
         self._models = ModelPool()
-        self._steps = CompiledSteps()
         self._notes: dict[str, Any] = {}
         self._writer = ModelWriter()
 
@@ -342,10 +341,12 @@ class Objective:
         from hpo.trial._callbacks import EpochRecorder, NanGuard, pruning_callback
 
         self._note("n_params", int(model.count_params()))
-        self._note("steps_reused", self._steps.compile(
-            model, build_optimizer(params.optimizer, params.learning_rate,
-                                   **params.optimizer_kwargs),
-            loss="sparse_categorical_crossentropy", metrics=["accuracy"]))
+        model.compile(
+            optimizer=build_optimizer(params.optimizer, params.learning_rate,
+                                      **params.optimizer_kwargs),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         on_epoch = self._options.on_epoch
         recorder = EpochRecorder(
             (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,

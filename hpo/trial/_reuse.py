@@ -1,8 +1,9 @@
 """Reusing a built model across trials, with exactly the initial weights a fresh build has.
 
-Building a Keras model is costly for what it does: the thesis's AlexNet takes 3.6 s per
-trial on an H100 host (``Sequential.add`` rebuilds the functional graph at every layer),
-more than its GPU work. Most trials of a grid differ only in optimizer, learning rate,
+Building a Keras model is costly for what it does: the thesis's AlexNet took 3.6 s per
+trial on an H100 host and 2.6-2.8 s on an H200 (the snapshot below included), more than
+its GPU work; both with a builder that rebuilt the graph at every ``Sequential.add``, as
+the builders no longer do. Most trials of a grid differ only in optimizer, learning rate,
 batch size and epochs, none of which changes the model. :class:`ModelPool` builds a model
 once per *shape key* (architecture, input shape, classes, weights, precision and the
 model's own parameters) and, for the next trial with the same key, resets it to the
@@ -22,25 +23,13 @@ would have left it in. Anything the pool cannot account for (a variable without 
 initializer, an initializer with a fixed seed generator, draws it cannot replay) makes the
 model single-use: it is built fresh for every trial, as before, never reset approximately.
 ``tests/test_models.py`` checks reset == fresh build, variable by variable.
-
-The compiled training step, too (JAX). ``model.compile`` drops the model's train and test
-functions, so each trial traced, lowered and looked up its XLA programs again: 3-5 s of a
-9 s trial of AlexNet on an H200, its first epoch taking 3.5-4.9 s against 0.4 s for each
-later one. On JAX a train step is a pure function of the state Keras passes it (weights,
-optimizer and metric variables, the learning rate among them, since a float learning rate
-is a variable), so :class:`CompiledSteps` hands a reused model the steps of its last
-compile when the optimizer's class and every setting but the learning rate, the loss and
-the metrics are the same: nothing the trace read from Python differs. TensorFlow's steps
-capture their variables, not a state passed in, and are always made afresh.
 """
-
 
 from __future__ import annotations
 
 import logging
 import random
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -51,7 +40,7 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["CompiledSteps", "ModelPool", "Resettable", "make_resettable"]
+__all__ = ["ModelPool", "Resettable", "make_resettable"]
 
 _log = logging.getLogger("hpo.reuse")
 _MAX_DRAWS = 100_000  # far above any model's count of seeded objects
@@ -234,55 +223,3 @@ class ModelPool:
         """Drops every idle model (before a process execs itself, say)."""
         with self._lock:
             self._idle.clear()
-
-
-class CompiledSteps:
-    """Compiles models, giving a model back the JAX train and test steps of its previous
-    compile when nothing they were traced from has changed (see the module's note).
-
-    It keeps no step function itself. With Keras 3.15 on JAX, a recompiled model whose old
-    train function is still referenced somewhere gets that function's trace again (JAX's
-    trace cache is keyed on ``model.train_step``, a bound method equal to the old one): a
-    changed ``beta_1`` or momentum would be silently ignored. Here an old step lives only
-    in the model it belongs to, and is dropped by the compile that does not keep it.
-    """
-
-    def __init__(self) -> None:
-        # model -> what its steps were traced from; dropped with the model
-        self._traced: weakref.WeakKeyDictionary[Any, Hashable] = weakref.WeakKeyDictionary()
-        #: Compiles that kept their steps so far, for the benchmarks.
-        self.reuses = 0
-
-    def compile(self, model: "keras.Model", optimizer: "keras.optimizers.Optimizer", *,
-                loss: str, metrics: list[str]) -> bool:
-        """``model.compile(optimizer, loss, metrics)``; True when the model kept its steps."""
-        import keras
-
-        signature = _step_signature(optimizer, loss, metrics)
-        kept = None
-        if (signature is not None and keras.backend.backend() == "jax"
-                and self._traced.get(model) == signature):
-            kept = (model.train_function, model.test_function)
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-        if signature is None:
-            self._traced.pop(model, None)
-        else:
-            self._traced[model] = signature
-        if kept is None or kept[0] is None:
-            return False
-        model.train_function, model.test_function = kept
-        self.reuses += 1
-        return True
-
-
-def _step_signature(optimizer: Any, loss: str, metrics: list[str]) -> Hashable | None:
-    """What a train step's trace reads from Python besides its state, or None when that
-    cannot be told (a learning-rate schedule or callable: traced into the step)."""
-    import keras
-
-    if not isinstance(optimizer.learning_rate, keras.Variable):
-        return None
-    config = {k: v for k, v in optimizer.get_config().items()
-              if k not in ("learning_rate", "name")}
-    return (type(optimizer).__module__, type(optimizer).__qualname__,
-            repr(sorted(config.items())), loss, tuple(metrics))
