@@ -38,7 +38,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
-from hpo.execution._loop import RunOptions, _loop
+from hpo.execution._loop import RunOptions, _loop, grid_claims
 from hpo.reporting import Reporter
 from hpo.search import WorkerGridSampler, grid_search_space, make_sampler
 from hpo.storage import (
@@ -216,7 +216,8 @@ def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
         study = open_study(config, storage, sampler=sampler, study_name=name)
         options = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=m + 1)
         reporter = Reporter(metric="val_accuracy", quiet=True)
-        _loop(study, config, _Instant(sample=sampler != "grid"), options, reporter)
+        _loop(study, grid_claims(study, config, options), _Instant(sample=sampler != "grid"),
+              options, reporter)
         # only the trials this loop made (ids above the synthetic study's n): reading all
         # of a 100,000-trial study here would take minutes
         made = unwrap_storage(storage_of(study))._get_trials(study_id(study), None, set(), n)

@@ -191,9 +191,10 @@ def main() -> None:
     report = {
         "benchmark": "study_throughput",
         "study": Path(args.study).name if Path(args.study).is_file() else args.study, "before": args.before,
-        "after": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip() + " + tree"
-        if (ROOT / ".git").exists() else os.environ.get("HPO_BENCH_REVISION", "tree"),
+        # HPO_BENCH_REVISION: where the tree is a copy whose .git is not its own history
+        "after": os.environ.get("HPO_BENCH_REVISION") or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+            text=True).stdout.strip() + " + tree",
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "gpu": gpu_name,
                     "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow")},

@@ -237,6 +237,14 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
     return run_worker(config, replace(options, recycle_after=None), reporter).study
 
 
+def grid_claims(study: optuna.Study, config: StudyConfig, options: RunOptions
+                ) -> GridClaims | None:
+    """The worker's :class:`hpo.study.GridClaims` for a grid study, else None."""
+    if not isinstance(study.sampler, WorkerGridSampler):
+        return None
+    return GridClaims(study, config, study.sampler, defaults_first=options.enqueue_defaults)
+
+
 def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> WorkerRun:
     """:func:`run_study`, stopping early for a fresh process after ``recycle_after`` trials.
 
@@ -245,12 +253,9 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
     """
     study, objective = prepare_study(
         config, replace(options, objective=replace(options.objective, on_epoch=reporter.epoch)))
-    is_grid = isinstance(study.sampler, WorkerGridSampler)
+    claims = grid_claims(study, config, options)
     work_left = True
-    claims = None
-    if is_grid:
-        claims = GridClaims(study, config, study.sampler,  # type: ignore[arg-type]
-                            defaults_first=options.enqueue_defaults)
+    if claims is not None:
         coverage = claims.coverage()  # its first read serves the first claim too
         work_left = not coverage.complete
         reporter.info(f"study {study.study_name}: grid of {coverage.size} points, "

@@ -265,10 +265,10 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
                        ) -> list[TrialGroup] | None:
     """The study's trials created after trial id ``after`` or among ``unfinished`` (ids),
     grouped by state and by their values of the parameters ``names`` (absent: None), with
-    each WAITING or RUNNING trial on its own: what a grid claim needs, in one query whose
+    each WAITING or RUNNING trial on its own: what a grid claim needs, in queries whose
     answer grows with the grid, not with the study (issue 16: reading 100,000 trials whole,
-    attributes and all, took minutes; reading their parameters row by row, seconds). One
-    statement, so one consistent snapshot: a trial that finishes meanwhile is seen either
+    attributes and all, took minutes; reading their parameters row by row, seconds). Each
+    trial is read by exactly one of them, so a trial that finishes meanwhile is seen either
     unfinished or finished, never both or neither. None when the storage is not an RDB
     storage (the caller then reads every trial)."""
     backend = unwrap_storage(storage)
@@ -292,13 +292,22 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
         columns += [param.param_value, param.distribution_json]
     def grouped() -> list[Any]:
         with _create_scoped_session(backend.scoped_session) as session:
-            query = session.query(*columns, sqlalchemy.func.count(trial.trial_id),
-                                  sqlalchemy.func.max(trial.trial_id))
-            for param, on in query_joins:
-                query = query.outerjoin(param, on)
-            return query.filter(trial.study_id == study_id, sqlalchemy.or_(
-                trial.trial_id > after, trial.trial_id.in_(sorted(unfinished)))).group_by(
-                *columns).all()
+            def query(which: Any) -> list[Any]:
+                rows = session.query(*columns, sqlalchemy.func.count(trial.trial_id),
+                                     sqlalchemy.func.max(trial.trial_id))
+                for param, on in query_joins:
+                    rows = rows.outerjoin(param, on)
+                return rows.filter(trial.study_id == study_id, which).group_by(*columns).all()
+
+            # Two queries, each a range or lookup on the primary key: one with
+            # "id > after OR id IN (...)" was a scan of the study's trials (29 ms a claim
+            # at 100,000 trials on SQLite). The two id sets are disjoint (an unfinished
+            # trial was read before, so its id is at most ``after``): each trial is read
+            # once, in one state.
+            rows = query(trial.trial_id > after)
+            if unfinished:
+                rows += query(trial.trial_id.in_(sorted(unfinished)))
+            return rows
 
     rows = _read(backend, "trial_param_groups", grouped)
     decoded: dict[str, optuna.distributions.BaseDistribution] = {}
