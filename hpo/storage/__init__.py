@@ -5,6 +5,7 @@ from hpo.storage._heartbeat import Heartbeat, StaleTrialRetry
 from hpo.storage._locks import study_lock
 from hpo.storage._open import (
     DEFAULT_STORAGE,
+    STATE_INDEX,
     StorageOptions,
     close_storage,
     is_sqlite,
@@ -31,6 +32,7 @@ from hpo.storage._resilient import (
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "STATE_INDEX",
     "StorageOptions",
     "mask_url",
     "is_sqlite",
