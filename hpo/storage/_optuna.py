@@ -292,19 +292,23 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
         columns += [param.param_value, param.distribution_json]
     def grouped() -> list[Any]:
         with _create_scoped_session(backend.scoped_session) as session:
-            def query(which: Any) -> list[Any]:
+            def query(which: Any, *, by_study: bool = True) -> list[Any]:
                 rows = session.query(*columns, sqlalchemy.func.count(trial.trial_id),
                                      sqlalchemy.func.max(trial.trial_id))
                 for param, on in query_joins:
                     rows = rows.outerjoin(param, on)
-                return rows.filter(trial.study_id == study_id, which).group_by(*columns).all()
+                # "study_id + 0": the same test, but no index on study_id can serve it, so
+                # the primary key's range does (PostgreSQL without fresh statistics read a
+                # 100,000-trial study through its study index: 5.6 ms, against 0.06 ms)
+                study = trial.study_id if by_study else trial.study_id + 0
+                return rows.filter(study == study_id, which).group_by(*columns).all()
 
             # Two queries, each a range or lookup on the primary key: one with
-            # "id > after OR id IN (...)" was a scan of the study's trials (29 ms a claim
-            # at 100,000 trials on SQLite). The two id sets are disjoint (an unfinished
-            # trial was read before, so its id is at most ``after``): each trial is read
-            # once, in one state.
-            rows = query(trial.trial_id > after)
+            # "id > after OR id IN (...)" was a scan of the study's trials (7.9 ms a claim
+            # at 100,000 trials on SQLite, against 0.03 ms). The two id sets are disjoint
+            # (an unfinished trial was read before, so its id is at most ``after``): each
+            # trial is read once, in one state.
+            rows = query(trial.trial_id > after, by_study=after < 0)
             if unfinished:
                 rows += query(trial.trial_id.in_(sorted(unfinished)))
             return rows
