@@ -39,14 +39,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
+from typing import Callable
+
 import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from hpo.trial._gpu import GpuMonitor, utilization_reader  # noqa: E402
 _SAMPLE_S = 0.2
 
 
@@ -60,52 +63,23 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _gpu() -> tuple[str | None, object | None]:
-    """(the name of GPU 0, an NVML handle to it), or (None, None) without one."""
+def _gpu_name() -> str | None:
+    """The name of GPU 0, or None without one (or without nvidia-ml-py)."""
     try:
         import pynvml
     except ImportError:
-        return None, None
+        return None
     try:
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        name = pynvml.nvmlDeviceGetName(handle)
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
     except pynvml.NVMLError:
-        return None, None
-    return (name.decode() if isinstance(name, bytes) else name), handle
-
-
-class _BusySampler:
-    """The GPU's busy % sampled in a thread while a study runs (nothing without a GPU)."""
-
-    def __init__(self, handle: object | None) -> None:
-        self._handle = handle
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "_BusySampler":
-        if self._handle is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._handle is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        import pynvml
-
-        while not self._stop.wait(_SAMPLE_S):
-            self.samples.append(float(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
-
-    def mean(self) -> float | None:
-        return round(statistics.fmean(self.samples), 1) if self.samples else None
+        return None
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = None,
-               extra: tuple[str, ...] = (), gpu: object | None = None) -> dict[str, float]:
+               extra: tuple[str, ...] = (), gpu: Callable[[], float] | None = None
+               ) -> dict[str, float]:
     """One ``hpo run`` of ``study`` with hpo imported from ``source``; its figures."""
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/study.db"
@@ -118,7 +92,7 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
             argv += ["--n-trials", str(n_trials)]
         started_at = datetime.now()
         started = time.perf_counter()
-        with _BusySampler(gpu) as busy:
+        with GpuMonitor(gpu, interval=_SAMPLE_S) as busy:  # hpo's own sampler of a trial
             done = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode != 0:
@@ -149,7 +123,7 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
         "first_trial_s": round(durations[0], 2),
         "steady_trial_s_median": round(statistics.median(durations[1:]), 2)
         if len(durations) > 1 else None,
-        "gpu_busy_pct_study": busy.mean(),
+        "gpu_busy_pct_study": busy.facts().get("gpu_busy_pct"),
         "gpu_busy_pct_fit_mean": round(statistics.fmean(fit_busy), 1) if fit_busy else None,
     }
     if workers > 1:  # several fits overlap: per-trial and in-loop figures don't apply
@@ -187,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     if Path(args.study).is_file():  # a study file: the runs start in a temporary folder
         args.study = str(Path(args.study).resolve())
-    gpu_name, gpu = _gpu()
+    gpu_name, gpu = _gpu_name(), utilization_reader()
     report = {
         "benchmark": "study_throughput",
         "study": Path(args.study).name if Path(args.study).is_file() else args.study, "before": args.before,
