@@ -188,3 +188,37 @@ def test_ctrl_c_in_the_middle_of_an_sqlite_write_leaves_the_file_consistent_and_
     assert "seed" in trial.user_attrs  # the set-up's records, committed before, are there
     again = hpo.run(tiny_study, storage=storage)  # the next worker: not locked out
     assert {t.state for t in again.trials[1:]} == {TrialState.COMPLETE}
+
+
+def test_ctrl_c_during_a_garbage_collector_callback_is_not_lost():
+    # JAX (imported by Keras whenever it is installed) runs a callback at every collection;
+    # a KeyboardInterrupt raised inside one is printed and dropped by Python (seen once in
+    # CI: a traceback on Ctrl-C). Here the signal lands inside such a callback.
+    import gc
+    import sys
+    import time
+
+    from hpo.execution._signals import worker_signals
+
+    swallowed = []
+    armed = [True]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start" and armed:
+            armed.clear()
+            signal.raise_signal(signal.SIGINT)  # its handler runs in this callback
+            for _ in range(1000):
+                pass
+
+    hook, sys.unraisablehook = sys.unraisablehook, swallowed.append
+    gc.callbacks.append(callback)
+    try:
+        with worker_signals(), pytest.raises(KeyboardInterrupt):
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # delivered again, here
+                time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(callback)
+        sys.unraisablehook = hook
+    assert not armed and not swallowed

@@ -12,6 +12,11 @@ installs both handlers here:
   (SIGTERM)" and its grid point free at once).
 * A second signal while the first is being handled ends the process at once, with status
   128 + that signal.
+* A signal that arrives while Python runs a garbage-collector callback or a ``__del__``
+  (Keras imports JAX whenever it is installed, and JAX registers a callback that runs at
+  every collection) is delivered again a moment later: an exception raised there is
+  printed as "Exception ignored in ..." with a traceback and lost, and Ctrl-C would not
+  stop the worker.
 """
 
 from __future__ import annotations
@@ -36,6 +41,31 @@ def _exit_now(signum: int) -> None:
     sys.stderr.write(f"hpo: {signal.Signals(signum).name} again: stopping at once\n")
     sys.stderr.flush()
     os._exit(128 + signum)
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside a garbage-collector callback or a ``__del__`` method,
+    where Python swallows any exception raised."""
+    import gc
+
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    for _ in range(64):  # the handler's frame, then its callers
+        if frame is None:
+            return False
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_later(signum: int, delay: float = 0.01) -> None:
+    """Sends ``signum`` to this process again after ``delay`` seconds, from a thread: its
+    handler then runs in the main thread, past the finalizer it interrupted."""
+    import threading
+
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
 
 
 @contextlib.contextmanager
@@ -65,6 +95,9 @@ def worker_signals() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:
             _exit_now(signum)
+        if _in_finalizer(frame):  # raising here would be printed and lost
+            _deliver_later(signum)
+            return
         received.append(signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
