@@ -120,7 +120,7 @@ def _lost_schema_race(exc: Exception) -> bool:
         return "already exists" in str(orig)
     if isinstance(orig, sqlite3.IntegrityError):
         return "alembic_version" in str(orig) or "version_info" in str(orig)
-    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    code = getattr(orig, "sqlstate", None)
     if code in ("42P07", "42710"):  # duplicate_table, duplicate_object
         return True
     text = str(exc)
@@ -179,9 +179,7 @@ def _ensure_state_index(storage: ResilientRDBStorage, url: str) -> None:
         except sqlalchemy.exc.DBAPIError:
             pass  # the reason worth saying is the first one
         _log.info("the trials are read without hpo's index %s (%s): claims and reaping "
-                  "read every trial of a study", STATE_INDEX,
-                  _masked(url, str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip()
-                          else exc.__class__.__name__))
+                  "read every trial of a study", STATE_INDEX, _explain(exc, url))
 
 
 def close_storage(storage: optuna.storages.BaseStorage) -> None:

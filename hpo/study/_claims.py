@@ -103,11 +103,8 @@ class GridClaims:
         this worker's picture brought up to date (a worker's opening line and its first
         claim share the one read of every trial, which at 100,000 trials takes seconds)."""
         self._refresh()
-        coverage = GridCoverage(size=self._config.grid_size, done=set(self._done))
-        coverage.running = self._active() - coverage.done
-        coverage.failed = {key: n for key, n in self._failures.items()
-                           if key not in coverage.done and key not in coverage.running}
-        return coverage
+        return GridCoverage.tally(self._config.grid_size, self._done, self._active(),
+                                  self._failures)
 
     def claim(self, *, retries: int) -> bool:
         """Makes sure a WAITING trial is there for this worker to take; call under the study

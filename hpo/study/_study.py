@@ -181,11 +181,23 @@ class GridCoverage:
     def complete(self) -> bool:
         return len(self.done) == self.size
 
+    @classmethod
+    def tally(cls, size: int, done: set[tuple[Any, ...]], active: set[tuple[Any, ...]],
+              failures: dict[tuple[Any, ...], int]) -> GridCoverage:
+        """From the points with a finished trial (``done``), with a RUNNING or WAITING one
+        (``active``) and the failed trials per point: a point done counts as done only, one
+        both active and failed as running, a failed one as failed only if nothing else."""
+        running = active - done
+        return cls(size=size, done=set(done), running=running,
+                   failed={key: n for key, n in failures.items()
+                           if key not in done and key not in running})
+
 
 def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
     """Counts the grid points done, running, failed and left in ``study`` (on an RDB
     storage from trials counted by state and point in the database, not read whole)."""
-    coverage = GridCoverage(size=config.grid_size)
+    done: set[tuple[Any, ...]] = set()
+    active: set[tuple[Any, ...]] = set()
     failures: dict[tuple[Any, ...], int] = {}
     groups = trial_param_groups(storage_of(study), study_id(study), list(config.grid),
                                 after=-1, unfinished=set())
@@ -196,15 +208,12 @@ def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
         if key is None:
             continue
         if state in (TrialState.COMPLETE, TrialState.PRUNED):
-            coverage.done.add(key)
+            done.add(key)
         elif state in (TrialState.RUNNING, TrialState.WAITING):
-            coverage.running.add(key)
+            active.add(key)
         elif state == TrialState.FAIL:
             failures[key] = failures.get(key, 0) + count
-    coverage.running -= coverage.done
-    coverage.failed = {k: n for k, n in failures.items()
-                       if k not in coverage.done and k not in coverage.running}
-    return coverage
+    return GridCoverage.tally(config.grid_size, done, active, failures)
 
 
 def finished_trials(study: optuna.Study) -> int:
