@@ -266,8 +266,10 @@ def _worker_start(url: str, config: Any, name: str, sampler: str, *,
         from hpo.study import GridClaims, finished_trials, grid_coverage, reap_dead_trials
 
         claims = GridClaims(study, config, study.sampler) if sampler == "grid" else None
-        if claims is not None:  # the worker's opening line: points done / left
-            claims.coverage() if shared_read else grid_coverage(study, config)
+        if claims is not None and shared_read:  # the worker's opening line: points done /
+            claims.coverage()  # left, read as it reads them now
+        elif claims is not None:  # ... and as it did before: a read of its own
+            grid_coverage(study, config)
         else:  # trials so far
             finished_trials(study)
         with study_lock(storage, name):  # what the worker loop does before its first trial

@@ -29,41 +29,8 @@ from hpo.execution._loop import RunOptions, _loop, grid_claims
 from hpo.reporting import Reporter
 from hpo.storage import StorageOptions, close_storage, open_storage
 from hpo.study import open_study
-from coordination_scale import _Instant  # benchmarks/ is this script's first sys.path entry
+from coordination_scale import STUDY, _Instant  # benchmarks/ is this script's first sys.path entry
 
-STUDY = """
-name = "statements"
-metric = "val_accuracy"
-seed = 0
-pruner = "none"
-
-[data]
-source = "bundled:digits"
-channels = 1
-
-[training]
-architecture = "small_cnn"
-optimizer = "Adam"
-learning_rate = 0.001
-batch_size = 32
-epochs = 1
-
-[grid]
-optimizer = ["Adam", "SGD", "RMSprop", "Nadam"]
-learning_rate = [0.1, 0.01, 0.001, 0.0001, 0.00001]
-batch_size = [16, 32, 64, 128]
-
-[space.optimizer]
-choices = ["Adam", "SGD", "RMSprop", "Nadam"]
-
-[space.learning_rate]
-low = 1e-5
-high = 1e-1
-log = true
-
-[space.batch_size]
-choices = [16, 32, 64, 128]
-"""
 
 def count(url: str, sampler: str, trials: int) -> dict[str, float]:
     logging.getLogger("hpo").setLevel(logging.ERROR)
@@ -78,7 +45,9 @@ def count(url: str, sampler: str, trials: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as folder:
         study_file = Path(folder) / "statements.toml"
-        study_file.write_text(STUDY)
+        # coordination_scale's study on a small grid (8 x 5 x 4 points)
+        study_file.write_text(STUDY.format(rates="0.1, 0.01, 0.001, 0.0001, 0.00001",
+                                           batches="16, 32, 64, 128"))
         config = load_study_config(study_file)
         name = f"statements-{uuid.uuid4().hex[:8]}"
         storage = open_storage(url, StorageOptions(heartbeat_interval=60))
