@@ -25,8 +25,9 @@ def grid_study(tmp_path, image_folder):
     return config, study
 
 
-def _run(study: optuna.Study, state: TrialState = TrialState.COMPLETE) -> optuna.Trial:
-    trial = study.ask()
+def _run(study: optuna.Study, claims: GridClaims,
+         state: TrialState = TrialState.COMPLETE) -> optuna.Trial:
+    trial = claims.take()
     study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
     return trial
 
@@ -34,8 +35,9 @@ def _run(study: optuna.Study, state: TrialState = TrialState.COMPLETE) -> optuna
 def test_each_claim_reads_only_what_changed(grid_study, monkeypatch):
     config, study = grid_study
     for _ in range(6):  # six points done by "another worker"
-        assert GridClaims(study, config, study.sampler).claim(retries=1)
-        _run(study)
+        other = GridClaims(study, config, study.sampler)
+        assert other.claim(retries=1)
+        _run(study, other)
     read = []
     original = claims_module.trial_param_groups
 
@@ -48,14 +50,15 @@ def test_each_claim_reads_only_what_changed(grid_study, monkeypatch):
     claims = GridClaims(study, config, study.sampler)
     assert claims.claim(retries=1)
     assert read == [6]  # the first claim reads every trial's id, state and parameters once
-    first = study.ask()  # RUNNING, not finished yet
+    first = claims.take()  # RUNNING, not finished yet
     assert claims.claim(retries=1)
     assert read == [6, 1]  # then only the trial created since
     study.tell(first, 0.5)
-    second = study.ask()
+    second = claims.take()
     assert claims.claim(retries=1)
     assert read == [6, 1, 2]  # the one unfinished before (now done) and the new one
     study.tell(second, 0.5)
+    claims.take()  # the third claimed point, RUNNING
     params = [tuple(sorted(t.params.items())) for t in study.get_trials()]
     assert len(params) == len(set(params)) == 9
 
@@ -64,13 +67,13 @@ def test_a_failed_point_is_retried_then_the_grid_ends(grid_study):
     config, study = grid_study
     claims = GridClaims(study, config, study.sampler)
     assert claims.claim(retries=1)
-    failed = _run(study, TrialState.FAIL)
+    failed = _run(study, claims, TrialState.FAIL)
     assert claims.claim(retries=1)  # the failed point again, before any new point
-    retried = study.ask()
+    retried = claims.take()
     assert retried.params == failed.params
     study.tell(retried, state=TrialState.FAIL)
     while claims.claim(retries=1):  # failed twice: given up; the 11 others run once each
-        _run(study)
+        _run(study, claims)
     states = [t.state for t in study.get_trials()]
     assert states.count(TrialState.COMPLETE) == 11 and states.count(TrialState.FAIL) == 2
     again = GridClaims(study, config, study.sampler)  # a new worker agrees: nothing left
@@ -87,7 +90,7 @@ def test_points_another_worker_started_are_never_claimed_twice(grid_study):
         for claims in (mine, theirs):
             if not claims.claim(retries=0):
                 break
-            seen.append(tuple(sorted(_run(study).params.items())))
+            seen.append(tuple(sorted(_run(study, claims).params.items())))
         else:
             continue
         break
@@ -100,10 +103,11 @@ def test_the_claims_coverage_is_grid_coverage_without_a_second_read(grid_study, 
     for state in (TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL,
                   TrialState.PRUNED, TrialState.FAIL):
         assert other.claim(retries=0)
-        _run(study, state)
+        _run(study, other, state)
     assert other.claim(retries=0)
-    study.ask()  # one point RUNNING
-    assert other.claim(retries=0)  # and one WAITING
+    other.take()  # one point RUNNING
+    assert other.claim(retries=0)
+    other.queue()  # and one WAITING
     reads = []
     original = claims_module.trial_param_groups
     monkeypatch.setattr(claims_module, "trial_param_groups",

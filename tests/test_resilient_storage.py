@@ -15,6 +15,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+import hpo.storage._resilient as resilient_module
 from hpo.errors import StorageError
 from hpo.storage import (
     Heartbeat,
@@ -111,17 +112,17 @@ def test_a_trial_created_whose_acknowledgement_was_lost_is_created_once(tmp_path
 
 def test_a_tell_whose_acknowledgement_was_lost_completes_the_trial(tmp_path, monkeypatch):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    original = RDBStorage.set_trial_state_values
+    original = resilient_module.finish_trial  # a trial's end: state, values, tokens
     lost = []
 
-    def commits_then_fails(self, trial_id, state, values=None):
-        done = original(self, trial_id, state, values)
-        if state.is_finished() and not lost:
-            lost.append(trial_id)
+    def commits_then_fails(*args, **kwargs):
+        done = original(*args, **kwargs)
+        if not lost:
+            lost.append(args[1])
             raise optuna.exceptions.StorageInternalError("commit") from _dropped()
         return done
 
-    monkeypatch.setattr(RDBStorage, "set_trial_state_values", commits_then_fails)
+    monkeypatch.setattr(resilient_module, "finish_trial", commits_then_fails)
     study = optuna.create_study(storage=storage)
     trial = study.ask()
     study.tell(trial, 0.25)  # the retry meets a finished trial: taken as done, not an error

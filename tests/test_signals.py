@@ -119,29 +119,33 @@ def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("sampler", ["grid", "random"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_just_after_a_trial_is_created_still_ends_that_trial(
-        signum, tiny_study, sqlite_url, monkeypatch):
-    """The window between ``study.ask()`` (under the study lock) and the trial's ``try``:
-    a signal landing there is held and delivered inside the try, so the new trial is told
-    FAIL at once instead of staying RUNNING until its heartbeat expires."""
+        signum, sampler, tiny_study, sqlite_url, monkeypatch):
+    """The window between a trial's creation under the study lock (``GridClaims.take`` for
+    a grid point, ``Study.ask`` otherwise) and the trial's ``try``: a signal landing there
+    is held and delivered inside the try, so the new trial is told FAIL at once instead of
+    staying RUNNING until its heartbeat expires."""
     import optuna
 
     import hpo
     from hpo.errors import Stopped
     from hpo.execution import worker_signals
+    from hpo.study import GridClaims
 
-    asked = optuna.Study.ask
+    owner, name = (GridClaims, "take") if sampler == "grid" else (optuna.Study, "ask")
+    create = getattr(owner, name)
 
-    def ask_then_signal(self, *args, **kwargs):
-        trial = asked(self, *args, **kwargs)
+    def create_then_signal(self, *args, **kwargs):
+        trial = create(self, *args, **kwargs)
         os.kill(os.getpid(), signum)  # delivered at the next bytecode boundary
         return trial
 
-    monkeypatch.setattr(optuna.Study, "ask", ask_then_signal)
+    monkeypatch.setattr(owner, name, create_then_signal)
     expected = KeyboardInterrupt if signum == signal.SIGINT else Stopped
     with pytest.raises(expected), worker_signals():
-        hpo.run(tiny_study, storage=sqlite_url)
+        hpo.run(tiny_study, storage=sqlite_url, sampler=sampler)
     monkeypatch.undo()
     study = optuna.load_study(study_name=optuna.get_all_study_names(sqlite_url)[0],
                               storage=sqlite_url)

@@ -338,11 +338,11 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
                             not claims.claim(retries=options.retry_failed):
                         break
                 if options.recycle_after is not None and ran >= options.recycle_after:
-                    return ran, True  # a claimed grid point waits for the fresh process
+                    return ran, True  # a claimed grid point is left to the fresh process
                 with warnings.catch_warnings():
                     # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    trial = study.ask()
+                    trial = study.ask() if claims is None else claims.take()
             state, finished = _run_one(study, objective, trial, release_signals)
         ran += 1
         failures = failures + 1 if state == TrialState.FAIL else 0

@@ -15,6 +15,7 @@ from hpo.storage._open import (
 from hpo.storage._optuna import (
     best_trial_numbers,
     journal_file,
+    new_trial,
     set_user_attrs,
     storage_of,
     study_id,
@@ -52,6 +53,7 @@ __all__ = [
     "trial_param_groups",
     "trial_id",
     "study_id",
+    "new_trial",
     "unwrap_storage",
     "journal_file",
 ]

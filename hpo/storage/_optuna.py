@@ -10,15 +10,16 @@ release that renames one breaks exactly one place (and the tests say which).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NamedTuple, Sequence
 
 import optuna
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import TrialState
 
-__all__ = ["storage_of", "trial_id", "study_id", "unwrap_storage", "journal_file",
+__all__ = ["storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", "journal_file",
            "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
-           "write_trial_user_attrs", "set_user_attrs", "claim_waiting_trial",
+           "write_trial_user_attrs", "set_user_attrs", "claim_waiting_trial", "finish_trial",
            "delete_trial_system_attrs", "trial_with_system_attr", "best_trial_numbers"]
 
 
@@ -35,6 +36,14 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
 def study_id(study: optuna.Study) -> int:
     """The storage id of ``study`` (the dashboard's URLs use it)."""
     return study._study_id
+
+
+def new_trial(study: optuna.Study, created: int) -> optuna.Trial:
+    """The trial ``created`` (RUNNING, made by this worker) as ``Study.ask`` hands out a
+    trial it has created: the study's per-trial cache of all trials reset first, as
+    ``ask`` does (``Study._thread_local``)."""
+    study._thread_local.cached_all_trials = None
+    return optuna.Trial(study, created)
 
 
 def unwrap_storage(storage: Any) -> Any:
@@ -193,14 +202,13 @@ def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int,
 
 
 def claim_waiting_trial(storage: optuna.storages.RDBStorage, trial_id: int, key: str,
-                        token: str, drop: Sequence[str] = ()) -> bool:
+                        token: str, drop: Sequence[str] = (), *,
+                        started: datetime | None = None) -> bool:
     """RDBStorage's WAITING -> RUNNING transition of ``set_trial_state_values`` with a
     system attribute ``key`` = ``token`` written in the same transaction, so that a worker
     whose answer was lost can tell its own claim from another worker's. False when the
     trial is no longer WAITING. The system attributes named in ``drop`` leave the trial in
-    the same transaction."""
-    from datetime import datetime
-
+    the same transaction; ``started`` is the trial's start (default: now)."""
     import sqlalchemy.exc
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
@@ -213,9 +221,38 @@ def claim_waiting_trial(storage: optuna.storages.RDBStorage, trial_id: int, key:
             if trial.state != TrialState.WAITING:
                 return False
             trial.state = TrialState.RUNNING
-            trial.datetime_start = datetime.now()
+            trial.datetime_start = started or datetime.now()
             storage._set_trial_attr_without_commit(
                 session, models.TrialSystemAttributeModel, trial_id, key, token)
+            _drop_system_attrs(session, trial_id, drop)
+    except sqlalchemy.exc.IntegrityError:
+        return False
+    return True
+
+
+def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: TrialState,
+                 values: Sequence[float] | None, completed: datetime,
+                 drop: Sequence[str] = ()) -> bool:
+    """RDBStorage's ``set_trial_state_values`` to a finished ``state``, with its end time
+    ``completed`` chosen by the caller (who then knows the trial as stored without reading
+    it back) and the system attributes named in ``drop`` removed in the same transaction.
+    False where RDBStorage returns False (an integrity error).
+
+    Raises:
+        optuna.exceptions.UpdateFinishedTrialError: The trial had already finished.
+    """
+    import sqlalchemy.exc
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    try:
+        with _create_scoped_session(storage.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            storage.check_trial_is_updatable(trial_id, trial.state)
+            for objective, value in enumerate(values or ()):
+                storage._set_trial_value_without_commit(session, trial, objective, value)
+            trial.state = state
+            trial.datetime_complete = completed
             _drop_system_attrs(session, trial_id, drop)
     except sqlalchemy.exc.IntegrityError:
         return False

@@ -31,17 +31,21 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Container, Sequence, TypeVar
 
 import optuna
 import sqlalchemy.exc
+from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import StorageError
+from hpo.storage import _mirror
+from hpo.storage._mirror import TrialMirror
 from hpo.storage._optuna import (
     claim_waiting_trial,
     delete_trial_system_attrs,
+    finish_trial,
     trial_with_system_attr,
     write_trial_user_attrs,
 )
@@ -161,12 +165,14 @@ class ResilientRDBStorage(RDBStorage):
         self.retried_errors = 0
         self._spent_lock = threading.Lock()
         self._spent: dict[int, tuple[str, ...]] = {}  # trial id -> acknowledged tokens
+        self._mirror = TrialMirror()  # this worker's trials, read without a query
         super().__init__(url, **kwargs)
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
         state.pop("_outage_lock", None)
         state.pop("_spent_lock", None)
+        state.pop("_mirror", None)  # another process writes trials this one cannot see
         state["_spent"] = {}
         return state
 
@@ -174,6 +180,7 @@ class ResilientRDBStorage(RDBStorage):
         super().__setstate__(state)
         self._outage_lock = threading.Lock()
         self._spent_lock = threading.Lock()
+        self._mirror = TrialMirror()
 
     # -- the retry loop ----------------------------------------------------------------
 
@@ -279,6 +286,7 @@ class ResilientRDBStorage(RDBStorage):
         # trials_dataframe(), the dashboard, FrozenTrial equality).
         if template.state == TrialState.RUNNING:  # this worker's: its next write carries it
             self._spend(trial._trial_id, (_TOKEN,))
+            self._mirror.hold(_without_tokens(copy.deepcopy(trial)))
         else:  # finished, or WAITING for whichever worker, if any, claims it
             self.forget_tokens(trial._trial_id)
         return _without_tokens(trial)
@@ -314,16 +322,19 @@ class ResilientRDBStorage(RDBStorage):
         The claim also removes the trial's creation token, whoever created it."""
         token = uuid.uuid4().hex
         drop = tuple(dict.fromkeys(self._spent_tokens(trial_id) + (_TOKEN,)))
+        started = datetime.now()
 
         def attempt(retry: bool) -> bool:
             if retry and RDBStorage.get_trial(self, trial_id).system_attrs.get(_CLAIM) == token:
                 return True  # the earlier try was stored; its answer was lost
-            return claim_waiting_trial(self, trial_id, _CLAIM, token, drop=drop)
+            return claim_waiting_trial(self, trial_id, _CLAIM, token, drop=drop,
+                                       started=started)
 
         claimed = self.call_with_retries("set_trial_state_values", attempt)
         if claimed:  # acknowledged: the token leaves the trial with its next write
             self._removed(trial_id, drop)
             self._spend(trial_id, (_CLAIM,))
+            self._mirror.claimed(trial_id, started)
         return claimed
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
@@ -337,24 +348,32 @@ class ResilientRDBStorage(RDBStorage):
                                values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
             return self._claim(trial_id)
+        if not state.is_finished():  # RUNNING with values, WAITING: Optuna's own checks
+            return self.call_with_retries("set_trial_state_values", lambda retry:
+                                          RDBStorage.set_trial_state_values(
+                                              self, trial_id, state, values))
+        # The end of a trial: its state, values and end time, with the removal of hpo's
+        # tokens still on it, in one transaction (RDBStorage's own write, plus the tokens).
         spent = self._spent_tokens(trial_id)
-        if spent and state.is_finished():  # a trial that ends before any record of its own
-            self.call_with_retries("set_trial_state_values", lambda retry:
-                                   delete_trial_system_attrs(self, trial_id, spent))
-            self._removed(trial_id, spent)
+        completed = datetime.now()
 
         def attempt(retry: bool) -> bool:
             try:
-                done = RDBStorage.set_trial_state_values(self, trial_id, state, values)
+                done = finish_trial(self, trial_id, state, values, completed, drop=spent)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if retry and self._has_state(trial_id, state, values):
                     return True  # the earlier try was stored; its answer was lost
                 raise
-            if not done and retry and self._has_state(trial_id, state, values):
-                return True
-            return done
+            return done or (retry and self._has_state(trial_id, state, values))
 
-        return self.call_with_retries("set_trial_state_values", attempt)
+        done = self._mirror.write(
+            trial_id, lambda: self.call_with_retries("set_trial_state_values", attempt),
+            _mirror.finished(state, values, completed))
+        if done:
+            self._removed(trial_id, spent)
+        else:
+            self._mirror.forget(trial_id)
+        return done
 
     def _has_state(self, trial_id: int, state: TrialState,
                    values: Sequence[float] | None) -> bool:
@@ -365,19 +384,54 @@ class ResilientRDBStorage(RDBStorage):
         """Sets several user attributes in one transaction (upserts: safe to repeat), and
         removes the trial's acknowledged tokens in the same one."""
         spent = self._spent_tokens(trial_id)
-        self.call_with_retries("set_trial_user_attrs", lambda retry: write_trial_user_attrs(
-            self, trial_id, attrs, drop=spent))
+        self._mirror.write(trial_id, lambda: self.call_with_retries(
+            "set_trial_user_attrs", lambda retry: write_trial_user_attrs(
+                self, trial_id, attrs, drop=spent)), _mirror.user_attrs_set(attrs))
         self._removed(trial_id, spent)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._mirror.write(trial_id, lambda: self.call_with_retries(
+            "set_trial_user_attr", lambda retry: RDBStorage.set_trial_user_attr(
+                self, trial_id, key, value)), _mirror.user_attrs_set({key: value}))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._mirror.write(trial_id, lambda: self.call_with_retries(
+            "set_trial_system_attr", lambda retry: RDBStorage.set_trial_system_attr(
+                self, trial_id, key, value)), _mirror.system_attr_set(key, value))
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: BaseDistribution,
+                         previous_distribution: BaseDistribution | None) -> None:
+        self._mirror.write(trial_id, lambda: self.call_with_retries(
+            "set_trial_param", lambda retry: RDBStorage._set_trial_param(
+                self, trial_id, param_name, param_value_internal, distribution,
+                previous_distribution)),
+            _mirror.param_set(param_name, param_value_internal, distribution))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int,
+                                     intermediate_value: float) -> None:
+        self._mirror.write(trial_id, lambda: self.call_with_retries(
+            "set_trial_intermediate_value", lambda retry:
+            RDBStorage.set_trial_intermediate_value(self, trial_id, step, intermediate_value)),
+            _mirror.intermediate_value_set(step, intermediate_value))
 
     # -- reads never show the tokens ----------------------------------------------------
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
+        mirrored = self._mirror.get(trial_id)
+        if mirrored is not None:  # this worker's own trial: as its writes left it
+            return mirrored
         return _without_tokens(self.call_with_retries(
             "get_trial", lambda retry: RDBStorage.get_trial(self, trial_id)))
 
-    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return [_without_tokens(t) for t in self.call_with_retries(
-            "_get_trials", lambda retry: RDBStorage._get_trials(self, *args, **kwargs))]
+    def _get_trials(self, study_id: int, states: Container[TrialState] | None,
+                    *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        trials = [_without_tokens(t) for t in self.call_with_retries(
+            "_get_trials", lambda retry: RDBStorage._get_trials(self, study_id, states,
+                                                                *args, **kwargs))]
+        if states is None or TrialState.WAITING in states:  # what ask() may claim next
+            self._mirror.saw_waiting(trials)
+        return trials
 
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
         attrs = self.call_with_retries(
@@ -398,12 +452,7 @@ class ResilientRDBStorage(RDBStorage):
     get_study_system_attrs = _retried(RDBStorage.get_study_system_attrs)
     get_trial_user_attrs = _retried(RDBStorage.get_trial_user_attrs)
     get_all_studies = _retried(RDBStorage.get_all_studies)
-    set_trial_param = _retried(RDBStorage.set_trial_param)
-    _set_trial_param = _retried(RDBStorage._set_trial_param)
     get_trial_param = _retried(RDBStorage.get_trial_param)
-    set_trial_intermediate_value = _retried(RDBStorage.set_trial_intermediate_value)
-    set_trial_user_attr = _retried(RDBStorage.set_trial_user_attr)
-    set_trial_system_attr = _retried(RDBStorage.set_trial_system_attr)
     get_trial_id_from_study_id_trial_number = _retried(
         RDBStorage.get_trial_id_from_study_id_trial_number)
     get_all_trials = _retried(RDBStorage.get_all_trials)

@@ -312,5 +312,8 @@ def claim_grid_point(study: optuna.Study, config: StudyConfig, sampler: WorkerGr
     """
     from hpo.study._claims import GridClaims
 
-    return GridClaims(study, config, sampler, defaults_first=defaults_first).claim(
-        retries=retries)
+    claims = GridClaims(study, config, sampler, defaults_first=defaults_first)
+    if not claims.claim(retries=retries):
+        return False
+    claims.queue()
+    return True
