@@ -10,6 +10,7 @@ with many workers (``Study.optimize`` offers no place to hold it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -308,9 +309,13 @@ class _Reaper:
         self._due = time.monotonic() + REAP_EVERY_S
         return bool(reap_dead_trials(self._study, max_retry=self._max_retry))
 
+    def due(self) -> bool:
+        """Whether the last reaping is :data:`REAP_EVERY_S` old."""
+        return time.monotonic() >= self._due
+
     def reap_if_due(self) -> bool:
-        """Reaps when the last reaping is :data:`REAP_EVERY_S` old; True when it reaped."""
-        if time.monotonic() < self._due:
+        """Reaps when :meth:`due`; True when it reaped."""
+        if not self.due():
             return False
         self.reap()
         return True
@@ -330,7 +335,12 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
         # A signal between ask() and _run_one's try would leave the new trial RUNNING
         # until its heartbeat expires: hold it until the trial's end is sure to be told.
         with held_signals() as release_signals:
-            with study_lock(storage_of(study), study.study_name):
+            # The lock makes a grid claim exactly-once, and one worker at a time reap. A
+            # random or TPE trial needs none (a queued trial is claimed by a state change
+            # that only one worker wins): a transaction a trial saved on PostgreSQL.
+            locked = claims is not None or reaper.due()
+            with study_lock(storage_of(study), study.study_name) if locked else \
+                    contextlib.nullcontext():
                 reaped = reaper.reap_if_due()
                 if claims is not None and not claims.claim(retries=options.retry_failed):
                     # before giving up on the grid: a point held by a dead trial is free
