@@ -10,7 +10,10 @@ attributes and ~20 user attributes, as hpo's trials do), then:
   objective that trains nothing;
 * **stock**: ``M`` trials of stock Optuna's ask/tell on the same storage, with the same
   records set one by one (``GridSampler`` for the grid, the same sampler otherwise);
-* **worker start**: a fresh storage and study, up to its first trial's start.
+* **worker start**: a fresh storage and study, up to its first trial's start;
+* **before** (``--before REV``): hpo's side again, on its own copy of the same study, with
+  the package of an earlier revision (exported into a git worktree, or ``--before-tree``),
+  in a child process running this same script: the two revisions side by side in one run.
 
 It reports milliseconds per trial (median of the ``M``) and start seconds, as JSON, with the
 machine named::
@@ -27,6 +30,8 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -50,7 +55,7 @@ from hpo.storage import (
     unwrap_storage,
 )
 from hpo.study import open_study
-from study_throughput import _cpu_model  # benchmarks/ is this script's first sys.path entry
+from study_throughput import ROOT, _cpu_model, _export  # benchmarks/ is first on sys.path
 
 STUDY = """
 name = "scale"
@@ -227,6 +232,28 @@ def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
         close_storage(storage)
 
 
+def _before_per_trial(tree: Path, url: str, study_file: Path, sampler: str, m: int,
+                      n: int) -> list[float]:
+    """:func:`_hpo_per_trial` with the hpo package of ``tree`` (an earlier revision), in a
+    child process running this script."""
+    case = {"url": url, "study_file": str(study_file), "sampler": sampler, "m": m, "n": n}
+    done = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
+                          env={**os.environ, "PYTHONPATH": str(tree)}, check=True,
+                          capture_output=True, text=True)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(answer["package"]).is_relative_to(tree), answer["package"]
+    return answer["times"]
+
+
+def _run_case(case: dict[str, Any]) -> None:
+    """The child side of :func:`_before_per_trial`: prints the start-to-start times."""
+    import hpo
+
+    config = load_study_config(Path(case["study_file"]))
+    times = _hpo_per_trial(case["url"], config, "scale", case["sampler"], case["m"], case["n"])
+    print(json.dumps({"package": str(Path(hpo.__file__).parent), "times": times}))
+
+
 def _stock_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
                      n: int) -> list[float]:
     storage = optuna.storages.RDBStorage(url, heartbeat_interval=60)
@@ -276,7 +303,8 @@ def _worker_start(url: str, config: Any, name: str, sampler: str, *,
             reap_dead_trials(study)
             if claims is not None:
                 claims.claim(retries=1)
-            trial = study.ask()
+            # a claimed grid point is created at take() (earlier revisions: queued for ask)
+            trial = claims.take() if hasattr(claims, "take") else study.ask()
         elapsed = time.perf_counter() - started
         if sampler != "grid":  # a grid point comes with its parameters
             trial.suggest_categorical("optimizer", ["Adam", "SGD", "RMSprop", "Nadam"])
@@ -313,6 +341,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 1000, 10000])
     parser.add_argument("--samplers", nargs="+", default=["grid", "random", "tpe"])
     parser.add_argument("--trials", type=int, default=20, help="M: timed trials per case")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="times each case is timed, the sizes in alternating order (its "
+                             "figure is the median of every round's trials): N = 0 and N = "
+                             "100,000 side by side, not minutes apart on a noisy machine")
     parser.add_argument("--stock-grid-trials", type=int, default=5,
                         help="timed trials of stock GridSampler at N >= 10,000 (each one "
                         "reads every trial: ~45 s at 100,000 here)")
@@ -323,13 +355,25 @@ def main() -> None:
     parser.add_argument("--tpe-max", type=int, default=10000,
                         help="largest N at which TPE is timed (its own cost grows with N)")
     parser.add_argument("--postgres", default=os.environ.get("HPO_TEST_POSTGRES_URL"))
+    parser.add_argument("--before", help="also time hpo's side with this git revision")
+    parser.add_argument("--before-tree", type=Path,
+                        help="a folder holding an exported copy of --before (no git needed)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # the child of --before
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.getLogger("hpo").setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if args.case:
+        _run_case(json.loads(args.case))
+        return
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        before = None
+        if args.before or args.before_tree:
+            before = args.before_tree.resolve() if args.before_tree else folder / "before"
+            if args.before_tree is None:
+                _export(args.before, before)
         # 8 x 100 x 125 = 100,000 grid points: room for the largest study size
         rates = ", ".join(f"{1e-5 * (i + 1):.6g}" for i in range(100))
         batches = ", ".join(str(8 + i) for i in range(125))
@@ -342,49 +386,76 @@ def main() -> None:
             fresh = ((lambda tag, template=None: _sqlite(folder, tag, template))
                      if kind == "sqlite" else
                      (lambda tag, template=None: _postgres(args.postgres, tag, template)))
-            for n in args.sizes:
-                templates: dict[bool, tuple[str, float]] = {}
-                for sampler in args.samplers:
-                    if sampler == "tpe" and n > args.tpe_max:
-                        continue
+            cases = [(n, sampler) for n in args.sizes for sampler in args.samplers
+                     if sampler != "tpe" or n <= args.tpe_max]
+            templates: dict[tuple[int, bool], tuple[str, float]] = {}
+            for n, sampler in cases:  # one synthetic study per size and kind, copied per run
+                key = (n, sampler == "grid")
+                if key not in templates:
+                    url = fresh(f"scale_template_{int(key[1])}_{n}")
+                    built = time.perf_counter()
+                    storage = optuna.storages.RDBStorage(url)
+                    _populate(storage, "scale", n, key[1], grid)
+                    storage.engine.dispose()
+                    templates[key] = (url, round(time.perf_counter() - built, 1))
+            rows = {case: {"storage": kind, "n": case[0], "sampler": case[1],
+                           "populate_s": templates[(case[0], case[1] == "grid")][1]}
+                    for case in cases}
+            times: dict[tuple[int, str, str], list[float]] = {}
+            for round_ in range(args.rounds):
+                for n, sampler in (cases if round_ % 2 == 0 else cases[::-1]):
+                    row = rows[(n, sampler)]
                     is_grid = sampler == "grid"
-                    if is_grid not in templates:  # one synthetic study, copied per run
-                        url = fresh(f"scale_template_{int(is_grid)}_{n}")
-                        built = time.perf_counter()
-                        storage = optuna.storages.RDBStorage(url)
-                        _populate(storage, "scale", n, is_grid, grid)
-                        storage.engine.dispose()
-                        templates[is_grid] = (url, round(time.perf_counter() - built, 1))
-                    template, populate_s = templates[is_grid]
-                    row: dict[str, Any] = {"storage": kind, "n": n, "sampler": sampler,
-                                           "populate_s": populate_s}
-                    sides = ("hpo", "stock") if args.stock_max is None or \
-                        n <= args.stock_max else ("hpo",)
-                    for side in sides:
+                    template = templates[(n, is_grid)][0]
+                    sides = ["hpo"]
+                    if args.stock_max is None or n <= args.stock_max:
+                        sides.append("stock")
+                    if before is not None:
+                        sides.append("before")
+                    for side in sides if round_ % 2 == 0 else sides[::-1]:
                         url = fresh(f"scale_{side}_{sampler}_{n}", template)
-                        runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
                         m = (args.stock_grid_trials if side == "stock" and is_grid and
                              n >= 10000 else args.trials)
-                        times = runner(url, config, "scale", sampler, m, n)
-                        row[f"{side}_ms_per_trial"] = round(1000 * statistics.median(times), 1)
-                        if side == "hpo":
-                            start, first = _worker_start(
-                                fresh(f"scale_start_{sampler}_{n}", template), config,
-                                "scale", sampler)
-                            row["hpo_worker_start_s"] = round(start, 3)
-                            row["hpo_first_param_s"] = round(first, 3)
-                            if is_grid:  # the start before the opening line's read was shared
-                                row["hpo_worker_start_two_reads_s"] = round(_worker_start(
-                                    fresh(f"scale_start2_{sampler}_{n}", template), config,
-                                    "scale", sampler, shared_read=False)[0], 3)
-                    if "stock_ms_per_trial" in row:
-                        row["hpo_over_stock"] = round(row["hpo_ms_per_trial"] /
-                                                      row["stock_ms_per_trial"], 2)
-                    print(json.dumps(row), flush=True)
-                    results.append(row)
-    report = {"benchmark": "coordination_scale", "machine": {
+                        if side == "before":
+                            assert before is not None
+                            took = _before_per_trial(before, url, study_file, sampler, m, n)
+                        else:
+                            runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
+                            took = runner(url, config, "scale", sampler, m, n)
+                        times.setdefault((n, sampler, side), []).extend(took)
+                    if round_ == 0:
+                        start, first = _worker_start(
+                            fresh(f"scale_start_{sampler}_{n}", template), config,
+                            "scale", sampler)
+                        row["hpo_worker_start_s"] = round(start, 3)
+                        row["hpo_first_param_s"] = round(first, 3)
+                        if is_grid:  # the start before the opening line's read was shared
+                            row["hpo_worker_start_two_reads_s"] = round(_worker_start(
+                                fresh(f"scale_start2_{sampler}_{n}", template), config,
+                                "scale", sampler, shared_read=False)[0], 3)
+            for (n, sampler, side), took in times.items():
+                rows[(n, sampler)][f"{side}_ms_per_trial"] = round(
+                    1000 * statistics.median(took), 1)
+            for (n, sampler), row in rows.items():
+                for side in ("stock", "before"):
+                    if f"{side}_ms_per_trial" in row:
+                        row[f"hpo_over_{side}"] = round(row["hpo_ms_per_trial"] /
+                                                        row[f"{side}_ms_per_trial"], 2)
+                smallest = rows.get((min(args.sizes), sampler))
+                if smallest is not None and n != smallest["n"]:  # growth with N, per side
+                    for side in ("hpo", "before"):
+                        if f"{side}_ms_per_trial" in row:
+                            row[f"{side}_vs_n{smallest['n']}"] = round(
+                                row[f"{side}_ms_per_trial"] /
+                                smallest[f"{side}_ms_per_trial"], 2)
+                print(json.dumps(row), flush=True)
+                results.append(row)
+        if before is not None and args.before_tree is None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT,
+                           check=False, capture_output=True)
+    report = {"benchmark": "coordination_scale", "before": args.before, "machine": {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "trials_timed": args.trials, "results": results}
+        "trials_timed": args.trials, "rounds": args.rounds, "results": results}
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
