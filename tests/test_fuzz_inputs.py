@@ -164,6 +164,8 @@ paths = st.one_of(st.sampled_from(["test", "nope_db", "", "/", "//x", "a b", "%z
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=_FIXTURES)
+@example(scheme="journal", user="postgres", with_password=False, host="127.0.0.1",
+         path="\x00", command=["studies"])  # found by Hypothesis: a traceback until mended
 @given(scheme=schemes, user=st.sampled_from(["postgres", "nobody", "", "u@x", "u:v"]),
        with_password=st.booleans(), host=hosts, path=paths,
        command=st.sampled_from([["studies"], ["status", "demo"], ["trials", "demo"]]))

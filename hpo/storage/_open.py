@@ -217,7 +217,11 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
                                "or choose another path")
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(path))
+        try:
+            return JournalStorage(JournalFileBackend(path))
+        except (OSError, ValueError) as exc:  # a NUL in the path, a file it may not open
+            raise StorageError(f"cannot open journal storage {url!r}: {exc}; expected a "
+                               "writable file, e.g. journal:///path/to/study.log") from None
     if "://" not in url:
         raise StorageError(
             f"storage {mask_url(url)!r} is not a URL; expected sqlite:///file.db, "
