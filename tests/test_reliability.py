@@ -58,6 +58,7 @@ def test_a_live_trial_falsely_failed_as_stale_keeps_its_result(tmp_path, image_f
     assert len(recovered) == 1
     assert recovered[0].params == victim.params
     assert "test_accuracy" in recovered[0].user_attrs
+    assert "wall_time_s" in recovered[0].user_attrs  # the records held for its end, too
     points = _complete_points(study)
     assert len(points) == len(set(points)) == 4  # lost: 0, duplicates: 0
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))

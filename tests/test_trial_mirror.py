@@ -113,3 +113,42 @@ def test_a_trial_failed_by_another_worker_is_read_from_the_database(url):
         assert told.state == TrialState.FAIL and told.values is None
     finally:
         close_storage(storage)
+
+
+def test_a_trials_last_records_are_written_with_its_end(url):
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(storage=storage, study_name=f"m-{uuid.uuid4().hex[:8]}")
+        trial = study.ask()
+        set_user_attrs(trial.storage, trial_id(trial), {"host": "h"})
+        set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 2.5}, with_end=True)
+        assert "wall_time_s" not in _stored(url, trial_id(trial)).user_attrs  # not yet
+        with _Statements() as writes:
+            told = study.tell(trial, 0.5)
+        assert writes.count <= 6  # the trial's row, its value, its records: one transaction
+        stored = _stored(url, trial_id(trial))
+        assert stored.user_attrs == {"host": "h", "wall_time_s": 2.5} == told.user_attrs
+        assert stored == told and stored.state == TrialState.COMPLETE
+    finally:
+        close_storage(storage)
+
+
+def test_last_records_of_a_trial_failed_meanwhile_are_handed_back(url):
+    from hpo.storage import withheld_user_attrs
+
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(storage=storage, study_name=f"m-{uuid.uuid4().hex[:8]}")
+        trial = study.ask()
+        set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 2.5}, with_end=True)
+        other = optuna.storages.RDBStorage(url)  # another worker judges it stale
+        other.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+        other.engine.dispose()
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(trial, 0.5)
+        assert withheld_user_attrs(trial.storage, trial_id(trial)) == {"wall_time_s": 2.5}
+        assert withheld_user_attrs(trial.storage, trial_id(trial)) == {}  # taken once
+        stored = _stored(url, trial_id(trial))
+        assert stored.state == TrialState.FAIL and "wall_time_s" not in stored.user_attrs
+    finally:
+        close_storage(storage)

@@ -36,6 +36,7 @@ from hpo.storage import (
     storage_of,
     study_lock,
     trial_id,
+    withheld_user_attrs,
 )
 from hpo.study import (
     GridClaims,
@@ -157,9 +158,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
                           state=state, skip_if_finished=True)
     except optuna.exceptions.UpdateFinishedTrialError:  # failed between tell's read and write
         told = storage_of(study).get_trial(trial_id(trial))
+    # the trial's last records, had they not found it failed under us at its end
+    withheld = withheld_user_attrs(storage_of(study), trial_id(trial))
     if state == TrialState.COMPLETE and told.state != TrialState.COMPLETE and \
             _storable(value):  # not Optuna failing a NaN: the trial was failed under us
-        _keep_result_of_failed_trial(study, told, value, orphaned)
+        _keep_result_of_failed_trial(study, told, value, {**orphaned, **withheld})
     return told
 
 

@@ -24,6 +24,7 @@ from hpo.storage._optuna import (
     trial_cache,
     trial_param_groups,
     unwrap_storage,
+    withheld_user_attrs,
 )
 from hpo.storage._resilient import (
     DEFAULT_OUTAGE_TIMEOUT,
@@ -47,6 +48,7 @@ __all__ = [
     "StaleTrialRetry",
     "storage_of",
     "set_user_attrs",
+    "withheld_user_attrs",
     "best_trial_numbers",
     "TrialGroup",
     "trial_cache",

@@ -147,11 +147,12 @@ def intermediate_value_set(step: int, value: float) -> Callable[[FrozenTrial], N
     return change
 
 
-def finished(state: TrialState, values: Sequence[float] | None, completed: datetime
-             ) -> Callable[[FrozenTrial], None]:
-    """The change of the write that ends a trial."""
+def finished(state: TrialState, values: Sequence[float] | None, completed: datetime,
+             user_attrs: dict[str, Any]) -> Callable[[FrozenTrial], None]:
+    """The change of the write that ends a trial (with its last ``user_attrs``)."""
 
     def change(trial: FrozenTrial) -> None:
+        user_attrs_set(user_attrs)(trial)
         if values is not None:
             trial.values = [float(v) for v in values]
         trial.state = state

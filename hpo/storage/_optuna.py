@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 
 __all__ = ["storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", "journal_file",
            "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
-           "write_trial_user_attrs", "set_user_attrs", "claim_waiting_trial", "finish_trial",
+           "write_trial_user_attrs", "set_user_attrs", "withheld_user_attrs", "claim_waiting_trial",
+           "finish_trial",
            "delete_trial_system_attrs", "trial_with_system_attr", "best_trial_numbers"]
 
 
@@ -138,39 +139,48 @@ def write_trial_user_attrs(storage: optuna.storages.RDBStorage, trial_id: int,
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: The trial is finished; nothing written.
     """
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        storage.check_trial_is_updatable(trial_id, trial.state)
+        _upsert_user_attrs(storage, session, trial_id, attrs)
+        _drop_system_attrs(session, trial_id, drop)
+
+
+def _upsert_user_attrs(storage: optuna.storages.RDBStorage, session: Any, trial_id: int,
+                       attrs: dict[str, Any]) -> None:
+    """``attrs`` as the trial's user attributes, in ``session``: one statement where the
+    database has an upsert (as RDBStorage checks), else RDBStorage's own write of each."""
     import json
     import sqlite3
 
     from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
 
     model = models.TrialUserAttributeModel
     rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
             for key, value in attrs.items()]
     dialect = storage.engine.name
-    with _create_scoped_session(storage.scoped_session, True) as session:
-        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        storage.check_trial_is_updatable(trial_id, trial.state)
-        if rows and (dialect == "postgresql" or dialect == "sqlite" and
-                     sqlite3.sqlite_version_info >= (3, 24, 0)):  # as RDBStorage checks
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            statement = insert(model).values(rows)
-            session.execute(statement.on_conflict_do_update(
-                index_elements=[model.trial_id, model.key],
-                set_={"value_json": statement.excluded.value_json}))
-        elif rows and dialect == "mysql":
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-            statement = mysql_insert(model).values(rows)
-            session.execute(statement.on_duplicate_key_update(
-                value_json=statement.inserted.value_json))
+    if rows and (dialect == "postgresql" or dialect == "sqlite" and
+                 sqlite3.sqlite_version_info >= (3, 24, 0)):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
         else:
-            for key, value in attrs.items():
-                storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
-        _drop_system_attrs(session, trial_id, drop)
+            from sqlalchemy.dialects.sqlite import insert
+        statement = insert(model).values(rows)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=[model.trial_id, model.key],
+            set_={"value_json": statement.excluded.value_json}))
+    elif rows and dialect == "mysql":
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        statement = mysql_insert(model).values(rows)
+        session.execute(statement.on_duplicate_key_update(
+            value_json=statement.inserted.value_json))
+    else:
+        for key, value in attrs.items():
+            storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
 
 
 def _drop_system_attrs(session: Any, trial_id: int, keys: Sequence[str]) -> None:
@@ -184,9 +194,11 @@ def _drop_system_attrs(session: Any, trial_id: int, keys: Sequence[str]) -> None
 
 
 def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int,
-                   attrs: dict[str, Any]) -> None:
+                   attrs: dict[str, Any], *, with_end: bool = False) -> None:
     """Sets user attributes of a RUNNING trial: in one transaction on hpo's RDB storage,
-    one call each on any other storage.
+    one call each on any other storage. ``with_end``: the trial's last records, written
+    with its end by hpo's RDB storage (one transaction fewer; see
+    :meth:`hpo.storage.ResilientRDBStorage.set_trial_user_attrs`), at once elsewhere.
 
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: The trial is finished (another worker
@@ -195,10 +207,18 @@ def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int,
     backend = unwrap_storage(storage)
     batched = getattr(backend, "set_trial_user_attrs", None)
     if batched is not None:
-        batched(trial_id, attrs)
+        batched(trial_id, attrs, with_end=with_end)
         return
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial_id, key, value)
+
+
+def withheld_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int
+                        ) -> dict[str, Any]:
+    """The records :func:`set_user_attrs` left for a trial's end that were never written
+    (its end found it failed by another worker), for the caller to keep elsewhere."""
+    take = getattr(unwrap_storage(storage), "take_withheld_user_attrs", None)
+    return {} if take is None else take(trial_id)
 
 
 def claim_waiting_trial(storage: optuna.storages.RDBStorage, trial_id: int, key: str,
@@ -232,11 +252,12 @@ def claim_waiting_trial(storage: optuna.storages.RDBStorage, trial_id: int, key:
 
 def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: TrialState,
                  values: Sequence[float] | None, completed: datetime,
-                 drop: Sequence[str] = ()) -> bool:
+                 drop: Sequence[str] = (), user_attrs: dict[str, Any] | None = None) -> bool:
     """RDBStorage's ``set_trial_state_values`` to a finished ``state``, with its end time
     ``completed`` chosen by the caller (who then knows the trial as stored without reading
-    it back) and the system attributes named in ``drop`` removed in the same transaction.
-    False where RDBStorage returns False (an integrity error).
+    it back); the trial's last ``user_attrs`` written and the system attributes named in
+    ``drop`` removed in the same transaction. False where RDBStorage returns False (an
+    integrity error).
 
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: The trial had already finished.
@@ -251,6 +272,8 @@ def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: Tria
             storage.check_trial_is_updatable(trial_id, trial.state)
             for objective, value in enumerate(values or ()):
                 storage._set_trial_value_without_commit(session, trial, objective, value)
+            if user_attrs:
+                _upsert_user_attrs(storage, session, trial_id, user_attrs)
             trial.state = state
             trial.datetime_complete = completed
             _drop_system_attrs(session, trial_id, drop)

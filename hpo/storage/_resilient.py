@@ -166,6 +166,7 @@ class ResilientRDBStorage(RDBStorage):
         self._spent_lock = threading.Lock()
         self._spent: dict[int, tuple[str, ...]] = {}  # trial id -> acknowledged tokens
         self._mirror = TrialMirror()  # this worker's trials, read without a query
+        self._at_end: dict[int, dict[str, Any]] = {}  # records written with a trial's end
         super().__init__(url, **kwargs)
 
     def __getstate__(self) -> dict[Any, Any]:
@@ -174,6 +175,7 @@ class ResilientRDBStorage(RDBStorage):
         state.pop("_spent_lock", None)
         state.pop("_mirror", None)  # another process writes trials this one cannot see
         state["_spent"] = {}
+        state["_at_end"] = {}
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
@@ -352,23 +354,32 @@ class ResilientRDBStorage(RDBStorage):
             return self.call_with_retries("set_trial_state_values", lambda retry:
                                           RDBStorage.set_trial_state_values(
                                               self, trial_id, state, values))
-        # The end of a trial: its state, values and end time, with the removal of hpo's
-        # tokens still on it, in one transaction (RDBStorage's own write, plus the tokens).
+        # The end of a trial: its state, values and end time, its last records and the
+        # removal of hpo's tokens still on it, in one transaction (RDBStorage's own write,
+        # plus the records and the tokens).
         spent = self._spent_tokens(trial_id)
+        with self._spent_lock:
+            ending = self._at_end.pop(trial_id, {})
         completed = datetime.now()
 
         def attempt(retry: bool) -> bool:
             try:
-                done = finish_trial(self, trial_id, state, values, completed, drop=spent)
+                done = finish_trial(self, trial_id, state, values, completed, drop=spent,
+                                    user_attrs=ending)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if retry and self._has_state(trial_id, state, values):
                     return True  # the earlier try was stored; its answer was lost
                 raise
             return done or (retry and self._has_state(trial_id, state, values))
 
-        done = self._mirror.write(
-            trial_id, lambda: self.call_with_retries("set_trial_state_values", attempt),
-            _mirror.finished(state, values, completed))
+        try:
+            done = self._mirror.write(
+                trial_id, lambda: self.call_with_retries("set_trial_state_values", attempt),
+                _mirror.finished(state, values, completed, ending))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            with self._spent_lock:  # failed by another worker: its records were not written
+                self._at_end[trial_id] = {**ending, **self._at_end.get(trial_id, {})}
+            raise
         if done:
             self._removed(trial_id, spent)
         else:
@@ -380,14 +391,33 @@ class ResilientRDBStorage(RDBStorage):
         stored = RDBStorage.get_trial(self, trial_id)
         return stored.state == state and (values is None or stored.values == list(values))
 
-    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any], *,
+                             with_end: bool = False) -> None:
         """Sets several user attributes in one transaction (upserts: safe to repeat), and
-        removes the trial's acknowledged tokens in the same one."""
+        removes the trial's acknowledged tokens in the same one.
+
+        ``with_end``: the trial's last records (its wall time, why it failed), held until
+        the write that ends the trial and written in that transaction: one transaction a
+        trial fewer. Held in this process only: a worker killed between the two loses them
+        with the trial, which is failed and re-run as any trial of a dead worker is; a trial
+        failed by another worker meanwhile leaves them to
+        :meth:`take_withheld_user_attrs`.
+        """
+        if with_end:
+            with self._spent_lock:
+                self._at_end[trial_id] = {**self._at_end.get(trial_id, {}), **attrs}
+            return
         spent = self._spent_tokens(trial_id)
         self._mirror.write(trial_id, lambda: self.call_with_retries(
             "set_trial_user_attrs", lambda retry: write_trial_user_attrs(
                 self, trial_id, attrs, drop=spent)), _mirror.user_attrs_set(attrs))
         self._removed(trial_id, spent)
+
+    def take_withheld_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        """The records held for the end of ``trial_id`` that were not written (the trial was
+        failed by another worker first); forgotten here once taken."""
+        with self._spent_lock:
+            return self._at_end.pop(trial_id, {})
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._mirror.write(trial_id, lambda: self.call_with_retries(

@@ -191,12 +191,12 @@ class Objective:
         one per attribute."""
         self._notes[key] = value
 
-    def _flush(self, trial: optuna.Trial) -> None:
+    def _flush(self, trial: optuna.Trial, *, with_end: bool = False) -> None:
         notes, self._notes = self._notes, {}
         if not notes:
             return
         try:
-            set_user_attrs(trial.storage, trial_id(trial), notes)
+            set_user_attrs(trial.storage, trial_id(trial), notes, with_end=with_end)
         except optuna.exceptions.UpdateFinishedTrialError:
             self.orphaned_attrs.setdefault(trial.number, {}).update(notes)
 
@@ -260,7 +260,7 @@ class Objective:
             wall = time.perf_counter() - started
             self._note(attrs.WALL_TIME, round(wall, 3))
             self._note("outside_fit_s", round(wall - self._fit_seconds, 3))
-            self._flush(trial)
+            self._flush(trial, with_end=True)  # written with the trial's end, by its tell
             _collect_garbage()
 
     def _save_in_background(self, number: int, model: "keras.Model", path: Path,
