@@ -6,7 +6,7 @@ trials is written (grid trials carry GridSampler's own ``grid_id`` / ``search_sp
 attributes and ~20 user attributes, as hpo's trials do), then:
 
 * **hpo**: ``M`` trials through hpo's own worker loop (``hpo.execution._loop``: study lock,
-  reaping, grid claim, ask, the trial's records in three transactions, tell) with an
+  reaping, grid claim, ask, the trial's records in three writes, tell) with an
   objective that trains nothing;
 * **stock**: ``M`` trials of stock Optuna's ask/tell on the same storage, with the same
   records set one by one (``GridSampler`` for the grid, the same sampler otherwise);

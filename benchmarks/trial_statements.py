@@ -2,9 +2,9 @@
 
 Counts, not times: what a trial costs the database whatever the machine. hpo's own loop
 (``hpo.execution._loop``: study lock, reaping, grid claim, ask, the sampled parameters, the
-trial's records in three writes, tell) runs an objective that trains nothing; a
-SQLAlchemy event listener counts every commit and statement of the timed trials (three
-trials first, to start up)::
+trial's records in three writes, the last with the tell) runs an objective that trains
+nothing; a SQLAlchemy event listener counts every commit and statement of the timed trials
+(three trials first, to start up)::
 
     python benchmarks/trial_statements.py --storage postgresql://postgres@127.0.0.1/test
 

@@ -2,10 +2,13 @@
 
 Optuna's public ``Study`` has no accessor for its storage or id, and a ``Trial`` none for
 its storage id, yet hpo must call storage methods directly: to take a grid point under the
-study lock, to record heartbeats around ask-and-tell, to fail a lost trial and re-queue it,
-to keep the result of a trial failed under its feet. ``Study.optimize`` does the same inside
-Optuna (``optuna/study/_optimize.py``). Each accessor below is one line, so an Optuna
-release that renames one breaks exactly one place (and the tests say which).
+study lock (created RUNNING for its worker, then handed out as ``Study.ask`` hands out a
+trial it created), to record heartbeats around ask-and-tell, to fail a lost trial and
+re-queue it, to keep the result of a trial failed under its feet. ``Study.optimize`` does
+the same inside Optuna (``optuna/study/_optimize.py``). Each accessor below is one line, so
+an Optuna release that renames one breaks exactly one place (and the tests say which); the
+writes below that replace one of RDBStorage's transactions with one of hpo's (a claim, a
+trial's end with its records) repeat RDBStorage's own checks and use its helpers.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from optuna.trial import TrialState
 
 __all__ = ["storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", "journal_file",
            "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
-           "write_trial_user_attrs", "set_user_attrs", "withheld_user_attrs", "claim_waiting_trial",
-           "finish_trial",
-           "delete_trial_system_attrs", "trial_with_system_attr", "best_trial_numbers"]
+           "write_trial_user_attrs", "set_user_attrs", "withheld_user_attrs",
+           "claim_waiting_trial", "finish_trial", "delete_trial_system_attrs",
+           "trial_with_system_attr", "best_trial_numbers"]
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
