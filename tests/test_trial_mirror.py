@@ -5,6 +5,7 @@ against stock RDBStorage reading the same rows, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import optuna
 import pytest
@@ -39,6 +40,24 @@ class _Statements:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", self._one)
 
 
+@pytest.fixture()
+def study(url) -> Iterator[optuna.Study]:
+    """A new study on hpo's storage at ``url``."""
+    storage = open_storage(url)
+    try:
+        yield optuna.create_study(storage=storage, study_name=f"m-{uuid.uuid4().hex[:8]}",
+                                  direction="maximize")
+    finally:
+        close_storage(storage)
+
+
+def _failed_by_another_worker(url: str, trial: optuna.Trial) -> None:
+    """What another worker does when it judges ``trial`` stale."""
+    other = optuna.storages.RDBStorage(url)
+    other.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+    other.engine.dispose()
+
+
 def _stored(url: str, trial: int) -> optuna.trial.FrozenTrial:
     """The trial as stock Optuna reads it from the database."""
     stock = optuna.storages.RDBStorage(url)
@@ -48,29 +67,23 @@ def _stored(url: str, trial: int) -> optuna.trial.FrozenTrial:
         stock.engine.dispose()
 
 
-def test_a_workers_own_trial_reads_as_stored_without_a_query(url):
-    storage = open_storage(url)
-    try:
-        study = optuna.create_study(storage=storage, study_name=f"m-{uuid.uuid4().hex[:8]}",
-                                    direction="maximize")
-        trial = study.ask()
-        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-        trial.suggest_int("units", 8, 64)
-        trial.suggest_categorical("optimizer", ["Adam", "SGD"])
-        set_user_attrs(trial.storage, trial_id(trial), {"host": "h", "seed": 3, "nested": [1]})
-        trial.set_user_attr("one", 1.5)
-        trial.storage.set_trial_system_attr(trial_id(trial), "mine", {"a": 1})
-        trial.report(0.25, step=0)
-        trial.report(float("inf"), step=1)
-        with _Statements() as reads:
-            mirrored = trial.storage.get_trial(trial_id(trial))
-        assert reads.count == 0
-        assert mirrored == _stored(url, trial_id(trial))
-        told = study.tell(trial, 0.75)
-        assert told == _stored(url, trial_id(trial))  # state, value, end time
-        assert told.state == TrialState.COMPLETE and told.value == 0.75
-    finally:
-        close_storage(storage)
+def test_a_workers_own_trial_reads_as_stored_without_a_query(url, study):
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    trial.suggest_int("units", 8, 64)
+    trial.suggest_categorical("optimizer", ["Adam", "SGD"])
+    set_user_attrs(trial.storage, trial_id(trial), {"host": "h", "seed": 3, "nested": [1]})
+    trial.set_user_attr("one", 1.5)
+    trial.storage.set_trial_system_attr(trial_id(trial), "mine", {"a": 1})
+    trial.report(0.25, step=0)
+    trial.report(float("inf"), step=1)
+    with _Statements() as reads:
+        mirrored = trial.storage.get_trial(trial_id(trial))
+    assert reads.count == 0
+    assert mirrored == _stored(url, trial_id(trial))
+    told = study.tell(trial, 0.75)
+    assert told == _stored(url, trial_id(trial))  # state, value, end time
+    assert told.state == TrialState.COMPLETE and told.value == 0.75
 
 
 def test_a_claimed_grid_point_reads_as_stored(url, tmp_path, image_folder):
@@ -98,57 +111,38 @@ def test_a_claimed_grid_point_reads_as_stored(url, tmp_path, image_folder):
         close_storage(storage)
 
 
-def test_a_trial_failed_by_another_worker_is_read_from_the_database(url):
-    storage = open_storage(url)
-    try:
-        study = optuna.create_study(storage=storage, study_name=f"m-{uuid.uuid4().hex[:8]}")
-        trial = study.ask()
-        other = optuna.storages.RDBStorage(url)  # another worker judges it stale
-        other.set_trial_state_values(trial_id(trial), TrialState.FAIL)
-        other.engine.dispose()
-        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-            set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 1.0})
-        assert trial.storage.get_trial(trial_id(trial)).state == TrialState.FAIL
-        told = study.tell(trial, 1.0, skip_if_finished=True)
-        assert told.state == TrialState.FAIL and told.values is None
-    finally:
-        close_storage(storage)
+def test_a_trial_failed_by_another_worker_is_read_from_the_database(url, study):
+    trial = study.ask()
+    _failed_by_another_worker(url, trial)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 1.0})
+    assert trial.storage.get_trial(trial_id(trial)).state == TrialState.FAIL
+    told = study.tell(trial, 1.0, skip_if_finished=True)
+    assert told.state == TrialState.FAIL and told.values is None
 
 
-def test_a_trials_last_records_are_written_with_its_end(url):
-    storage = open_storage(url)
-    try:
-        study = optuna.create_study(storage=storage, study_name=f"m-{uuid.uuid4().hex[:8]}")
-        trial = study.ask()
-        set_user_attrs(trial.storage, trial_id(trial), {"host": "h"})
-        set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 2.5}, with_end=True)
-        assert "wall_time_s" not in _stored(url, trial_id(trial)).user_attrs  # not yet
-        with _Statements() as writes:
-            told = study.tell(trial, 0.5)
-        assert writes.count <= 6  # the trial's row, its value, its records: one transaction
-        stored = _stored(url, trial_id(trial))
-        assert stored.user_attrs == {"host": "h", "wall_time_s": 2.5} == told.user_attrs
-        assert stored == told and stored.state == TrialState.COMPLETE
-    finally:
-        close_storage(storage)
+def test_a_trials_last_records_are_written_with_its_end(url, study):
+    trial = study.ask()
+    set_user_attrs(trial.storage, trial_id(trial), {"host": "h"})
+    set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 2.5}, with_end=True)
+    assert "wall_time_s" not in _stored(url, trial_id(trial)).user_attrs  # not yet
+    with _Statements() as writes:
+        told = study.tell(trial, 0.5)
+    assert writes.count <= 6  # the trial's row, its value, its records: one transaction
+    stored = _stored(url, trial_id(trial))
+    assert stored.user_attrs == {"host": "h", "wall_time_s": 2.5} == told.user_attrs
+    assert stored == told and stored.state == TrialState.COMPLETE
 
 
-def test_last_records_of_a_trial_failed_meanwhile_are_handed_back(url):
+def test_last_records_of_a_trial_failed_meanwhile_are_handed_back(url, study):
     from hpo.storage import withheld_user_attrs
 
-    storage = open_storage(url)
-    try:
-        study = optuna.create_study(storage=storage, study_name=f"m-{uuid.uuid4().hex[:8]}")
-        trial = study.ask()
-        set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 2.5}, with_end=True)
-        other = optuna.storages.RDBStorage(url)  # another worker judges it stale
-        other.set_trial_state_values(trial_id(trial), TrialState.FAIL)
-        other.engine.dispose()
-        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-            study.tell(trial, 0.5)
-        assert withheld_user_attrs(trial.storage, trial_id(trial)) == {"wall_time_s": 2.5}
-        assert withheld_user_attrs(trial.storage, trial_id(trial)) == {}  # taken once
-        stored = _stored(url, trial_id(trial))
-        assert stored.state == TrialState.FAIL and "wall_time_s" not in stored.user_attrs
-    finally:
-        close_storage(storage)
+    trial = study.ask()
+    set_user_attrs(trial.storage, trial_id(trial), {"wall_time_s": 2.5}, with_end=True)
+    _failed_by_another_worker(url, trial)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        study.tell(trial, 0.5)
+    assert withheld_user_attrs(trial.storage, trial_id(trial)) == {"wall_time_s": 2.5}
+    assert withheld_user_attrs(trial.storage, trial_id(trial)) == {}  # taken once
+    stored = _stored(url, trial_id(trial))
+    assert stored.state == TrialState.FAIL and "wall_time_s" not in stored.user_attrs
