@@ -246,26 +246,31 @@ def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
         close_storage(storage)
 
 
-def _before_per_trial(tree: Path, url: str, study_file: Path, sampler: str, m: int,
-                      n: int) -> list[float]:
-    """:func:`_hpo_per_trial` with the hpo package of ``tree`` (an earlier revision), in a
-    child process running this script."""
-    case = {"url": url, "study_file": str(study_file), "sampler": sampler, "m": m, "n": n}
+def _before(tree: Path, url: str, study_file: Path, sampler: str, m: int, n: int, *,
+            start: bool = False) -> Any:
+    """:func:`_hpo_per_trial` (``start``: :func:`_worker_start`'s seconds) with the hpo
+    package of ``tree`` (an earlier revision), in a child process running this script."""
+    case = {"url": url, "study_file": str(study_file), "sampler": sampler, "m": m, "n": n,
+            "start": start}
     done = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
                           env={**os.environ, "PYTHONPATH": str(tree)}, check=True,
                           capture_output=True, text=True)
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(answer["package"]).is_relative_to(tree), answer["package"]
-    return answer["times"]
+    return answer["result"]
 
 
 def _run_case(case: dict[str, Any]) -> None:
-    """The child side of :func:`_before_per_trial`: prints the start-to-start times."""
+    """The child side of :func:`_before`: prints the start-to-start times, or the start."""
     import hpo
 
     config = load_study_config(Path(case["study_file"]))
-    times = _hpo_per_trial(case["url"], config, "scale", case["sampler"], case["m"], case["n"])
-    print(json.dumps({"package": str(Path(hpo.__file__).parent), "times": times}))
+    if case["start"]:
+        result: Any = _worker_start(case["url"], config, "scale", case["sampler"])[0]
+    else:
+        result = _hpo_per_trial(case["url"], config, "scale", case["sampler"], case["m"],
+                                case["n"])
+    print(json.dumps({"package": str(Path(hpo.__file__).parent), "result": result}))
 
 
 def _stock_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
@@ -432,7 +437,7 @@ def main() -> None:
                              n >= 10000 else args.trials)
                         if side == "before":
                             assert before is not None
-                            took = _before_per_trial(before, url, study_file, sampler, m, n)
+                            took = _before(before, url, study_file, sampler, m, n)
                         else:
                             runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
                             took = runner(url, config, "scale", sampler, m, n)
@@ -447,6 +452,10 @@ def main() -> None:
                             row["hpo_worker_start_two_reads_s"] = round(_worker_start(
                                 fresh(f"scale_start2_{sampler}_{n}", template), config,
                                 "scale", sampler, shared_read=False)[0], 3)
+                        if before is not None:
+                            row["before_worker_start_s"] = round(_before(
+                                before, fresh(f"scale_start3_{sampler}_{n}", template),
+                                study_file, sampler, 0, n, start=True), 3)
             for (n, sampler, side), took in times.items():
                 rows[(n, sampler)][f"{side}_ms_per_trial"] = round(
                     1000 * statistics.median(took), 1)

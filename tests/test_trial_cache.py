@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from hpo.storage import best_trial_numbers, open_storage, trial_cache, trial_param_groups
@@ -102,6 +102,27 @@ def test_the_grouped_read_counts_what_the_whole_read_lists(finished_study):
     newer = trial_param_groups(storage, study._study_id, names, after=whole[-2]._trial_id,
                                unfinished={whole[0]._trial_id})
     assert sorted(g.last_id for g in newer) == [whole[0]._trial_id, running._trial_id]
+
+
+def test_groups_decode_values_whatever_the_bounds_each_trial_was_given(tmp_path):
+    """Groups are formed on stored values and decoded with one trial's distribution: exact,
+    since Optuna keeps one kind of distribution per name in a study (a categorical's choices
+    equal), and a number's stored value does not depend on its bounds."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'b.db'}")
+    study = optuna.create_study(study_name="b", storage=storage)
+    for i, high in enumerate([0.1, 1.0, 0.1, 1.0]):
+        study.add_trial(optuna.create_trial(
+            state=TrialState.COMPLETE, value=float(i),
+            params={"learning_rate": 0.01 * (1 + i % 2), "units": 8 + i % 2,
+                    "optimizer": ["Adam", "SGD"][i % 2]},
+            distributions={"learning_rate": FloatDistribution(1e-4, high, log=True),
+                           "units": IntDistribution(1, 8 + 8 * i),
+                           "optimizer": CategoricalDistribution(["Adam", "SGD"])}))
+    groups = trial_param_groups(storage, study._study_id, ["learning_rate", "units",
+                                                           "optimizer"], after=-1,
+                                unfinished=set())
+    assert sorted((g.params["learning_rate"], g.params["units"], g.params["optimizer"],
+                   g.count) for g in groups) == [(0.01, 8, "Adam", 2), (0.02, 9, "SGD", 2)]
 
 
 def test_a_finished_count_is_one_query_not_a_load(finished_study, monkeypatch):

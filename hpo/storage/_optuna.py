@@ -347,16 +347,24 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
         (trial.state.in_([TrialState.WAITING, TrialState.RUNNING]), trial.trial_id),
         else_=sqlalchemy.null())
     columns: list[Any] = [trial.state, own]
+    examples: list[Any] = []  # a parameter row of each group, for its distribution
     query_joins = []
     for name in names:
         param = sqlalchemy.orm.aliased(models.TrialParamModel)
         query_joins.append((param, sqlalchemy.and_(param.trial_id == trial.trial_id,
                                                    param.param_name == name)))
-        columns += [param.param_value, param.distribution_json]
-    def grouped() -> list[Any]:
+        columns.append(param.param_value)
+        examples.append(sqlalchemy.func.min(param.param_id))
+    def grouped() -> tuple[list[Any], dict[int, str]]:
         with _create_scoped_session(backend.scoped_session) as session:
             def query(which: Any, *, by_study: bool = True) -> list[Any]:
-                rows = session.query(*columns, sqlalchemy.func.count(trial.trial_id),
+                # Grouped by the parameters' stored values, not their distributions: Optuna
+                # keeps one distribution per parameter name in a study (a categorical's
+                # choices, a number's kind), so one row of a group decodes the whole group,
+                # and sorting 100,000 rows of ~600-byte distributions went to disk (1.6 s at
+                # 100,000 trials on PostgreSQL, against 0.6 s)
+                rows = session.query(*columns, *examples,
+                                     sqlalchemy.func.count(trial.trial_id),
                                      sqlalchemy.func.max(trial.trial_id))
                 for param, on in query_joins:
                     rows = rows.outerjoin(param, on)
@@ -374,16 +382,23 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
             rows = query(trial.trial_id > after, by_study=after < 0)
             if unfinished:
                 rows += query(trial.trial_id.in_(sorted(unfinished)))
-            return rows
+            wanted = sorted({i for row in rows for i in row[2 + len(names):-2] if i is not None})
+            texts: dict[int, str] = {}
+            param = models.TrialParamModel
+            for start in range(0, len(wanted), 500):  # within any database's parameter limit
+                texts.update(session.query(param.param_id, param.distribution_json).filter(
+                    param.param_id.in_(wanted[start:start + 500])).all())
+            return rows, texts
 
-    rows = _read(backend, "trial_param_groups", grouped)
+    rows, texts = _read(backend, "trial_param_groups", grouped)
     decoded: dict[str, optuna.distributions.BaseDistribution] = {}
     groups = []
     for state, owner, *values, count, last in rows:
         params = {}
-        for name, value, text in zip(names, values[0::2], values[1::2]):
-            if text is None:
+        for name, value, example in zip(names, values[:len(names)], values[len(names):]):
+            if example is None:
                 continue
+            text = texts[example]
             distribution = decoded.get(text)
             if distribution is None:
                 distribution = decoded[text] = json_to_distribution(text)
