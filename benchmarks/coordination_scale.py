@@ -247,9 +247,11 @@ def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
 
 
 def _before(tree: Path, url: str, study_file: Path, sampler: str, m: int, n: int, *,
-            start: bool = False) -> Any:
-    """:func:`_hpo_per_trial` (``start``: :func:`_worker_start`'s seconds) with the hpo
-    package of ``tree`` (an earlier revision), in a child process running this script."""
+            start: str | None = None) -> Any:
+    """:func:`_hpo_per_trial` with the hpo package of ``tree`` (an earlier revision), in a
+    child process running this script; ``start`` (a second copy of the study): instead,
+    :func:`_worker_start`'s seconds on ``url``, after one untimed start on ``start`` (the
+    child's first start pays its imports, which this process paid before its own)."""
     case = {"url": url, "study_file": str(study_file), "sampler": sampler, "m": m, "n": n,
             "start": start}
     done = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
@@ -266,6 +268,7 @@ def _run_case(case: dict[str, Any]) -> None:
 
     config = load_study_config(Path(case["study_file"]))
     if case["start"]:
+        _worker_start(case["start"], config, "scale", case["sampler"])  # imports, untimed
         result: Any = _worker_start(case["url"], config, "scale", case["sampler"])[0]
     else:
         result = _hpo_per_trial(case["url"], config, "scale", case["sampler"], case["m"],
@@ -455,7 +458,8 @@ def main() -> None:
                         if before is not None:
                             row["before_worker_start_s"] = round(_before(
                                 before, fresh(f"scale_start3_{sampler}_{n}", template),
-                                study_file, sampler, 0, n, start=True), 3)
+                                study_file, sampler, 0, n,
+                                start=fresh(f"scale_start4_{sampler}_{n}", template)), 3)
             for (n, sampler, side), took in times.items():
                 rows[(n, sampler)][f"{side}_ms_per_trial"] = round(
                     1000 * statistics.median(took), 1)
