@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError, Stopped, TooManyFailures
-from hpo.execution._signals import held_signals
+from hpo.execution._signals import held_signals, raise_if_swallowed
 from hpo.models import check_weights
 from hpo.reporting import Reporter, format_params, pareto_front_lines
 from hpo.search import WorkerGridSampler, canonical_sampler, enqueue_defaults
@@ -333,6 +333,7 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
     reaper = _Reaper(study, options.storage_options.max_retry)
     ran = failures = 0
     while options.n_trials is None or ran < options.n_trials:
+        raise_if_swallowed()  # a Ctrl-C that library code swallowed: no next trial
         if deadline is not None and time.monotonic() >= deadline:
             break
         # A signal between ask() and _run_one's try would leave the new trial RUNNING

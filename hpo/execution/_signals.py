@@ -14,9 +14,10 @@ installs both handlers here:
   128 + that signal.
 * A signal that arrives while Python runs a garbage-collector callback or a ``__del__``
   (Keras imports JAX whenever it is installed, and JAX registers a callback that runs at
-  every collection) is delivered again a moment later: an exception raised there is
-  printed as "Exception ignored in ..." with a traceback and lost, and Ctrl-C would not
-  stop the worker.
+  every collection), or any other place where Python drops an exception and only reports
+  it (``sys.unraisablehook``: a weakref callback), is delivered again a moment later: an
+  exception raised there would be printed as "Exception ignored in ..." with a traceback
+  and lost, and Ctrl-C would not stop the worker.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from typing import Any, Callable, Iterator
 
 from hpo.errors import Stopped
 
-__all__ = ["STOP_SIGNALS", "worker_signals", "held_signals", "forwarding_signals",
-           "serve_until_signal"]
+__all__ = ["STOP_SIGNALS", "worker_signals", "held_signals", "raise_if_swallowed",
+           "forwarding_signals", "serve_until_signal"]
 
 #: The signals a worker stops on.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -91,6 +92,7 @@ def worker_signals() -> Iterator[None]:
         yield
         return
     received: list[int] = []
+    raised: list[tuple[BaseException, int]] = []  # the handler's exception, and its signal
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:
@@ -99,12 +101,48 @@ def worker_signals() -> Iterator[None]:
             _deliver_later(signum)
             return
         received.append(signum)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Stopped(signum)
+        stop: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+        raised[:] = [(stop, signum)]
+        raise stop
 
-    with _installed(handler):
-        yield
+    def swallowed() -> BaseException | None:
+        """The stop the handler raised, when asked where it cannot still be on its way."""
+        return raised[0][0] if received and raised else None
+
+    handler.swallowed = swallowed  # type: ignore[attr-defined]  # for raise_if_swallowed
+
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        """The handler's exception raised where Python drops exceptions and only reports
+        them (a weakref callback: seen when Ctrl-C landed in WeakKeyDictionary's, and the
+        worker then ran its grid to the end): delivered again a moment later, past it."""
+        if raised and info.exc_value is raised[0][0]:
+            signum = raised[0][1]
+            raised.clear()
+            received.clear()
+            _deliver_later(signum)
+            return
+        previous_hook(info)
+
+    sys.unraisablehook = unraisable
+    try:
+        with _installed(handler):
+            yield
+    finally:
+        if sys.unraisablehook is unraisable:
+            sys.unraisablehook = previous_hook
+
+
+def raise_if_swallowed() -> None:
+    """Raises the stop that :func:`worker_signals`' handler raised and some library code
+    swallowed without a trace (seen: TensorFlow tracing a train step when Ctrl-C arrived;
+    the worker then ran its grid to the end). Called where that stop, had it propagated,
+    could no longer be: before a worker starts its next trial."""
+    check = getattr(signal.getsignal(signal.SIGINT), "swallowed", None)
+    stop = check() if check is not None else None
+    if stop is not None:
+        raise stop
 
 
 @contextlib.contextmanager
