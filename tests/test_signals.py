@@ -25,6 +25,13 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _in_own_process(script: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``script`` in a Python process of its own (only a main thread has signal
+    handlers), started with SIGINT ignored as a script's background job is."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, preexec_fn=_ignore_sigint)
+
+
 def _start(cwd: Path, storage: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "hpo", *args, "--quiet"], cwd=cwd,
                             env={**os.environ, "HPO_STORAGE": storage},
@@ -247,8 +254,7 @@ def test_ctrl_c_during_a_weakref_callback_is_not_lost():
     # Seen in a probe that sent Ctrl-C to `hpo run` at random moments (3 of 25 runs): the
     # signal landed in WeakKeyDictionary's callback, Python printed "Exception ignored" and
     # the worker ran its grid to the end, exit 0.
-    done = subprocess.run([sys.executable, "-c", WEAKREF_CALLBACK_SCRIPT], capture_output=True,
-                          text=True, timeout=120, preexec_fn=_ignore_sigint)
+    done = _in_own_process(WEAKREF_CALLBACK_SCRIPT)
     assert done.stdout.strip() == "interrupted", done.stdout + done.stderr
     assert "Exception ignored" not in done.stderr
 
@@ -275,8 +281,7 @@ except KeyboardInterrupt:
 
 
 def test_a_ctrl_c_that_library_code_swallowed_stops_the_worker_before_its_next_trial():
-    done = subprocess.run([sys.executable, "-c", SWALLOWED_SCRIPT], capture_output=True,
-                          text=True, timeout=120, preexec_fn=_ignore_sigint)
+    done = _in_own_process(SWALLOWED_SCRIPT)
     assert done.stdout.strip() == "interrupted", done.stdout + done.stderr
 
 
@@ -285,7 +290,6 @@ def test_ctrl_c_during_a_garbage_collector_callback_is_not_lost():
     # a KeyboardInterrupt raised inside one is printed and dropped by Python (seen once in
     # CI: a traceback on Ctrl-C). Here the signal lands inside such a callback. In a
     # process of its own: only a main thread has signal handlers.
-    done = subprocess.run([sys.executable, "-c", GC_CALLBACK_SCRIPT], capture_output=True,
-                          text=True, timeout=120, preexec_fn=_ignore_sigint)
+    done = _in_own_process(GC_CALLBACK_SCRIPT)
     assert done.stdout.strip() == "interrupted fired clean", done.stdout + done.stderr
     assert "Exception ignored" not in done.stderr
