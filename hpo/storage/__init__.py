@@ -1,5 +1,6 @@
 """Where studies live: opening SQLite / PostgreSQL / journal storages, the RDB storage that
-rides out database outages, the study-wide lock, and trial heartbeats."""
+rides out database outages and reads a worker's own trials from what it wrote, the
+study-wide lock, and trial heartbeats."""
 
 from hpo.storage._heartbeat import Heartbeat, StaleTrialRetry
 from hpo.storage._locks import study_lock
