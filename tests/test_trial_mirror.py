@@ -146,3 +146,4 @@ def test_last_records_of_a_trial_failed_meanwhile_are_handed_back(url, study):
     assert withheld_user_attrs(trial.storage, trial_id(trial)) == {}  # taken once
     stored = _stored(url, trial_id(trial))
     assert stored.state == TrialState.FAIL and "wall_time_s" not in stored.user_attrs
+    assert not any(key.startswith("hpo:") for key in stored.system_attrs)  # no token left

@@ -379,6 +379,8 @@ class ResilientRDBStorage(RDBStorage):
         except optuna.exceptions.UpdateFinishedTrialError:
             with self._spent_lock:  # failed by another worker: its records were not written
                 self._at_end[trial_id] = {**ending, **self._at_end.get(trial_id, {})}
+            if spent:  # nor did the tokens leave with them
+                self.forget_tokens(trial_id)
             raise
         if done:
             self._removed(trial_id, spent)
