@@ -410,9 +410,8 @@ class ResilientRDBStorage(RDBStorage):
                 self._at_end[trial_id] = {**self._at_end.get(trial_id, {}), **attrs}
             return
         spent = self._spent_tokens(trial_id)
-        self._mirror.write(trial_id, lambda: self.call_with_retries(
-            "set_trial_user_attrs", lambda retry: write_trial_user_attrs(
-                self, trial_id, attrs, drop=spent)), _mirror.user_attrs_set(attrs))
+        self._write(trial_id, "set_trial_user_attrs", lambda: write_trial_user_attrs(
+            self, trial_id, attrs, drop=spent), _mirror.user_attrs_set(attrs))
         self._removed(trial_id, spent)
 
     def take_withheld_user_attrs(self, trial_id: int) -> dict[str, Any]:
@@ -421,31 +420,36 @@ class ResilientRDBStorage(RDBStorage):
         with self._spent_lock:
             return self._at_end.pop(trial_id, {})
 
+    def _write(self, trial_id: int, name: str, write: Callable[[], Any],
+               change: Callable[[FrozenTrial], None]) -> Any:
+        """``write()`` of trial ``trial_id`` through outages, then ``change`` to this
+        worker's copy of the trial (:class:`TrialMirror`)."""
+        return self._mirror.write(
+            trial_id, lambda: self.call_with_retries(name, lambda retry: write()), change)
+
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._mirror.write(trial_id, lambda: self.call_with_retries(
-            "set_trial_user_attr", lambda retry: RDBStorage.set_trial_user_attr(
-                self, trial_id, key, value)), _mirror.user_attrs_set({key: value}))
+        self._write(trial_id, "set_trial_user_attr", lambda: RDBStorage.set_trial_user_attr(
+            self, trial_id, key, value), _mirror.user_attrs_set({key: value}))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._mirror.write(trial_id, lambda: self.call_with_retries(
-            "set_trial_system_attr", lambda retry: RDBStorage.set_trial_system_attr(
-                self, trial_id, key, value)), _mirror.system_attr_set(key, value))
+        self._write(trial_id, "set_trial_system_attr",
+                    lambda: RDBStorage.set_trial_system_attr(self, trial_id, key, value),
+                    _mirror.system_attr_set(key, value))
 
     def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                          distribution: BaseDistribution,
                          previous_distribution: BaseDistribution | None) -> None:
-        self._mirror.write(trial_id, lambda: self.call_with_retries(
-            "set_trial_param", lambda retry: RDBStorage._set_trial_param(
-                self, trial_id, param_name, param_value_internal, distribution,
-                previous_distribution)),
+        self._write(trial_id, "set_trial_param", lambda: RDBStorage._set_trial_param(
+            self, trial_id, param_name, param_value_internal, distribution,
+            previous_distribution),
             _mirror.param_set(param_name, param_value_internal, distribution))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int,
                                      intermediate_value: float) -> None:
-        self._mirror.write(trial_id, lambda: self.call_with_retries(
-            "set_trial_intermediate_value", lambda retry:
-            RDBStorage.set_trial_intermediate_value(self, trial_id, step, intermediate_value)),
-            _mirror.intermediate_value_set(step, intermediate_value))
+        self._write(trial_id, "set_trial_intermediate_value",
+                    lambda: RDBStorage.set_trial_intermediate_value(
+                        self, trial_id, step, intermediate_value),
+                    _mirror.intermediate_value_set(step, intermediate_value))
 
     # -- reads never show the tokens ----------------------------------------------------
 
