@@ -226,10 +226,19 @@ except KeyboardInterrupt:
 """
 
 
-WEAKREF_CALLBACK_SCRIPT = """
-import signal, sys, time, weakref
-from hpo.execution._signals import worker_signals
+def _interrupted(setup: str, body: str) -> str:
+    """A script that runs ``body`` under :func:`worker_signals` (after ``setup``) and prints
+    whether a KeyboardInterrupt came out of it."""
+    indented = "".join(f"        {line}\n" for line in body.strip().splitlines())
+    return (f"import signal, sys, time, weakref\n"
+            f"from hpo.execution._signals import worker_signals\n"
+            f"{setup}\n"
+            f"try:\n    with worker_signals():\n{indented}"
+            f"    print('not interrupted')\n"
+            f"except KeyboardInterrupt:\n    print('interrupted')\n")
 
+
+WEAKREF_CALLBACK_SCRIPT = _interrupted("""
 class Thing:
     pass
 
@@ -240,14 +249,10 @@ def callback(ref):
 
 thing = Thing()
 ref = weakref.ref(thing, callback)
-try:
-    with worker_signals():
-        del thing  # the callback runs here
-        time.sleep(5)  # delivered again, here
-    print("not interrupted")
-except KeyboardInterrupt:
-    print("interrupted")
-"""
+""", """
+del thing  # the callback runs here
+time.sleep(5)  # delivered again, here
+""")
 
 
 def test_ctrl_c_during_a_weakref_callback_is_not_lost():
@@ -259,25 +264,19 @@ def test_ctrl_c_during_a_weakref_callback_is_not_lost():
     assert "Exception ignored" not in done.stderr
 
 
-SWALLOWED_SCRIPT = """
-import signal
-from hpo.execution._signals import raise_if_swallowed, worker_signals
+SWALLOWED_SCRIPT = _interrupted("""
+from hpo.execution._signals import raise_if_swallowed
 
 def library_code():  # as TensorFlow's tracing did with a Ctrl-C, once in 20 runs
     try:
         signal.raise_signal(signal.SIGINT)
     except BaseException:
         pass
-
-try:
-    with worker_signals():
-        raise_if_swallowed()  # nothing received: nothing raised
-        library_code()
-        raise_if_swallowed()  # where the next trial would start
-    print("not interrupted")
-except KeyboardInterrupt:
-    print("interrupted")
-"""
+""", """
+raise_if_swallowed()  # nothing received: nothing raised
+library_code()
+raise_if_swallowed()  # where the next trial would start
+""")
 
 
 def test_a_ctrl_c_that_library_code_swallowed_stops_the_worker_before_its_next_trial():
