@@ -57,7 +57,7 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
         StudyError: No such study; StorageError: storage unreachable.
     """
     return load_existing_study(name, open_storage(storage or DEFAULT_STORAGE,
-                                                  StorageOptions()))
+                                                  StorageOptions(), create=False))
 
 
 def best(study: str, storage: str | None = None) -> optuna.trial.FrozenTrial:

@@ -26,7 +26,7 @@ SETTINGS = frozenset({
     "precision", "pruner", "retry_failed", "heartbeat", "grace", "outage_timeout", "cache_dir",
     "strict", "quiet", "artifacts", "keep_models", "max_models_gb", "figures", "workers", "gpus", "trials_per_gpu", "worker_name",
     "log_json", "objectives", "repeats", "enqueue_defaults", "isolate", "recycle_after",
-    "max_consecutive_failures", "compile_cache", "host", "port", "allow_write", "allow_remote", "token_file",
+    "max_consecutive_failures", "compile_cache", "connect_timeout", "host", "port", "allow_write", "allow_remote", "token_file",
     "force",
     "model", "out", "format",
 })
@@ -38,6 +38,7 @@ __all__ = [
     "DataError",
     "ModelError",
     "StorageError",
+    "NoStudies",
     "StudyError",
     "InvalidSetting",
     "OutputError",
@@ -79,6 +80,11 @@ class ModelError(HpoError):
 
 class StorageError(HpoError):
     """The study database cannot be reached or used."""
+
+
+class NoStudies(StorageError):
+    """A command that only reads found no study database there (no file, no Optuna tables):
+    nothing was created in its place."""
 
 
 class StudyError(HpoError):

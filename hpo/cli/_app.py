@@ -14,8 +14,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from hpo.config import DEFAULT_RECYCLE_AFTER
-from hpo.errors import ConfigError, StorageError, writing
-from hpo.storage import DEFAULT_STORAGE, is_sqlite, mask_url
+from hpo.errors import ConfigError, NoStudies, writing
+from hpo.storage import DEFAULT_STORAGE, mask_url
 from hpo.study import attrs
 
 app = typer.Typer(
@@ -72,15 +72,11 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _existing_storage(url: str) -> Any:
-    """Opens a storage that must already hold studies (read-only commands)."""
+    """Opens a storage that must already hold studies (read-only commands): nothing is
+    created there, neither a file nor a table."""
     from hpo.storage import StorageOptions, open_storage
 
-    if is_sqlite(url):
-        path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise StorageError(f"no study database at {path!r}; run a study first "
-                               "('hpo run --study demo') or pass --storage")
-    return open_storage(url, StorageOptions())
+    return open_storage(url, StorageOptions(), create=False)
 
 
 @app.callback()
@@ -123,6 +119,9 @@ def run(
     outage_timeout: Annotated[float, typer.Option(
         help="Seconds a worker waits for an unreachable study database (a restart, a "
              "failover, a network cut) before it gives up.")] = 600.0,
+    connect_timeout: Annotated[float, typer.Option(
+        help="Seconds a database server may take to answer a new connection before the "
+             "open fails (PostgreSQL, MySQL).")] = 10.0,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Image cache folder (default $HPO_CACHE_DIR or ~/.cache/hpo).")] = None,
     strict: Annotated[bool, typer.Option(
@@ -226,8 +225,10 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json: JsonOpt = False) -> Non
         files.append({"name": name, "file": str(path), "description": config.description,
                       "grid_size": config.grid_size, "data": config.data.source})
     stored: list[dict[str, Any]] = []
-    if not is_sqlite(storage) or Path(storage.split("sqlite:///", 1)[-1]).is_file():
+    try:
         stored = study_summaries(_existing_storage(storage))
+    except NoStudies:
+        pass  # "(none yet)": and nothing created there
     if json:
         typer.echo(to_json({"files": files, "storage": mask_url(storage), "stored": stored}))
         return
@@ -447,9 +448,9 @@ def reap(
     from hpo.storage import StorageOptions, open_storage
     from hpo.study import load_existing_study, reap_dead_trials
 
-    _existing_storage(storage)
     opened = open_storage(storage, StorageOptions(heartbeat_interval=max(1, grace // 3),
-                                                  grace_period=grace, max_retry=max_retry))
+                                                  grace_period=grace, max_retry=max_retry),
+                          create=False)
     reaped = reap_dead_trials(load_existing_study(study, opened), max_retry=max_retry)
     typer.echo(f"reaped {len(reaped)} trial(s)" + (": " + ", ".join(map(str, reaped))
                                                   if reaped else ""))

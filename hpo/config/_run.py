@@ -39,6 +39,7 @@ _EXPECTED = {
     "heartbeat": "at least 1 second",
     "grace": "at least 1 second",
     "outage_timeout": "0 or more seconds",
+    "connect_timeout": "from 1 to 600 seconds",
     "keep_models": "0 or more",
     "max_models_gb": "more than 0 gigabytes",
     "workers": "at least 1",
@@ -74,6 +75,7 @@ class RunSettings(BaseModel):
     heartbeat: int = Field(default=60, ge=1)
     grace: int | None = Field(default=None, ge=1)
     outage_timeout: float = Field(default=600.0, ge=0)
+    connect_timeout: float = Field(default=10.0, ge=1, le=600)
     cache_dir: Path | None = None
     strict: bool = False
     quiet: bool = False
@@ -101,7 +103,7 @@ class RunSettings(BaseModel):
         Raises:
             InvalidSetting: A value out of range, of the wrong type, or an unknown setting.
         """
-        for key in ("timeout", "outage_timeout", "max_models_gb"):
+        for key in ("timeout", "outage_timeout", "connect_timeout", "max_models_gb"):
             if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
                 values[key] = float(values[key])
         packing = values.get("trials_per_gpu")

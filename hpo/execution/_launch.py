@@ -149,7 +149,8 @@ def plan_run(settings: RunSettings, config: StudyConfig | None = None
         max_consecutive_failures=settings.max_consecutive_failures,
         storage_options=StorageOptions(heartbeat_interval=settings.heartbeat,
                                        grace_period=settings.grace_period,
-                                       outage_timeout=settings.outage_timeout),
+                                       outage_timeout=settings.outage_timeout,
+                                       connect_timeout=settings.connect_timeout),
         objective=ObjectiveOptions(
             seed=settings.seed, precision=settings.precision, cache_dir=settings.cache_dir,
             strict=settings.strict, worker=settings.worker_name,
@@ -317,7 +318,7 @@ def _measured_peaks(settings: RunSettings) -> list[float]:
 
     name = settings.study_name or load_study_config(settings.study).name
     storage = open_storage(settings.storage, StorageOptions(
-        outage_timeout=settings.outage_timeout))
+        outage_timeout=settings.outage_timeout, connect_timeout=settings.connect_timeout))
     try:
         if name not in {s.study_name for s in storage.get_all_studies()}:
             return []

@@ -13,26 +13,33 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import re
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import optuna
 
-from hpo.errors import StorageError
+from hpo.errors import NoStudies, StorageError
 from hpo.storage._heartbeat import StaleTrialRetry
 from hpo.storage._optuna import unwrap_storage
 from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage
 
-__all__ = ["DEFAULT_STORAGE", "STATE_INDEX", "StorageOptions", "mask_url", "is_sqlite",
-           "open_storage", "close_storage"]
+__all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "STATE_INDEX", "StorageOptions",
+           "mask_url", "is_sqlite", "open_storage", "close_storage"]
 
 _log = logging.getLogger("hpo.storage")
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 _SCHEMA_LOCK = 0x68706F5F736368  # "hpo_sch": the advisory lock around schema creation
+#: Seconds a connection to a database server may take before the open fails (libpq's
+#: ``connect_timeout``): a server that accepts the TCP connection and never answers would
+#: otherwise hold the worker silently for minutes.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds an open may take before hpo says it is still connecting.
+_SLOW_CONNECT_NOTICE = 2.0
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,15 @@ class StorageOptions:
         max_retry: How many times a stale trial is re-queued with the same parameters.
         outage_timeout: Seconds a storage call keeps retrying while the database is
             unreachable (a restart, a failover, a network cut) before the worker gives up.
+        connect_timeout: Seconds one connection to a database server may take to be
+            answered (PostgreSQL, MySQL); the open fails with one line after it.
     """
 
     heartbeat_interval: int = 60
     grace_period: int = 180
     max_retry: int = 1
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
 
 #: user:password@ as SQLAlchemy's make_url reads it: the user name has no ':' or '/' (it may
@@ -86,9 +96,13 @@ def _masked(url: str, text: str) -> str:
     return _scrub(mask_url(text), url)
 
 
-def _explain(exc: Exception, url: str) -> str:
+def _explain(exc: Exception, url: str, connect_timeout: float | None = None) -> str:
     text = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
     lowered = str(exc).lower()
+    if "connection timeout expired" in lowered or "timed out" in lowered:
+        within = f" within {connect_timeout:g} s" if connect_timeout else ""
+        return (f"the server did not answer{within} ({text}); check host and port (is a "
+                "database server listening there?), or allow it longer with $connect_timeout")
     if "password authentication failed" in lowered or "access denied" in lowered:
         return "authentication failed: check the user name and password in $storage"
     if "does not exist" in lowered and "database" in lowered:
@@ -98,7 +112,84 @@ def _explain(exc: Exception, url: str) -> str:
         return f"the server is unreachable ({text}); check host, port and that it is running"
     if "unable to open database file" in lowered:
         return "cannot open the SQLite file: check that its folder exists and is writable"
+    if "file is not a database" in lowered or "malformed" in lowered:
+        return (f"{text}: the file is not an SQLite database hpo can read; point $storage at "
+                "another file (or restore this one from a backup)")
+    if "no module named" in lowered or "failed to import db access module" in lowered:
+        return (f"{text}; install the database driver for this URL (psycopg for "
+                "postgresql://, PyMySQL for mysql+pymysql://)")
+    if "can't load plugin" in lowered:
+        return (f"{text}; expected sqlite:///file.db, postgresql://user:password@host/db "
+                "or mysql+pymysql://user:password@host/db")
     return text
+
+
+def _memory_database(url: str) -> bool:
+    """Whether ``url`` names an SQLite database held in memory: gone when its process ends,
+    and a different, empty one in every worker."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return False
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    return database in ("", ":memory:") or database.startswith("file::memory:") or \
+        "mode=memory" in database or parsed.query.get("mode") == "memory"
+
+
+def _schema_problem(exc: RuntimeError, url: str) -> StorageError | None:
+    """Optuna's refusal of a schema made by another Optuna version, as one line saying what
+    to do (None for any other RuntimeError)."""
+    text = str(exc)
+    if "compatible with the table schema" not in text:
+        return None
+    made = re.search(r"set up by optuna ([^)\s]+)", text)
+    made_by = made.group(1) if made else "another version"
+    if "storage upgrade" in text:
+        return StorageError(
+            f"the database {mask_url(url)} was set up by Optuna {made_by}, whose schema the "
+            f"installed Optuna {optuna.__version__} cannot use as it is; back it up, then "
+            f"run 'optuna storage upgrade --storage URL' (or install Optuna {made_by})")
+    return StorageError(
+        f"the database {mask_url(url)} has a schema newer than the installed Optuna "
+        f"{optuna.__version__} knows (set up by Optuna {made_by}); install that Optuna "
+        "version or newer in this environment")
+
+
+def _has_schema(url: str, engine_kwargs: dict[str, object]) -> bool:
+    """Whether the database at ``url`` holds Optuna's tables (read, nothing created)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    kwargs = {k: v for k, v in engine_kwargs.items()
+              if k not in ("pool_size", "max_overflow", "pool_recycle", "pool_pre_ping")}
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, **kwargs)
+    try:
+        inspector = sqlalchemy.inspect(engine)
+        return inspector.has_table("studies") and inspector.has_table("version_info")
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _said_when_slow(url: str, timeout: float) -> Iterator[None]:
+    """Says "connecting to URL" once if opening takes more than a moment (a server that is
+    slow to answer, or not answering: the connect timeout then ends it)."""
+    import threading
+
+    timer = threading.Timer(_SLOW_CONNECT_NOTICE, _log.warning,
+                            ("connecting to %s: no answer yet (giving up after %g s)",
+                             mask_url(url), timeout))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 #: Times a storage is opened again after a concurrent client won the race to create the
@@ -130,7 +221,7 @@ def _lost_schema_race(exc: Exception) -> bool:
 
 
 @contextlib.contextmanager
-def _schema_lock(url: str) -> Iterator[None]:
+def _schema_lock(url: str, connect_args: dict[str, object] | None = None) -> Iterator[None]:
     """Serialises schema creation on PostgreSQL: workers started at the same instant on an
     empty database would otherwise race to create Optuna's tables (optuna#1092)."""
     import sqlalchemy
@@ -139,7 +230,8 @@ def _schema_lock(url: str) -> Iterator[None]:
     if not url.startswith("postgresql"):
         yield
         return
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool,
+                                      connect_args=connect_args or {})
     try:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
@@ -190,15 +282,22 @@ def close_storage(storage: optuna.storages.BaseStorage) -> None:
         engine.dispose()
 
 
-def open_storage(url: str, options: StorageOptions | None = None) -> optuna.storages.BaseStorage:
+def open_storage(url: str, options: StorageOptions | None = None, *,
+                 create: bool = True) -> optuna.storages.BaseStorage:
     """Opens the Optuna storage at ``url``.
 
     Args:
         url: A SQLAlchemy database URL, or ``journal:///path``.
         options: Heartbeat and retry settings (RDB storages only).
+        create: Create Optuna's schema (and hpo's index) if the database has none. False for
+            the commands that only read: they never write tables, or a file, into someone's
+            database.
 
     Raises:
-        StorageError: Unknown scheme, unreachable server, wrong password, unusable file.
+        StorageError: Unknown scheme, unreachable server, wrong password, unusable file, an
+            in-memory SQLite database (lost with its process), a schema made by another
+            Optuna version.
+        NoStudies: ``create`` is False and the database holds no Optuna schema.
     """
     import sqlalchemy.exc
 
@@ -227,17 +326,38 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
             f"storage {mask_url(url)!r} is not a URL; expected sqlite:///file.db, "
             "postgresql://user:password@host/db or journal:///file.log"
         )
+    if _memory_database(url):
+        raise StorageError(
+            f"storage {mask_url(url)!r} is an SQLite database in memory: every worker would "
+            "get its own empty one and every result would be lost when it ends; expected a "
+            "file, e.g. sqlite:///hpo.db")
+    if not create and is_sqlite(url):
+        path = url.split("sqlite:///", 1)[-1].split("?", 1)[0]
+        if path and not os.path.isfile(path):
+            raise NoStudies(f"no study database at {path!r}; run a study first ('hpo run "
+                            "--study demo') or pass $storage")
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if is_sqlite(url):
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
+        if url.startswith(("postgresql", "mysql")):
+            # libpq and PyMySQL take whole seconds (libpq: at least 2)
+            engine_kwargs["connect_args"] = {
+                "connect_timeout": max(2, math.ceil(options.connect_timeout))}
         # Per worker process at most pool_size + max_overflow = 4 connections (the heartbeat
         # thread, the study lock and the trial's own writes), plus one short-lived
         # connection while the schema is checked: N workers hold at most 4N + N.
         engine_kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
-    def create() -> ResilientRDBStorage:
-        with warnings.catch_warnings(), _schema_lock(url):
+
+    def make() -> ResilientRDBStorage:
+        lock = _schema_lock(url, engine_kwargs.get("connect_args")) if create else \
+            contextlib.nullcontext()  # type: ignore[arg-type]
+        with warnings.catch_warnings(), lock:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if not create and not _has_schema(url, engine_kwargs):
+                raise NoStudies(f"no Optuna studies in {mask_url(url)}: the database holds "
+                                "no Optuna tables; run a study there first ('hpo run --study "
+                                "NAME --storage URL') or check $storage")
             storage = ResilientRDBStorage(
                 url,
                 outage_timeout=options.outage_timeout,
@@ -246,21 +366,36 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
                 heartbeat_interval=options.heartbeat_interval,
                 grace_period=options.grace_period,
                 heartbeat_stale_trial_callback=StaleTrialRetry(options.max_retry),
+                skip_table_creation=not create,
             )
-            _ensure_state_index(storage, url)
+            if create:
+                _ensure_state_index(storage, url)
             return storage
 
     try:
-        for attempt in range(_SCHEMA_RACE_TRIES):
-            try:
-                return create()  # RDBStorage checks the schema's version as it opens
-            except sqlalchemy.exc.DBAPIError as exc:
-                if not _lost_schema_race(exc) or attempt == _SCHEMA_RACE_TRIES - 1:
-                    raise
-                _log.debug("another client created the schema at the same moment (%s); "
-                           "opening again", exc.__class__.__name__)
-                time.sleep(min(2.0, 0.05 * 2 ** attempt))
-        raise AssertionError("unreachable")  # the loop returns or raises
+        with _said_when_slow(url, options.connect_timeout):
+            return _open_with_retries(make)
+    except RuntimeError as exc:  # Optuna's schema version check
+        problem = _schema_problem(exc, url)
+        if problem is None:
+            raise
+        raise problem from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StorageError(f"cannot open storage {mask_url(url)}: {_explain(exc, url)}") \
-            from None
+        raise StorageError(f"cannot open storage {mask_url(url)}: "
+                           f"{_explain(exc, url, options.connect_timeout)}") from None
+
+
+def _open_with_retries(make: Callable[[], ResilientRDBStorage]) -> ResilientRDBStorage:
+    """``make()``, called again while it loses the schema race to a concurrent client."""
+    import sqlalchemy.exc
+
+    for attempt in range(_SCHEMA_RACE_TRIES):
+        try:
+            return make()  # RDBStorage checks the schema's version as it opens
+        except sqlalchemy.exc.DBAPIError as exc:
+            if not _lost_schema_race(exc) or attempt == _SCHEMA_RACE_TRIES - 1:
+                raise
+            _log.debug("another client created the schema at the same moment (%s); "
+                       "opening again", exc.__class__.__name__)
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+    raise AssertionError("unreachable")  # the loop returns or raises
