@@ -197,3 +197,69 @@ def test_a_schema_the_installed_optuna_cannot_use_is_one_line_saying_what_to_do(
         error = [line for line in done.stderr.splitlines() if line.startswith("hpo: error:")]
         assert len(error) == 1 and expected in error[0], (command, done.stderr)
     assert Path(tmp_path / "old.db").read_bytes() == before  # nothing written
+
+
+@pytest.fixture()
+def limited_postgres(postgres_url):
+    """A database owned by a new role that may hold at most 3 connections (superusers are
+    not held to a CONNECTION LIMIT, so the test connects as that role)."""
+    suffix = uuid.uuid4().hex[:8]
+    role, name = f"hpo_limited_{suffix}", f"hpo_limited_{suffix}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 3'))
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}" OWNER "{role}"'))
+    try:
+        yield sqlalchemy.engine.make_url(postgres_url).set(
+            username=role, database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(sqlalchemy.text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_connection_refused_as_one_too_many_is_waited_out_at_open(limited_postgres, caplog):
+    """"too many connections" at open is load, not a bad URL: hpo waits (one line) and opens
+    once a connection is free; a wrong database name still fails at once."""
+    import logging
+
+    holder = sqlalchemy.create_engine(limited_postgres, poolclass=sqlalchemy.pool.NullPool)
+    held = [holder.connect() for _ in range(3)]  # the role's three connections
+    release = threading.Timer(3.0, lambda: [c.close() for c in held])
+    release.start()
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="hpo"):
+            storage = open_storage(limited_postgres, StorageOptions(outage_timeout=60))
+        waited = time.monotonic() - started
+        optuna.create_study(study_name="limited", storage=storage)
+        close_storage(storage)
+    finally:
+        release.join()
+        holder.dispose()
+    assert waited >= 2.5, waited  # it did wait for the held connections
+    said = [r.getMessage() for r in caplog.records if "refuses new connections" in r.getMessage()]
+    assert len(said) == 1, said
+    wrong = sqlalchemy.engine.make_url(limited_postgres).set(database="no_such_db_hpo")
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="does not exist"):
+        open_storage(wrong.render_as_string(hide_password=False),
+                     StorageOptions(outage_timeout=60))
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.postgres
+def test_connections_refused_for_longer_than_the_outage_timeout_end_in_one_line(
+        limited_postgres):
+    holder = sqlalchemy.create_engine(limited_postgres, poolclass=sqlalchemy.pool.NullPool)
+    held = [holder.connect() for _ in range(3)]
+    try:
+        with pytest.raises(StorageError, match="max_connections"):
+            open_storage(limited_postgres, StorageOptions(outage_timeout=2))
+    finally:
+        for connection in held:
+            connection.close()
+        holder.dispose()

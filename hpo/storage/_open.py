@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import random
 import re
 import time
 import warnings
@@ -26,7 +27,11 @@ import optuna
 from hpo.errors import NoStudies, StorageError
 from hpo.storage._heartbeat import StaleTrialRetry
 from hpo.storage._optuna import unwrap_storage
-from hpo.storage._resilient import DEFAULT_OUTAGE_TIMEOUT, ResilientRDBStorage
+from hpo.storage._resilient import (
+    DEFAULT_OUTAGE_TIMEOUT,
+    ResilientRDBStorage,
+    is_connection_limit,
+)
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "STATE_INDEX", "StorageOptions",
            "mask_url", "is_sqlite", "open_storage", "close_storage"]
@@ -374,28 +379,56 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
 
     try:
         with _said_when_slow(url, options.connect_timeout):
-            return _open_with_retries(make)
+            return _open_with_retries(make, url, options.outage_timeout)
     except RuntimeError as exc:  # Optuna's schema version check
         problem = _schema_problem(exc, url)
         if problem is None:
             raise
         raise problem from None
+    except optuna.exceptions.StorageInternalError as exc:  # Optuna's wrapper of a driver error
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise StorageError(f"cannot open storage {mask_url(url)}: "
+                           f"{_explain(cause, url, options.connect_timeout)}") from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise StorageError(f"cannot open storage {mask_url(url)}: "
                            f"{_explain(exc, url, options.connect_timeout)}") from None
 
 
-def _open_with_retries(make: Callable[[], ResilientRDBStorage]) -> ResilientRDBStorage:
-    """``make()``, called again while it loses the schema race to a concurrent client."""
+def _open_with_retries(make: Callable[[], ResilientRDBStorage], url: str,
+                       outage_timeout: float) -> ResilientRDBStorage:
+    """``make()``, called again while it loses the schema race to a concurrent client, or
+    while the server refuses a connection for being one too many (load: waited out for up
+    to ``outage_timeout`` seconds with backoff, one line saying so; a wrong host, password
+    or database still fails at once)."""
     import sqlalchemy.exc
 
-    for attempt in range(_SCHEMA_RACE_TRIES):
+    attempt = 0
+    deadline: float | None = None
+    delay = 0.25
+    while True:
         try:
             return make()  # RDBStorage checks the schema's version as it opens
-        except sqlalchemy.exc.DBAPIError as exc:
-            if not _lost_schema_race(exc) or attempt == _SCHEMA_RACE_TRIES - 1:
+        except (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError) as exc:
+            if is_connection_limit(exc):
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + outage_timeout
+                    _log.warning("the database at %s refuses new connections: it serves as "
+                                 "many clients as it allows; waiting for a free one for up to "
+                                 "%.0f s", mask_url(url), outage_timeout)
+                if now >= deadline:
+                    raise StorageError(
+                        f"the database at {mask_url(url)} refused every new connection for "
+                        f"{outage_timeout:.0f} s: it serves as many clients as it allows; "
+                        "run fewer workers, or raise the server's max_connections (or the "
+                        "role's / database's CONNECTION LIMIT)") from None
+                time.sleep(min(delay, max(0.0, deadline - now)) * (0.5 + random.random() / 2))
+                delay = min(delay * 2, 5.0)
+                continue
+            attempt += 1
+            if not isinstance(exc, sqlalchemy.exc.DBAPIError) or not _lost_schema_race(exc) \
+                    or attempt >= _SCHEMA_RACE_TRIES:
                 raise
             _log.debug("another client created the schema at the same moment (%s); "
                        "opening again", exc.__class__.__name__)
-            time.sleep(min(2.0, 0.05 * 2 ** attempt))
-    raise AssertionError("unreachable")  # the loop returns or raises
+            time.sleep(min(2.0, 0.05 * 2 ** (attempt - 1)))

@@ -50,8 +50,8 @@ from hpo.storage._optuna import (
     write_trial_user_attrs,
 )
 
-__all__ = ["ResilientRDBStorage", "is_connection_error", "permanent_problem",
-           "DEFAULT_OUTAGE_TIMEOUT"]
+__all__ = ["ResilientRDBStorage", "is_connection_error", "is_connection_limit",
+           "permanent_problem", "DEFAULT_OUTAGE_TIMEOUT"]
 
 _log = logging.getLogger("hpo.storage")
 _T = TypeVar("_T")
@@ -100,6 +100,31 @@ def permanent_problem(exc: BaseException) -> str | None:
             if any(n.lower() in text or n in codes for n in needles):
                 return advice
     return None
+
+
+#: A server refusing a connection for being one too many (PostgreSQL's too_many_connections,
+#: SQLSTATE 53300: max_connections, a role's or a database's CONNECTION LIMIT, the slots
+#: reserved for superusers; MySQL's 1040): load, waited out like an outage, not a bad URL.
+_CONNECTION_LIMIT = ("53300", "too many clients", "too many connections",
+                     "remaining connection slots are reserved", "(1040,")
+
+
+def is_connection_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the server refusing one connection too many."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        candidates = [seen, getattr(seen, "orig", None)]
+        for error in candidates:
+            if error is None:
+                continue
+            code = str(getattr(error, "sqlstate", "") or "")
+            text = str(error).lower()
+            if code == "53300" or any(n in text for n in _CONNECTION_LIMIT[1:]):
+                return True
+        seen = seen.__cause__
+    return False
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -246,6 +271,11 @@ class ResilientRDBStorage(RDBStorage):
             if self._outage_since is not None:
                 return
             self._outage_since = time.monotonic()
+        if is_connection_limit(exc):
+            _log.warning("the study database refuses new connections: it serves as many "
+                         "clients as it allows (%s, in %s); waiting for a free one for up to "
+                         "%.0f s", self._reason(exc), name, self.outage_timeout)
+            return
         _log.warning("the study database is unreachable (%s, in %s); retrying for up to "
                      "%.0f s", self._reason(exc), name, self.outage_timeout)
 
