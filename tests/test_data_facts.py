@@ -212,7 +212,7 @@ def test_the_cache_key_changed_with_the_decoding():
 def _hide_copies(root: Path) -> None:
     """What Jupyter, macOS and archives leave in a data folder."""
     for cls in ("cats", "dogs"):
-        first = sorted((root / cls).iterdir())[0]
+        first = min((root / cls).iterdir())
         (root / cls / ".ipynb_checkpoints").mkdir()
         shutil.copy(first, root / cls / ".ipynb_checkpoints" / f"{first.stem}-checkpoint.png")
         shutil.copy(first, root / cls / f"._{first.name}")

@@ -41,7 +41,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -97,9 +97,9 @@ def _is_wide(mode: str) -> bool:
     return mode in ("I", "F") or mode.startswith("I;")
 
 
-def _has_transparency(image: "object") -> bool:
+def _has_transparency(image: Any) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or \
-        "transparency" in image.info  # type: ignore[attr-defined]
+        "transparency" in image.info
 
 
 def _hash(kind: str, array: np.ndarray) -> str:
@@ -119,7 +119,7 @@ def scale_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.rint(np.clip(out, 0.0, 255.0, out=out)).astype(np.uint8)
 
 
-def _wide_values(image: "object") -> tuple[np.ndarray, float, float]:
+def _wide_values(image: Any) -> tuple[np.ndarray, float, float]:
     """Raw values of a wide image (float64), non-finite ones replaced, and their range."""
     values = np.asarray(image).astype(np.float64)
     finite = np.isfinite(values)
