@@ -125,7 +125,8 @@ def run(
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Image cache folder (default $HPO_CACHE_DIR or ~/.cache/hpo).")] = None,
     strict: Annotated[bool, typer.Option(
-        help="Stop on an unreadable image instead of skipping it.")] = False,
+        help="Stop on an unreadable image, or on the same image in two splits or under "
+             "two classes, instead of warning.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="Print only the best trial at the end.")] = False,
     artifacts: Annotated[Path, typer.Option(

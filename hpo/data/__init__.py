@@ -9,10 +9,13 @@ from typing import Any
 from hpo.data._bundled import BUNDLED, load_bundled
 from hpo.data._cache import (
     CACHE_VERSION,
+    DecodedImage,
     build_entry,
     cache_key,
     decode_image,
     default_cache_dir,
+    find_duplicates,
+    scale_to_uint8,
 )
 from hpo.data._dataset import Dataset, Split, load_dataset
 from hpo.data._discovery import (
@@ -20,6 +23,7 @@ from hpo.data._discovery import (
     SPLITS,
     ImageIndex,
     discover,
+    is_hidden,
     stratified_split,
 )
 from hpo.data._survey import (
@@ -41,11 +45,15 @@ __all__ = [
     "cache_key",
     "build_entry",
     "decode_image",
+    "DecodedImage",
+    "scale_to_uint8",
+    "find_duplicates",
     "IMAGE_EXTENSIONS",
     "SPLITS",
     "ImageIndex",
     "discover",
     "stratified_split",
+    "is_hidden",
     "FolderSurvey",
     "survey_folder",
     "study_toml",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,11 @@ class Dataset:
         test: Test split, or None when the folder has none.
         cache: The cache folder the arrays are mapped from.
         skipped: Unreadable images that were left out.
+        facts: What a user should know before trusting the numbers, as the study records
+            it: ``layout``, ``carved`` (split -> fraction of train/ carved out),
+            ``duplicates`` (see :func:`hpo.data.find_duplicates`: counts and examples),
+            ``wide_images`` (images of more than 8 bits, scaled by the folder's range),
+            ``skipped`` (count).
     """
 
     classes: tuple[str, ...]
@@ -50,6 +56,7 @@ class Dataset:
     test: Split | None
     cache: Path
     skipped: tuple[str, ...]
+    facts: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -80,9 +87,61 @@ def _open(entry: Path) -> Dataset:
             f"training split ({skipped} unreadable file(s) skipped); a model trained without "
             "it would score on the other classes only. Replace its images, or remove its "
             "folder to study the other classes")
+    facts: dict[str, Any] = {"layout": meta.get("layout"),
+                             "skipped": len(meta.get("skipped", ())),
+                             "carved": meta.get("carved") or {},
+                             "duplicates": meta.get("duplicates") or {},
+                             "wide_images": meta.get("wide") or {}}
     return Dataset(classes=classes, train=splits["train"],
                    validation=splits["validation"], test=splits["test"], cache=entry,
-                   skipped=tuple(meta.get("skipped", ())))
+                   skipped=tuple(meta.get("skipped", ())), facts=facts)
+
+
+_reported: set[Path] = set()  # cache entries whose facts this process has said
+
+
+def _say_facts(dataset: Dataset, source: str, strict: bool) -> None:
+    """Logs what a user should know about the data once per process and entry (a reused
+    cache too, not only the run that built it); under ``strict``, refuses unreadable images
+    and the same picture in two splits or two classes.
+
+    Raises:
+        DataError: Under ``strict``: a skipped image, or duplicates across splits/classes.
+    """
+    facts, skipped = dataset.facts, dataset.skipped
+    dup = facts.get("duplicates") or {}
+    leaks = dup.get("across_splits", 0), dup.get("across_classes", 0)
+    example = " and ".join(dup["examples"][0]) if dup.get("examples") else ""
+    if strict and skipped:  # a cache built without $strict, reused with it
+        raise DataError(
+            f"cannot read image {skipped[0]} ({len(skipped)} unreadable file(s) in {source}); "
+            "remove or replace the files, or run without $strict to skip unreadable images")
+    if strict and any(leaks):
+        raise DataError(
+            f"{source} holds the same image in two splits ({leaks[0]} images) or under two "
+            f"classes ({leaks[1]} images), e.g. {example}: test and validation scores would "
+            "count seen images as unseen, or labels contradict; remove the copies, or run "
+            "without $strict to train anyway")
+    if dataset.cache in _reported:
+        return
+    _reported.add(dataset.cache)
+    if skipped:
+        _log.warning("skipped %d unreadable image(s); first: %s", len(skipped), skipped[0])
+    for split, share in (facts.get("carved") or {}).items():
+        _log.info("%s carved from train/ of %s: %.1f%% of its images per class, seeded by "
+                  "the study's seed (train:%s as data.split says)", split, source,
+                  100 * share, split)
+    wide = facts.get("wide_images")
+    if wide and wide.get("images"):
+        _log.info("%d image(s) of more than 8 bits (%s) scaled to 8 bits by the folder's "
+                  "range %g..%g", wide["images"],
+                  ", ".join(f"{m} {n}" for m, n in wide["modes"].items()), wide["low"],
+                  wide["high"])
+    if any(leaks):
+        _log.warning(
+            "the same image in two splits (%d images) or under two classes (%d images) of %s, "
+            "e.g. %s: test and validation scores count seen images as unseen; remove the "
+            "copies (--strict stops on them)", leaks[0], leaks[1], source, example)
 
 
 def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0,
@@ -94,10 +153,12 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
         image_size: (height, width) to resize to.
         seed: Seed of the train/validation/test split of an unsplit folder.
         cache_dir: Cache location; default :func:`hpo.data.cache.default_cache_dir`.
-        strict: Fail on an unreadable image instead of skipping it.
+        strict: Fail on an unreadable image, or on the same image in two splits or under
+            two classes, instead of warning.
 
     Raises:
-        DataError: Missing or empty folder, one class only, unreadable image under ``strict``.
+        DataError: Missing or empty folder, one class only, unreadable image or duplicates
+            under ``strict``.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     size = (int(image_size[0]), int(image_size[1]))
@@ -139,10 +200,12 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
                 for s in SPLITS},
         size=size, channels=data.channels,
         meta={"classes": list(index.classes), "source": str(index.root),
-              "layout": index.layout},
+              "layout": index.layout, "carved": index.carved},
         strict=strict,
     )
-    return _open(entry)
+    dataset = _open(entry)
+    _say_facts(dataset, str(index.root), strict)
+    return dataset
 
 
 def load_bundled_classes(name: str) -> list[str]:

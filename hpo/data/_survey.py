@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from hpo.data._cache import DecodedImage, decode_image, decode_threads, find_duplicates
 from hpo.data._discovery import SPLITS, discover
 from hpo.errors import ConfigError
 from hpo.models import MODELS
@@ -27,6 +30,12 @@ class FolderSurvey:
         median_size: Median (width, height) of the readable images.
         channels: 1 if every image is grayscale, else 3.
         corrupt: Files that are not readable images.
+        duplicates: The same picture more than once (:func:`hpo.data.find_duplicates`),
+            across the splits a run makes with seed 0 and 70/15/15 (what the written study
+            file says).
+        wide: Images of more than 8 bits: ``images``, ``modes``, the range ``low``..``high``
+            a run scales them by.
+        carved: Split -> fraction of train/ carved out (a pre-split folder without it).
     """
 
     root: Path
@@ -36,6 +45,9 @@ class FolderSurvey:
     median_size: tuple[int, int]
     channels: int
     corrupt: tuple[str, ...]
+    duplicates: dict[str, Any] = field(default_factory=dict)
+    wide: dict[str, Any] = field(default_factory=dict)
+    carved: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> list[str]:
         """Lines for the terminal."""
@@ -48,14 +60,33 @@ class FolderSurvey:
                 lines.append(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
         lines.append(f"  median size {self.median_size[0]}x{self.median_size[1]}, "
                      f"{'grayscale' if self.channels == 1 else 'color'}")
+        for split, share in self.carved.items():
+            lines.append(f"  no {split}/ folder: a run carves {100 * share:.1f}% of train/ "
+                         f"per class as {split} (seeded)")
+        if self.wide.get("images"):
+            modes = ", ".join(f"{m} {n}" for m, n in self.wide["modes"].items())
+            lines.append(f"  {self.wide['images']} image(s) of more than 8 bits ({modes}): "
+                         f"scaled to 8 bits by the folder's range {self.wide['low']:g}.."
+                         f"{self.wide['high']:g}")
         if self.corrupt:
             lines.append(f"  {len(self.corrupt)} unreadable file(s), skipped in runs; first: "
                          f"{self.corrupt[0]}")
+        dup = self.duplicates
+        if dup.get("across_splits") or dup.get("across_classes"):
+            lines.append(
+                f"  warning: the same image in two splits ({dup['across_splits']} images) or "
+                f"under two classes ({dup['across_classes']} images), e.g. "
+                f"{' and '.join(dup['examples'][0])}: test and validation scores would count "
+                "seen images as unseen; remove the copies (hpo run --strict stops on them)")
+        if dup.get("within"):
+            lines.append(f"  {dup['within']} further identical copies within a class and "
+                         "split")
         return lines
 
 
 def survey_folder(root: str | Path, *, seed: int = 0) -> FolderSurvey:
-    """Inspects ``root``: layout, classes, counts, image sizes, unreadable files.
+    """Inspects ``root``: layout, classes, counts, image sizes, unreadable files, images of
+    more than 8 bits, and the same picture twice (every image is decoded, on all cores).
 
     Raises:
         DataError: Missing or empty folder, fewer than two classes.
@@ -63,30 +94,48 @@ def survey_folder(root: str | Path, *, seed: int = 0) -> FolderSurvey:
     from PIL import Image
 
     index = discover(root, fractions=(0.70, 0.15, 0.15), seed=seed)
-    counts: dict[str, dict[str, int]] = {}
-    widths, heights, corrupt = [], [], []
+
+    def read(path: Path) -> DecodedImage | tuple[int, int] | None:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            with Image.open(path) as image:
+                size = image.size
+            decoded = decode_image(path, (8, 8), 3)  # its content hash; 8x8: cheap resize
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return None
+        return decoded, size  # type: ignore[return-value]
+
+    items = [(split, path, label) for split in SPLITS for path, label in index.files[split]]
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
+        results = list(pool.map(lambda item: read(item[1]), items))
+    counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+    widths, heights, corrupt, hashed = [], [], [], []
+    wide: dict[str, Any] = {"images": 0, "modes": {}, "low": None, "high": None}
     grayscale = True
-    for split in SPLITS:
-        per_class: dict[str, int] = {}
-        for path, label in index.files[split]:
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-                with Image.open(path) as image:
-                    widths.append(image.size[0])
-                    heights.append(image.size[1])
-                    grayscale &= image.mode in ("L", "1", "I;16")
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-                corrupt.append(str(path))
-                continue
-            name = index.classes[label]
-            per_class[name] = per_class.get(name, 0) + 1
-        counts[split] = per_class
+    for (split, path, label), result in zip(items, results):
+        if result is None:
+            corrupt.append(str(path))
+            continue
+        decoded, (width, height) = result  # type: ignore[misc]
+        widths.append(width)
+        heights.append(height)
+        grayscale &= decoded.wide or decoded.mode in ("L", "1", "LA", "La")
+        if decoded.wide:
+            wide["images"] += 1
+            wide["modes"][decoded.mode] = wide["modes"].get(decoded.mode, 0) + 1
+            wide["low"] = decoded.low if wide["low"] is None else min(wide["low"], decoded.low)
+            wide["high"] = decoded.high if wide["high"] is None else \
+                max(wide["high"], decoded.high)
+        hashed.append((decoded.digest, split, label, str(path)))
+        name = index.classes[label]
+        counts[split][name] = counts[split].get(name, 0) + 1
     size = (int(statistics.median(widths)), int(statistics.median(heights))) if widths \
         else (0, 0)
     return FolderSurvey(root=index.root, layout=index.layout, classes=index.classes,
                         counts=counts, median_size=size, channels=1 if grayscale else 3,
-                        corrupt=tuple(corrupt))
+                        corrupt=tuple(corrupt), duplicates=find_duplicates(hashed),
+                        wide=wide if wide["images"] else {}, carved=dict(index.carved))
 
 
 def default_architecture(survey: FolderSurvey) -> str:

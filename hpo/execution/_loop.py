@@ -145,7 +145,8 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
             enqueue_defaults(study, config)
     objective = Objective(config, replace(options.objective, grid=kind == "grid"))
     datasets = [objective.dataset(architecture) for architecture in config.architectures]
-    check_data(study, config.data.source, datasets[0].classes)  # one folder, one class list
+    check_data(study, config.data.source, datasets[0].classes,  # one folder, one class list
+               datasets[0].facts)
     return study, objective
 
 

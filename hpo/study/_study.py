@@ -114,17 +114,23 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
     return study
 
 
-def check_data(study: optuna.Study, source: str, classes: tuple[str, ...]) -> None:
+def check_data(study: optuna.Study, source: str, classes: tuple[str, ...],
+               facts: dict[str, Any] | None = None) -> None:
     """Records the data a study trains on, or checks that a resumed run trains on the same
     classes: a study whose trials saw different data (``--data`` pointed elsewhere) would
     compare scores that mean different things.
+
+    ``facts`` (layout, a split carved from train/, duplicates, wide images; see
+    :attr:`hpo.data.Dataset.facts`) are recorded with them, and brought up to date when a
+    run finds them changed.
 
     Raises:
         StudyError: The stored study was trained on other classes.
     """
     stored = study.user_attrs.get(attrs.DATA)
+    record = {"source": source, "classes": list(classes), **(facts or {})}
     if stored is None:
-        study.set_user_attr(attrs.DATA, {"source": source, "classes": list(classes)})
+        study.set_user_attr(attrs.DATA, record)
         return
     if list(stored.get("classes", ())) != list(classes):
         raise StudyError(
@@ -132,6 +138,8 @@ def check_data(study: optuna.Study, source: str, classes: tuple[str, ...]) -> No
             f"{', '.join(stored.get('classes', ()))}, but this run's data {source!r} has "
             f"classes {', '.join(classes)}; point $data at the study's data, or use "
             "$study_name to start a new study on this data")
+    if facts and any(stored.get(k) != v for k, v in facts.items()):
+        study.set_user_attr(attrs.DATA, {**stored, **facts})
 
 
 def load_existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:

@@ -81,7 +81,8 @@ class ObjectiveOptions:
         seed: Base seed of weight init and shuffling; None uses the study's.
         precision: One of :data:`hpo.device.PRECISIONS`.
         cache_dir: Image cache folder; None for the default.
-        strict: Fail on an unreadable image instead of skipping it.
+        strict: Fail on an unreadable image, or on the same image in two splits or under
+            two classes, instead of warning.
         on_epoch: Called after every epoch (progress output), or None.
         worker: A name for the worker running the trial, recorded with it.
         artifacts: Where figures and the best models go; None keeps neither.
