@@ -137,7 +137,7 @@ def _memory_database(url: str) -> bool:
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # said when the storage is opened
         return False
     if parsed.get_backend_name() != "sqlite":
         return False
