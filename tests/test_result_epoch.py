@@ -83,6 +83,11 @@ def test_value_test_metrics_and_kept_model_come_from_one_epoch(
     assert evaluation["confusion_matrix"] == attrs["confusion_matrix"]
     assert evaluation["test_accuracy"] == pytest.approx(attrs["test_accuracy"])
     assert evaluation["roc_auc"] == pytest.approx(attrs["roc_auc"], abs=1e-9)
+    if policy == "best":  # what the user reads says which epoch the numbers are of
+        shown = run_cli("best", config.name, "--storage", sqlite_url, cwd=tmp_path)
+        assert f"result_epoch: {best} (best epoch)" in shown.stdout, shown.stderr
+        table = run_cli("trials", config.name, "--storage", sqlite_url, cwd=tmp_path)
+        assert f" {best}/3 best " in table.stdout, table.stderr
 
 
 def test_the_policy_is_a_study_file_key_defaulting_to_final(tmp_path, image_folder):
