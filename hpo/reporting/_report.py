@@ -190,6 +190,18 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     ]
 
 
+def _epoch_text(best: dict[str, Any]) -> str:
+    """Which epoch the best trial's numbers come from (nothing for a trial stored by an hpo
+    that did not record it)."""
+    if best.get("result_epoch") is None:
+        return ""
+    epoch = f"epoch {best['result_epoch']}, the {best['result_epoch_policy']} epoch"
+    if "runs" in best:  # repeated: the value and test accuracy are means over the runs
+        return (f"; means over {best['runs']} runs, each at its {best['result_epoch_policy']}"
+                f" epoch; ROC AUC and confusion matrix: the first run's, at its {epoch}")
+    return f"; all at {epoch}"
+
+
 def _best_text(report: Report) -> list[str]:
     if report.best is None:
         return []
@@ -197,8 +209,7 @@ def _best_text(report: Report) -> list[str]:
     lines = [f"Best trial: {b['trial']} ({report.metric} = {b['value']:.4f}, test accuracy "
              f"{_accuracy(b['test_accuracy'])}"
              + (f", ROC AUC {b['roc_auc']:.4f}" if b.get("roc_auc") is not None else "")
-             + (f"; all at epoch {b['result_epoch']}, the {b['result_epoch_policy']} epoch"
-                if b.get("result_epoch") is not None else "") + ")",
+             + _epoch_text(b) + ")",
              "Parameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())]
     if b.get("confusion_matrix"):
         lines.append(f"Confusion matrix (rows: true {b.get('classes')}): "
