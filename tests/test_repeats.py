@@ -26,14 +26,17 @@ def test_repeats_train_each_configuration_r_times_with_recorded_seeds(tiny_study
         assert attrs["repeat_seeds"] == [0, 1, 2]
         assert trial.value == attrs["value_mean"] == pytest.approx(np.mean(values), abs=1e-12)
         assert attrs["value_std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
-        half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / np.sqrt(3)
-        np.testing.assert_allclose(attrs["value_ci95"], [values.mean() - half,
-                                                          values.mean() + half], atol=1e-12)
+        low, high = attrs["value_ci95"]  # bootstrap percentile: within the values seen
+        assert values.min() <= low <= attrs["value_mean"] <= high <= values.max()
+        assert attrs["value_ci95_method"].startswith("bootstrap percentile")
+        assert len(attrs["repeat_result_epochs"]) == 3
+        assert attrs["result_epoch"] == attrs["repeat_result_epochs"][0]  # the first run's
         assert attrs["test_accuracy"] == pytest.approx(
             np.mean(attrs["repeat_test_accuracies"]), abs=1e-12)
     name = load_study_config(tiny_study).name
     best = run_cli("best", name, "--storage", sqlite_url, cwd=tmp_path)
     assert "over 3 runs: mean" in best.stdout and "95% CI" in best.stdout
+    assert "bootstrap percentile" in best.stdout and "+-" not in best.stdout
     compared = run_cli("compare", name, "0", "1", "--storage", sqlite_url, "--json",
                        cwd=tmp_path)
     assert compared.returncode == 0, compared.stderr
@@ -84,5 +87,5 @@ def test_the_report_shows_mean_std_and_ci_of_repeated_configurations(tiny_study,
     name = load_study_config(tiny_study).name
     result = run_cli("report", name, "--storage", sqlite_url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "val mean +- std [95% CI]" in result.stdout
+    assert "val mean (std) [95% bootstrap CI]" in result.stdout
     assert "(2 runs)" in result.stdout

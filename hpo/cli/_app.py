@@ -320,11 +320,18 @@ def best(
     typer.echo(f"  params: {format_params(trial.params)}")
     if "value_std" in record:
         low, high = record["value_ci95"]
+        method = record.get("value_ci95_method", "t-based")  # stored by an earlier hpo
         typer.echo(f"  over {len(record['repeat_values'])} runs: mean {record['value_mean']:.4f}"
-                   f" +- {record['value_std']:.4f} (std), 95% CI [{low:.4f}, {high:.4f}], "
-                   f"seeds {record['repeat_seeds']}")
+                   f" (std {record['value_std']:.4f}), 95% CI [{low:.4f}, {high:.4f}] "
+                   f"({method}), seeds {record['repeat_seeds']}")
+    if "result_epoch" in record:
+        policy = record.get("result_epoch_policy", "")
+        runs = record.get("repeat_result_epochs")
+        typer.echo(f"  result_epoch: {record['result_epoch']} ({policy} epoch"
+                   + (f"; runs: {runs}; the confusion matrix and ROC AUC are the first "
+                      "run's" if runs else "") + ")")
     for key in ("test_accuracy", "roc_auc", "confusion_matrix", "epochs_trained",
-                "n_params", "wall_time_s"):
+                "best_epoch", "n_params", "wall_time_s"):
         if key in record:
             typer.echo(f"  {key}: {record[key]}")
 
@@ -616,8 +623,11 @@ def compare(
         return
     for key in ("a", "b"):
         side = result[key]
-        typer.echo(f"trial {side['trial']}: mean {side['mean']:.4f} +- {side['std']:.4f} over "
-                   f"{side['n']} runs  {format_params(side['params'])}")
+        low, high = side["ci95"]
+        typer.echo(f"trial {side['trial']}: mean {side['mean']:.4f} (std {side['std']:.4f}, "
+                   f"95% CI [{low:.4f}, {high:.4f}]) over {side['n']} runs  "
+                   f"{format_params(side['params'])}")
+    typer.echo(f"95% CI: {result['a']['ci95_method']}")
     verdict = "differ significantly" if result["significant"] else "do not differ significantly"
     typer.echo(f"Welch's t-test: t = {result['t']:.3f}, p = {result['p']:.4f}: the two "
                f"configurations {verdict} at alpha = {alpha}")

@@ -152,7 +152,8 @@ class StudyConfig:
         name: Study name (also the Optuna study name in the database).
         path: The file it was loaded from.
         description: One line about the study.
-        metric: ``val_accuracy`` or ``val_loss``; the best epoch's value is the objective.
+        metric: ``val_accuracy`` or ``val_loss``; its value at the result epoch is the
+            objective.
         direction: ``maximize`` or ``minimize``.
         seed: Base random seed of every trial.
         pruner: One of :data:`PRUNERS`.
@@ -165,6 +166,9 @@ class StudyConfig:
         objectives: For a multi-objective study, what is optimised: ``metric`` first, then
             e.g. ``train_time`` or ``n_params`` (see :data:`OBJECTIVES`); empty: ``metric``
             alone.
+        result_epoch: ``final`` (the thesis's method) or ``best``: the epoch whose weights
+            give a trial's value, test metrics, figures and kept model (``best``: the epoch
+            with the best ``metric``, its weights restored before evaluating).
     """
 
     name: str
@@ -181,6 +185,7 @@ class StudyConfig:
     space: tuple[ParamSpec, ...]
     repeats: int = 1
     objectives: tuple[str, ...] = ()
+    result_epoch: str = "final"
 
     @property
     def objective_names(self) -> tuple[str, ...]:
@@ -280,6 +285,7 @@ def _to_config(path: Path, file: StudyFile) -> StudyConfig:
         space=_space(file),
         repeats=file.repeats,
         objectives=objectives if len(objectives) > 1 else (),
+        result_epoch=file.result_epoch,
     )
 
 

@@ -129,6 +129,11 @@ class StudyFile(_Section):
         None, description="The validation metric the best epoch is chosen by.")
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="Must agree with the metric (it is implied by it).")
+    result_epoch: Literal["final", "best"] = Field(
+        "final", description="Which epoch's weights a trial's value, test metrics, figures "
+                             "and kept model come from: the final epoch (the thesis's "
+                             "method), or the epoch with the best metric (its weights "
+                             "restored before evaluating and saving).")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Base random seed of every trial.")
     pruner: Literal[PRUNERS] = Field("none", description="Optuna pruner.")  # type: ignore[valid-type]
     repeats: int = Field(1, ge=1, description="Training runs per configuration (seeds seed, "

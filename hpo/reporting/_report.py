@@ -72,11 +72,13 @@ def _row(trial: FrozenTrial, training: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _spread(row: dict[str, Any]) -> str:
-    """``0.9123 +- 0.0100 [0.8875, 0.9371] (5 runs)`` for a repeated configuration."""
+    """``0.9123 (std 0.0100) [0.8875, 0.9371] (5 runs)`` for a repeated configuration: no
+    ``mean +- std``, which reads as a range and can pass a bound (0.99 +- 0.02 > 1)."""
     if "std" not in row:
         return ""
     low, high = row["ci95"]
-    return f"{row['value']:.4f} +- {row['std']:.4f} [{low:.4f}, {high:.4f}] ({row['runs']} runs)"
+    return (f"{row['value']:.4f} (std {row['std']:.4f}) [{low:.4f}, {high:.4f}] "
+            f"({row['runs']} runs)")
 
 
 def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None) -> Report:
@@ -122,7 +124,9 @@ def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None)
     report.best = {**_row(best, training), "params": best.params,
                    "confusion_matrix": best.user_attrs.get("confusion_matrix"),
                    "roc_auc": best.user_attrs.get("roc_auc"),
-                   "classes": best.user_attrs.get("classes")}
+                   "classes": best.user_attrs.get("classes"),
+                   "result_epoch": best.user_attrs.get(attrs.RESULT_EPOCH),
+                   "result_epoch_policy": best.user_attrs.get(attrs.RESULT_EPOCH_POLICY)}
     _add_importances(study, report)
     return report
 
@@ -169,7 +173,7 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                "" if "change" not in r else f"{r['change']:+.2f}", str(r["trial"])]
               for r in report.best_per_optimizer]
     if any("std" in r for r in report.best_per_optimizer):
-        head2 = head[:-1] + ["change (points)", "val mean +- std [95% CI]", "trial"]
+        head2 = head[:-1] + ["change (points)", "val mean (std) [95% bootstrap CI]", "trial"]
         table2 = [row[:-1] + [_spread(r), row[-1]]
                   for row, r in zip(table2, report.best_per_optimizer)]
     else:
@@ -186,13 +190,26 @@ def _tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     ]
 
 
+def _epoch_text(best: dict[str, Any]) -> str:
+    """Which epoch the best trial's numbers come from (nothing for a trial stored by an hpo
+    that did not record it)."""
+    if best.get("result_epoch") is None:
+        return ""
+    epoch = f"epoch {best['result_epoch']}, the {best['result_epoch_policy']} epoch"
+    if "runs" in best:  # repeated: the value and test accuracy are means over the runs
+        return (f"; means over {best['runs']} runs, each at its {best['result_epoch_policy']}"
+                f" epoch; ROC AUC and confusion matrix: the first run's, at its {epoch}")
+    return f"; all at {epoch}"
+
+
 def _best_text(report: Report) -> list[str]:
     if report.best is None:
         return []
     b = report.best
     lines = [f"Best trial: {b['trial']} ({report.metric} = {b['value']:.4f}, test accuracy "
              f"{_accuracy(b['test_accuracy'])}"
-             + (f", ROC AUC {b['roc_auc']:.4f}" if b.get("roc_auc") is not None else "") + ")",
+             + (f", ROC AUC {b['roc_auc']:.4f}" if b.get("roc_auc") is not None else "")
+             + _epoch_text(b) + ")",
              "Parameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())]
     if b.get("confusion_matrix"):
         lines.append(f"Confusion matrix (rows: true {b.get('classes')}): "

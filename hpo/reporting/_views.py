@@ -18,7 +18,8 @@ from hpo.study import attrs, best_by_metric, metric_value, objective_names
 __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "study_status",
            "to_json"]
 
-_ATTRS = ("test_accuracy", "tp", "tn", "roc_auc", "epochs_trained", "best_epoch", "n_params",
+_ATTRS = ("test_accuracy", "tp", "tn", "roc_auc", "epochs_trained", "result_epoch",
+          "result_epoch_policy", "best_epoch", "n_params",
           "wall_time_s", "outside_fit_s", "images_per_s", "gpu_busy_pct",
           "gpu_peak_memory_mb", "fail_reason")
 
@@ -37,8 +38,8 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     if trial.values is not None and len(trial.values) > 1:
         record["values"] = trial.values
     for key in (*_ATTRS, "confusion_matrix", "classes", "seed", "precision", "worker",
-                "value_mean", "value_std", "value_ci95", "repeat_values", "repeat_seeds",
-                "history"):
+                "value_mean", "value_std", "value_ci95", "value_ci95_method", "repeat_values",
+                "repeat_seeds", "repeat_result_epochs", "repeat_test_accuracies", "history"):
         if key in trial.user_attrs:
             record[key] = trial.user_attrs[key]
     return record
@@ -64,7 +65,7 @@ def trials_table(trials: list[FrozenTrial], metric: str,
     repeated = any("value_std" in t.user_attrs for t in trials)
     gpu = any("gpu_busy_pct" in t.user_attrs for t in trials)
     header = ["#", "state", metric, *other_objectives, *(["std", "ci95"] if repeated else []),
-              "test_acc", *params, "time_s", "outside_fit_s", "img/s",
+              "test_acc", "epoch", *params, "time_s", "outside_fit_s", "img/s",
               *(["gpu%", "gpu_mb"] if gpu else [])]
     rows = [header]
     for t in trials:
@@ -81,6 +82,7 @@ def trials_table(trials: list[FrozenTrial], metric: str,
                        else [""] * len(other_objectives)),
                      *spread,
                      "" if test is None else f"{test:.4f}",
+                     _epoch(t.user_attrs),
                      *[format_value(t.params[p]) if p in t.params else "" for p in params],
                      "" if wall is None else f"{wall:.1f}",
                      *[_number(t.user_attrs.get(key), digits) for key, digits in
@@ -88,6 +90,17 @@ def trials_table(trials: list[FrozenTrial], metric: str,
                         *((("gpu_busy_pct", 0), ("gpu_peak_memory_mb", 0)) if gpu else ()))]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _epoch(user_attrs: dict[str, Any]) -> str:
+    """The epoch the trial's value and test numbers come from, of those trained, and how it
+    was chosen: ``3/10 best``."""
+    epoch = user_attrs.get(attrs.RESULT_EPOCH)
+    if epoch is None:
+        return ""
+    trained = user_attrs.get("epochs_trained")
+    policy = user_attrs.get(attrs.RESULT_EPOCH_POLICY, "")
+    return f"{epoch}/{trained} {policy}" if trained is not None else f"{epoch} {policy}"
 
 
 def _number(value: Any, digits: int) -> str:

@@ -7,9 +7,9 @@ they read well in ``trials_dataframe()``, the dashboard and ``hpo trials --json`
 from __future__ import annotations
 
 __all__ = [
-    "STUDY_FILE", "METRIC", "TRAINING", "GRID_SIZE", "DATA",
+    "STUDY_FILE", "METRIC", "TRAINING", "GRID_SIZE", "DATA", "RESULT_EPOCH_POLICY_OF_STUDY",
     "FAIL_REASON", "FAIL_TRACEBACK", "WORKER", "WALL_TIME", "TEST_ACCURACY",
-    "REPEAT_VALUES", "VALUE_STD",
+    "REPEAT_VALUES", "VALUE_STD", "RESULT_EPOCH", "RESULT_EPOCH_POLICY",
 ]
 
 # Study user attributes
@@ -23,6 +23,8 @@ TRAINING = "hpo:training"
 GRID_SIZE = "hpo:grid_size"
 #: The data the study trains on: its source and its classes, checked when a run resumes.
 DATA = "hpo:data"
+#: The study's result epoch policy (``final`` or ``best``), checked when a run resumes.
+RESULT_EPOCH_POLICY_OF_STUDY = "hpo:result_epoch"
 
 # Trial user attributes
 #: Why a trial failed (``NonFiniteLossError: ...``, ``interrupted (Ctrl-C)``, ...).
@@ -39,3 +41,7 @@ TEST_ACCURACY = "test_accuracy"
 REPEAT_VALUES = "repeat_values"
 #: The standard deviation of the repeated runs' metric.
 VALUE_STD = "value_std"
+#: The epoch (from 1) whose weights gave the trial's value, test metrics, figures and model.
+RESULT_EPOCH = "result_epoch"
+#: How that epoch was chosen: ``final`` (the last trained) or ``best`` (the best metric).
+RESULT_EPOCH_POLICY = "result_epoch_policy"

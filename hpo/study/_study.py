@@ -111,7 +111,37 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
             f"(hash {stored}) than {config.path} now describes (hash {expected}); restore the "
             "file, or use $study_name to start a new study with the edited one"
         )
+    _check_result_epoch(study, config, name)
     return study
+
+
+def _check_result_epoch(study: optuna.Study, config: StudyConfig, name: str) -> None:
+    """Records the study's result epoch policy, or refuses a run that would change it: a
+    value taken at the final epoch and one taken at the best epoch mean different things,
+    and one study must not rank them together.
+
+    A study stored by an hpo that did not record the policy has trials valued at their
+    best epoch: it resumes with ``result_epoch = "best"`` only.
+    """
+    stored = study.user_attrs.get(attrs.RESULT_EPOCH_POLICY_OF_STUDY)
+    if stored is None:
+        valued = storage_of(study).get_n_trials(study_id(study),
+                                                (TrialState.COMPLETE, TrialState.PRUNED))
+        if config.result_epoch != "best" and valued > 0:
+            raise StudyError(
+                f"study {name!r} was stored without a result epoch record (an earlier hpo), "
+                "so its trials' values are their best epoch's metric, but "
+                f"{config.path} has result_epoch = {config.result_epoch!r}; set "
+                "result_epoch = \"best\" in the study file to resume it, or use $study_name "
+                "to start a new study")
+        study.set_user_attr(attrs.RESULT_EPOCH_POLICY_OF_STUDY, config.result_epoch)
+    elif stored != config.result_epoch:
+        raise StudyError(
+            f"study {name!r} was created with result_epoch = {stored!r} (key "
+            f"{attrs.RESULT_EPOCH_POLICY_OF_STUDY!r}), but {config.path} has result_epoch = "
+            f"{config.result_epoch!r}: their values would mean different epochs; restore "
+            f"result_epoch = {stored!r} in the study file, or use $study_name to start a new "
+            "study")
 
 
 def check_data(study: optuna.Study, source: str, classes: tuple[str, ...],

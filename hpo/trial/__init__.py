@@ -35,7 +35,8 @@ from hpo.trial._objective import (
 )
 from hpo.trial._plots import confusion_matrix, roc_curve, training_curves
 
-_KERAS_NAMES = ("NonFiniteLossError", "NanGuard", "EpochRecorder", "pruning_callback")
+_KERAS_NAMES = ("NonFiniteLossError", "NanGuard", "EpochRecorder", "ResultEpoch",
+                "pruning_callback")
 
 __all__ = [
     "Objective",

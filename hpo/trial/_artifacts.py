@@ -81,10 +81,12 @@ class Artifacts:
     figures: bool = True
     max_models_gb: float = 10.0
 
-    def draw_history(self, folder: Path, title: str,
-                     history: dict[str, list[float]]) -> list[Path]:
-        """Draws the training curves into ``folder`` (safe off the main thread)."""
-        return [plots.training_curves(history, folder / "training_curves.png", title)]
+    def draw_history(self, folder: Path, title: str, history: dict[str, list[float]],
+                     result_epoch: int | None = None) -> list[Path]:
+        """Draws the training curves into ``folder``, the result epoch (whose weights the
+        other figures and numbers come from) marked (safe off the main thread)."""
+        return [plots.training_curves(history, folder / "training_curves.png", title,
+                                      result_epoch)]
 
     def draw_evaluation(self, folder: Path, title: str, evaluation: dict[str, Any],
                         labels: np.ndarray | None,

@@ -1,4 +1,5 @@
-"""Keras callbacks of a trial: NaN guard, per-epoch progress and history, pruning."""
+"""Keras callbacks of a trial: NaN guard, per-epoch progress and history, the result epoch,
+pruning."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import optuna
-from optuna_integration import KerasPruningCallback
 
-__all__ = ["EpochRecorder", "NanGuard", "NonFiniteLossError", "pruning_callback"]
+__all__ = ["EpochRecorder", "NanGuard", "NonFiniteLossError", "ResultEpoch",
+           "pruning_callback"]
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -68,20 +70,101 @@ class EpochRecorder(keras.callbacks.Callback):
             self._report(epoch + 1, self._epochs, values, time.perf_counter() - self._start)
 
 
-class _PruningCallback(KerasPruningCallback):
-    """Optuna's callback, except that a trial failed by another worker keeps training.
+class ResultEpoch(keras.callbacks.Callback):
+    """Follows which epoch a trial's numbers come from, as the epochs end.
 
-    When a live trial is wrongly judged stale (a late heartbeat) and marked FAIL, Optuna's
-    ``report`` raises; the run then goes on unreported, so that its result can be kept.
+    With ``policy="final"`` that is the last epoch trained; with ``policy="best"`` the first
+    epoch with the best finite ``metric`` (by ``direction``), whose weights (all of them,
+    batch-norm statistics included) are copied when it ends, for :meth:`restore`.
+
+    Args:
+        metric: The validation metric (``val_accuracy``, ``val_loss``).
+        maximize: Whether a larger metric is better.
+        policy: ``final`` or ``best``.
     """
 
+    def __init__(self, metric: str, *, maximize: bool, policy: str) -> None:
+        super().__init__()
+        if policy not in ("final", "best"):
+            raise ValueError(f"result epoch policy must be 'final' or 'best', not {policy!r}")
+        self.metric = metric
+        self.policy = policy
+        self._maximize = maximize
+        self._last: tuple[int, float] | None = None  # (epoch from 1, metric)
+        self._best: tuple[int, float] | None = None
+        self._weights: list[Any] | None = None
+        self._weights_epoch: int | None = None
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The first epoch (from 1) with the best finite metric so far, or None."""
+        return None if self._best is None else self._best[0]
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch (from 1) the numbers come from, as of the last epoch ended; None
+        before the first epoch with a finite metric."""
+        chosen = self._best if self.policy == "best" else self._last
+        return None if chosen is None else chosen[0]
+
+    @property
+    def value(self) -> float | None:
+        """The metric at :attr:`epoch` (what the trial would be worth if it ended now)."""
+        chosen = self._best if self.policy == "best" else self._last
+        return None if chosen is None else chosen[1]
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        raw = (logs or {}).get(self.metric)
+        value = float(raw) if raw is not None else math.nan
+        self._last = (epoch + 1, value) if math.isfinite(value) else None
+        if not math.isfinite(value):
+            return
+        if self._best is None or (value > self._best[1] if self._maximize
+                                  else value < self._best[1]):
+            self._best = (epoch + 1, value)
+            if self.policy == "best":
+                self._weights = [np.array(w, copy=True) for w in self.model.get_weights()]
+                self._weights_epoch = epoch + 1
+
+    def restore(self, epochs_trained: int) -> None:
+        """Gives the model the result epoch's weights: with ``best``, those copied at the
+        best epoch unless it was the last one trained (the model holds them already)."""
+        if self.policy != "best" or self._weights is None or \
+                self._weights_epoch == epochs_trained:
+            return
+        self.model.set_weights(self._weights)
+        self._weights = None
+
+
+class _PruningCallback(keras.callbacks.Callback):
+    """Reports, after each epoch, what the trial would be worth if it ended there (the
+    :class:`ResultEpoch`'s value, under the study's policy) and prunes when told.
+
+    As Optuna's ``KerasPruningCallback`` (step: the epoch from 0), except that a trial
+    failed by another worker keeps training: when a live trial is wrongly judged stale (a
+    late heartbeat) and marked FAIL, Optuna's ``report`` raises; the run then goes on
+    unreported, so that its result can be kept. A pruned trial's value (Optuna takes its
+    last report) is thereby its result epoch's metric, under either policy.
+    """
+
+    def __init__(self, trial: optuna.Trial, result: ResultEpoch) -> None:
+        super().__init__()
+        self._trial = trial
+        self._result = result
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = self._result.value
+        if value is None:  # no finite metric yet: nothing to report
+            return
         try:
-            super().on_epoch_end(epoch, logs)
+            self._trial.report(float(value), step=epoch)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass
+            return
+        if self._trial.should_prune():
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
 
-def pruning_callback(trial: optuna.Trial, metric: str) -> keras.callbacks.Callback:
-    """Optuna's Keras pruning callback: reports ``metric`` each epoch, prunes when told."""
-    return _PruningCallback(trial, metric)
+def pruning_callback(trial: optuna.Trial, result: ResultEpoch) -> keras.callbacks.Callback:
+    """Reports ``result``'s value each epoch to the pruner, prunes when told; list it after
+    ``result`` among the callbacks."""
+    return _PruningCallback(trial, result)

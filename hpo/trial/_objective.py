@@ -1,8 +1,12 @@
 """One trial: build the model from the trial's parameters, train, evaluate, record.
 
-The objective returns the best epoch's validation metric. Everything else a user wants to
-see of the run goes into the trial's user attributes: test accuracy, confusion matrix,
-ROC AUC (two classes), the per-epoch history, timings, the parameter count and where it ran.
+The objective returns the validation metric at the study's result epoch (``final``: the last
+epoch trained, as the thesis reported; ``best``: the epoch with the best metric, whose
+weights are restored before anything is evaluated). The test metrics, the figures and the
+kept model come from those same weights, and ``result_epoch`` names the epoch. Everything
+else a user wants to see of the run goes into the trial's user attributes: test accuracy,
+confusion matrix, ROC AUC (two classes), the per-epoch history, timings, the parameter
+count and where it ran.
 """
 
 from __future__ import annotations
@@ -212,8 +216,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         """Trains the trial's configuration (``repeats`` times) and returns its value: the
-        best epoch's validation metric, or one value per objective of a multi-objective
-        study (each the mean over the repeats)."""
+        validation metric at the result epoch, or one value per objective of a
+        multi-objective study (each the mean over the repeats)."""
 
         started = time.perf_counter()
         self._fit_seconds = 0.0
@@ -240,7 +244,8 @@ class Objective:
                     tests.append(evaluation["test_accuracy"])
             names = self._config.objective_names
             if repeats > 1:
-                self._aggregate(trial, [run[names[0]] for run in runs], tests)
+                self._aggregate(trial, [run[names[0]] for run in runs], tests,
+                                [int(run["result_epoch"]) for run in runs])
             values = [float(np.mean([run[name] for run in runs])) for name in names]
             return values[0] if len(values) == 1 else values
         except (HpoError, optuna.TrialPruned):
@@ -281,16 +286,18 @@ class Objective:
         self._writer.submit(save)
 
     def _aggregate(self, trial: optuna.Trial, values: list[float],
-                   tests: list[float]) -> None:
-        """Records the repeats' metric values, seeds and statistics."""
+                   tests: list[float], epochs: list[int]) -> None:
+        """Records the repeats' metric values, seeds, result epochs and statistics."""
         from hpo.statistics import summarize
 
         summary = summarize(values)
         self._note(attrs.REPEAT_VALUES, values)
         self._note("repeat_seeds", [self._seed + r for r in range(len(values))])
+        self._note("repeat_result_epochs", epochs)
         self._note("value_mean", summary["mean"])
         self._note(attrs.VALUE_STD, summary["std"])
         self._note("value_ci95", summary["ci95"])
+        self._note("value_ci95_method", summary["ci95_method"])
         if tests:
             self._note("repeat_test_accuracies", tests)
             self._note(attrs.TEST_ACCURACY, summarize(tests)["mean"])
@@ -299,11 +306,14 @@ class Objective:
                started: float, *, seed: int, first: bool
                ) -> tuple[dict[str, float], dict[str, Any]]:
         """One training run; returns what it measured for :data:`hpo.config.OBJECTIVES` (the
-        best epoch's metric, the training seconds, the parameter count) and its test
-        evaluation.
+        metric at the result epoch, the training seconds, the parameter count; and that
+        epoch, ``result_epoch``) and its test evaluation.
 
         Only the first run of a repeated configuration reports to the pruner, uploads
-        figures and may keep its model.
+        figures, may keep its model and records its history, result epoch and test
+        evaluation under the single-run names (its confusion matrix, ROC AUC, figures and
+        model all come from that run's result epoch); the later runs add their metric,
+        test accuracy and result epoch to the repeats' lists.
         """
         import keras
 
@@ -339,7 +349,7 @@ class Objective:
                           ) -> tuple[dict[str, float], dict[str, Any]]:
         from hpo.data import ArrayBatches
         from hpo.optimizers import build_optimizer
-        from hpo.trial._callbacks import EpochRecorder, NanGuard, pruning_callback
+        from hpo.trial._callbacks import EpochRecorder, NanGuard, ResultEpoch, pruning_callback
 
         self._note("n_params", int(model.count_params()))
         model.compile(
@@ -361,17 +371,26 @@ class Objective:
         monitor = GpuMonitor(self._gpu_reader)
         fit_started = time.perf_counter()
         fit_seconds = 0.0
+        policy = self._config.result_epoch
+        result = ResultEpoch(self._config.metric, policy=policy,
+                             maximize=self._config.direction == "maximize")
         try:
-            callbacks = [NanGuard(), recorder]
+            callbacks = [NanGuard(), recorder, result]
             if first and not self._config.multi_objective:  # Optuna prunes single values
-                callbacks.append(pruning_callback(trial, self._config.metric))
+                callbacks.append(pruning_callback(trial, result))  # after ``result``
             with monitor:
                 model.fit(train, validation_data=validation, epochs=params.epochs,
                           verbose=0, callbacks=callbacks)
         finally:
             epochs = len(recorder.history.get("loss", []))
-            self._note("history", recorder.history)
-            self._note("epochs_trained", epochs)
+            if first:  # a pruned run's too: its value is its result epoch's metric
+                self._note("history", recorder.history)
+                self._note("epochs_trained", epochs)
+                if result.epoch is not None:
+                    self._note(attrs.RESULT_EPOCH, result.epoch)
+                    self._note(attrs.RESULT_EPOCH_POLICY, policy)
+                if result.best_epoch is not None:
+                    self._note("best_epoch", result.best_epoch)
             fit_seconds = time.perf_counter() - fit_started
             self._fit_seconds += fit_seconds
             self._note("train_time_s", round(fit_seconds, 3))
@@ -384,11 +403,11 @@ class Objective:
                 self._note("gpu_peak_memory_mb", round(peak / 2**20, 1))
             if recorder.first_step_at is not None:
                 self._note("startup_s", round(recorder.first_step_at - started, 3))
-        values = recorder.history.get(self._config.metric)
-        if not values:
-            raise TrialFailed(f"training reported no {self._config.metric}")
-        best = max(values) if self._config.direction == "maximize" else min(values)
-        self._note("best_epoch", values.index(best) + 1)
+        if result.epoch is None or result.value is None:
+            which = "at its final epoch" if policy == "final" and epochs else "at any epoch"
+            raise TrialFailed(f"training reported no finite {self._config.metric} {which}")
+        value = result.value
+        result.restore(epochs)  # before anything is evaluated or saved
         artifacts = self._options.artifacts if first else None
         with contextlib.ExitStack() as figures:
             # The figures are drawn in a thread while this one predicts and records (Agg
@@ -400,7 +419,7 @@ class Objective:
                     ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-figures"))
                 title = f"trial {trial.number}"
                 drawn.append(painter.submit(artifacts.draw_history, folder, title,
-                                            recorder.history))
+                                            recorder.history, result.epoch))
             evaluation: dict[str, Any] = {"classes": list(dataset.classes)}
             probabilities = None
             if dataset.test is not None:
@@ -410,15 +429,17 @@ class Objective:
                 drawn.append(painter.submit(
                     artifacts.draw_evaluation, folder, title, evaluation,
                     dataset.test.y if dataset.test is not None else None, probabilities))
-            for key, value in evaluation.items():
-                self._note(key, value)
+            if first:
+                for key, item in evaluation.items():
+                    self._note(key, item)
             self._flush(trial)  # and learn whether another worker failed the trial meanwhile
             if artifacts is not None and trial.number not in self.orphaned_attrs:
-                path = artifacts.model_to_keep(trial.study, trial.number, float(best))
+                path = artifacts.model_to_keep(trial.study, trial.number, float(value))
                 if path is not None:
                     self._note("model_path", str(path))
                     self._save_in_background(trial.number, model, path, artifacts)
                 artifacts.upload(trial, [file for job in drawn for file in job.result()])
-        measures = {self._config.metric: float(best), "train_time": round(fit_seconds, 3),
-                    "n_params": float(model.count_params())}
+        measures = {self._config.metric: float(value), "train_time": round(fit_seconds, 3),
+                    "n_params": float(model.count_params()),
+                    "result_epoch": float(result.epoch)}
         return measures, evaluation

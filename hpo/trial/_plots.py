@@ -24,8 +24,10 @@ def _figure(width: float, height: float, **grid: float) -> Any:
     return fig
 
 
-def training_curves(history: dict[str, list[float]], path: Path, title: str) -> Path:
-    """Loss and accuracy per epoch, training vs validation, side by side."""
+def training_curves(history: dict[str, list[float]], path: Path, title: str,
+                    result_epoch: int | None = None) -> Path:
+    """Loss and accuracy per epoch, training vs validation, side by side; a dashed line at
+    ``result_epoch``, the epoch whose weights the trial's numbers come from."""
     fig = _figure(9, 3.5, left=0.08, right=0.98, bottom=0.14, top=0.86, wspace=0.25)
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -33,6 +35,9 @@ def training_curves(history: dict[str, list[float]], path: Path, title: str) -> 
             if key in history:
                 epochs = np.arange(1, len(history[key]) + 1)
                 ax.plot(epochs, history[key], marker="o", markersize=3, label=label)
+        if result_epoch is not None:
+            ax.axvline(result_epoch, color="grey", linestyle="--", linewidth=1,
+                       label=f"result (epoch {result_epoch})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
