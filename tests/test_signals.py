@@ -480,3 +480,144 @@ def test_a_worker_process_stops_when_its_parent_dies(tmp_path, how):
     assert proc.returncode == -signal.SIGKILL, err
     assert _wait_until_ended([int(out.split()[0])], timeout=20) == []
     assert told.read_text() == f"stopped (its supervisor, process {proc.pid}, died)"
+
+
+# The Python API: signals as the CLI handles them, the caller's handlers back after.
+
+def test_hpo_run_gives_the_callers_signal_handlers_back(tiny_study, sqlite_url):
+    import hpo
+
+    def callers(signum, frame):  # pragma: no cover - never called
+        pass
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)}
+    hook = sys.unraisablehook
+    try:
+        signal.signal(signal.SIGTERM, callers)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        seen = []
+        from hpo.trial import Objective
+
+        train = Objective.__call__
+
+        def training(self, trial):  # what is in place while a trial trains
+            seen.append({s: signal.getsignal(s) for s in saved})
+            return train(self, trial)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Objective, "__call__", training)
+            study = hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+        [during] = seen
+        assert during[signal.SIGTERM] is not callers  # hpo's, while it runs
+        assert during[signal.SIGHUP] == signal.SIG_IGN  # ignored stays ignored
+        assert during[signal.SIGUSR1] not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGTERM) is callers
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+        assert sys.unraisablehook is hook
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+API_SCRIPT = """
+import sys
+import hpo
+from hpo.errors import Stopped
+
+try:
+    hpo.run(sys.argv[1], storage=sys.argv[2], heartbeat=1)
+except Stopped as stop:
+    print(stop)
+    sys.exit(stop.exit_code)
+"""
+
+
+def test_sigterm_during_hpo_run_fails_the_trial(tmp_path, image_folder):
+    # The trial stayed RUNNING: hpo.run installed no handler, SIGTERM killed the script.
+    study = write_study(tmp_path / "s.toml", data=image_folder, name="api", epochs=30)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-c", API_SCRIPT, str(study), storage],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_ignore_sigint)
+    victim = wait_for_training("api", storage, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out.strip()) == (143, "stopped (SIGTERM)"), err
+    trials = _trials("api", storage)
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[victim.number].user_attrs["fail_reason"] == "stopped (SIGTERM)"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+# Output that cannot be written: `hpo run | head`, quitting `less`, a hung-up terminal.
+
+def test_hpo_run_into_a_pipe_closed_early_finishes_the_study(tmp_path, tiny_study):
+    # The trial in flight failed with "BrokenPipeError" and the run exited 1, stderr empty.
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "run", "--study", str(tiny_study),
+                             "--storage", storage, "--n-trials", "2"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # as `| head -1` does
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert first.startswith("storage ")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert err.count("standard output cannot be written") == 1, err
+    [name] = optuna.get_all_study_names(storage)
+    assert [t.state for t in _trials(name, storage)] == [TrialState.COMPLETE] * 2
+
+
+@pytest.mark.parametrize("command", [["trials", "p"], ["studies"]])
+def test_a_printing_command_into_a_closed_pipe_ends_quietly_with_141(tmp_path, command):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="p", storage=storage)
+    study.add_trial(optuna.create_trial(
+        params={"x": 1}, distributions={"x": optuna.distributions.IntDistribution(0, 2)},
+        value=0.5))
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", *command, "--storage", storage],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert (proc.returncode, err) == (128 + signal.SIGPIPE, "")
+
+
+class _ClosedPipe:
+    """A stream whose reader went away."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_that_cannot_be_written_is_dropped_with_one_warning(caplog):
+    from types import SimpleNamespace
+
+    from hpo.reporting import Reporter
+
+    stream = _ClosedPipe()
+    reporter = Reporter(metric="val_accuracy", stream=stream)
+    trial = SimpleNamespace(number=0)
+    with caplog.at_level("WARNING", logger="hpo"):
+        reporter.info("study demo")
+        reporter.epoch(trial, 1, 2, {"loss": 0.5}, 1.0)
+        reporter.summary("best: trial 0")
+    assert stream.writes == 1  # dropped after the first failure
+    assert [r.getMessage() for r in caplog.records] == [
+        "the output stream ? cannot be written (BrokenPipeError: [Errno 32] Broken pipe): "
+        "progress is no longer printed there; the run goes on"]
