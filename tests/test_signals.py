@@ -127,7 +127,7 @@ def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
 
 
 @pytest.mark.parametrize("sampler", ["grid", "random"])
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_just_after_a_trial_is_created_still_ends_that_trial(
         signum, sampler, tiny_study, sqlite_url, monkeypatch):
     """The window between a trial's creation under the study lock (``GridClaims.take`` for
@@ -158,7 +158,9 @@ def test_a_signal_just_after_a_trial_is_created_still_ends_that_trial(
                               storage=sqlite_url)
     [trial] = study.trials
     assert trial.state == optuna.trial.TrialState.FAIL
-    assert trial.user_attrs["fail_reason"] in ("interrupted (Ctrl-C)", "stopped (SIGTERM)")
+    assert trial.user_attrs["fail_reason"] == (
+        "interrupted (Ctrl-C)" if signum == signal.SIGINT else
+        f"stopped ({signal.Signals(signum).name})")
 
 
 def test_ctrl_c_in_the_middle_of_an_sqlite_write_leaves_the_file_consistent_and_unlocked(

@@ -525,8 +525,10 @@ def dashboard(
     typer.echo("press Ctrl-C to stop")
     from hpo.execution import serve_until_signal
 
+    from hpo.reporting import write_or_drop
+
     code = serve_until_signal(server)
-    typer.echo("dashboard stopped")
+    write_or_drop(sys.stdout, "dashboard stopped\n")  # its terminal may have hung up
     _exit_with(code)
 
 
