@@ -10,8 +10,9 @@
   code's or the environment's (a bug, a broken driver). The worker stops with one line and
   exit status 1; the failed grid points are re-run on resume (KerasTuner's rule).
 * :class:`Stopped`: the worker was asked to stop by a signal (SIGTERM from Slurm,
-  Kubernetes, ``docker stop``; SIGHUP from a closed SSH session; ...); the trial in flight is FAIL and the exit status 128 + signal.
-  SIGINT stays Python's :class:`KeyboardInterrupt`.
+  Kubernetes, ``docker stop``; SIGHUP from a closed SSH session; ...); the trial in flight
+  is FAIL and the exit status 128 + signal. SIGINT stays Python's
+  :class:`KeyboardInterrupt`.
 """
 
 from __future__ import annotations

@@ -560,8 +560,8 @@ def test_hpo_run_into_a_pipe_closed_early_finishes_the_study(tmp_path, tiny_stud
     # The trial in flight failed with "BrokenPipeError" and the run exited 1, stderr empty.
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "run", "--study", str(tiny_study),
-                             "--storage", storage, "--n-trials", "2"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--storage", storage, "--n-trials", "2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # as `| head -1` does
     proc.stdout.close()
     err = proc.stderr.read()
@@ -621,5 +621,5 @@ def test_progress_that_cannot_be_written_is_dropped_with_one_warning(caplog):
         reporter.summary("best: trial 0")
     assert stream.writes == 1  # dropped after the first failure
     assert [r.getMessage() for r in caplog.records] == [
-        "the output stream ? cannot be written (BrokenPipeError: [Errno 32] Broken pipe): "
-        "progress is no longer printed there; the run goes on"]
+        ("the output stream ? cannot be written (BrokenPipeError: [Errno 32] Broken pipe): "
+         "progress is no longer printed there; the run goes on")]
