@@ -39,7 +39,9 @@ one event, not a person insisting.
   is dropped where it is written: :mod:`hpo.reporting`); SIGKILL and SIGSTOP (no process can
   catch them); SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS, SIGTRAP (a fault of this
   process itself, where no Python handler can run safely); the real-time signals (threading
-  libraries and profilers use them; nothing sends them to stop a process).
+  libraries and profilers use them; nothing sends them to stop a process). SIGTSTP, SIGTTIN
+  and SIGTTOU suspend a process rather than end it; SIGCHLD, SIGCONT, SIGURG and SIGWINCH are
+  ignored by default.
 * A second SIGINT, SIGTERM or SIGQUIT while the first stop is being handled ends the process
   at once, with status 128 + that signal; other repeats are ignored.
 * A worker process hpo started (a supervisor's, an isolated trial's) stops as on SIGTERM when
@@ -88,6 +90,8 @@ PARENT_ENV = "HPO_PARENT_PID"
 _PARENT_POLL_S = 0.5
 #: The pid :func:`watch_parent` watches, once set.
 _parent: list[int] = []
+#: The parent's death's SIGTERM, once it arrived while a stop was under way.
+_excused: list[int] = []
 
 
 def _ours(handler: Any) -> bool:
@@ -120,8 +124,12 @@ def _stop(signum: int) -> BaseException:
 def _again(signum: int) -> None:
     """A signal while the first stop is handled: a SIGINT, SIGTERM or SIGQUIT ends the
     process at once; a repeat of another (a hang-up the shell and the kernel both sent,
-    SIGXCPU every second) and the parent's death (already stopping) change nothing."""
-    if signum in _INSIST and _parent_died() is None:
+    SIGXCPU every second) and the SIGTERM of the parent's death (already stopping) change
+    nothing."""
+    if signum == signal.SIGTERM and _parent_died() is not None and not _excused:
+        _excused.append(signum)  # the kernel's (or the watch's) one SIGTERM, not a person's
+        return
+    if signum in _INSIST:
         _exit_now(signum)
 
 

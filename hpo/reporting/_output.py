@@ -68,6 +68,8 @@ def drop_stream(stream: TextIO, error: BaseException | None = None) -> None:
 def write_or_drop(stream: TextIO, text: str) -> bool:
     """Writes ``text`` to ``stream`` and flushes it; a stream that cannot be written is
     dropped (:func:`drop_stream`) instead of raising. Returns whether it was written."""
+    if stream is None:  # a process started with that descriptor closed
+        return False
     fd = _fileno(stream)
     if (fd is not None and fd in _nulled) or id(stream) in _dropped:
         return False
