@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from hpo.config import RunSettings, StudyConfig
-from hpo.execution import plan_run, run_study
+from hpo.execution import plan_run, run_study, worker_signals
 from hpo.storage import DEFAULT_STORAGE, StorageOptions, open_storage
 from hpo.study import load_existing_study
 
@@ -34,9 +34,17 @@ def run(study: str | Path | StudyConfig, settings: RunSettings | None = None,
             ``precision``, ``pruner``, ``retry_failed``, ``repeats``, ``objectives`` (a
             comma-separated string or a sequence), ``cache_dir``, ``strict``, ...
 
+    Signals are handled as ``hpo run`` handles them, while it runs (from the main thread
+    only: elsewhere no handler can be installed): Ctrl-C raises ``KeyboardInterrupt``;
+    SIGTERM (a scheduler's stop), SIGHUP (a closed terminal) and the other signals whose
+    default ends the process raise :class:`hpo.errors.Stopped`; either way after the trial
+    in flight was marked FAIL. The caller's own handlers are back when it returns.
+
     Raises:
         HpoError: Bad study, data, settings (:class:`hpo.errors.InvalidSetting` names the
             setting) or storage.
+        KeyboardInterrupt, hpo.errors.Stopped: A signal stopped the run (``Stopped`` carries
+            the exit status a command would have: ``sys.exit(stop.exit_code)``).
     """
     config = study if isinstance(study, StudyConfig) else None
     name = config.name if config is not None else str(study)
@@ -47,7 +55,8 @@ def run(study: str | Path | StudyConfig, settings: RunSettings | None = None,
     else:
         settings = settings.replace(**values, study=name)
     config, options, reporter = plan_run(settings, config)
-    return run_study(config, options, reporter)
+    with worker_signals():
+        return run_study(config, options, reporter)
 
 
 def load_study(name: str, storage: str | None = None) -> optuna.Study:

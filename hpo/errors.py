@@ -10,8 +10,9 @@
   code's or the environment's (a bug, a broken driver). The worker stops with one line and
   exit status 1; the failed grid points are re-run on resume (KerasTuner's rule).
 * :class:`Stopped`: the worker was asked to stop by a signal (SIGTERM from Slurm,
-  Kubernetes, ``docker stop``); the trial in flight is FAIL and the exit status 128 + signal.
-  SIGINT stays Python's :class:`KeyboardInterrupt`.
+  Kubernetes, ``docker stop``; SIGHUP from a closed SSH session; ...); the trial in flight
+  is FAIL and the exit status 128 + signal. SIGINT stays Python's
+  :class:`KeyboardInterrupt`.
 """
 
 from __future__ import annotations
@@ -158,19 +159,23 @@ class TooManyFailures(Exception):
 
 
 class Stopped(BaseException):
-    """A signal asked this worker to stop (SIGTERM); not an error of the trial.
+    """A signal asked this worker to stop (SIGTERM, SIGHUP, ...); not an error of the trial.
 
     A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` swallows it.
+    Its text (``stopped (SIGHUP)``) is the stopped trial's ``fail_reason``.
 
     Attributes:
         signum: The signal received.
+        cause: Why it was sent, when hpo knows better than the signal's name (``its
+            supervisor, process 1234, died``).
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, cause: str | None = None) -> None:
         import signal
 
         self.signum = signum
-        super().__init__(f"stopped ({signal.Signals(signum).name})")
+        self.cause = cause
+        super().__init__(f"stopped ({cause or signal.Signals(signum).name})")
 
     @property
     def exit_code(self) -> int:

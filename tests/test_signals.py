@@ -127,7 +127,7 @@ def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
 
 
 @pytest.mark.parametrize("sampler", ["grid", "random"])
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_just_after_a_trial_is_created_still_ends_that_trial(
         signum, sampler, tiny_study, sqlite_url, monkeypatch):
     """The window between a trial's creation under the study lock (``GridClaims.take`` for
@@ -158,7 +158,9 @@ def test_a_signal_just_after_a_trial_is_created_still_ends_that_trial(
                               storage=sqlite_url)
     [trial] = study.trials
     assert trial.state == optuna.trial.TrialState.FAIL
-    assert trial.user_attrs["fail_reason"] in ("interrupted (Ctrl-C)", "stopped (SIGTERM)")
+    assert trial.user_attrs["fail_reason"] == (
+        "interrupted (Ctrl-C)" if signum == signal.SIGINT else
+        f"stopped ({signal.Signals(signum).name})")
 
 
 def test_ctrl_c_in_the_middle_of_an_sqlite_write_leaves_the_file_consistent_and_unlocked(
@@ -292,3 +294,332 @@ def test_ctrl_c_during_a_garbage_collector_callback_is_not_lost():
     done = _in_own_process(GC_CALLBACK_SCRIPT)
     assert done.stdout.strip() == "interrupted fired clean", done.stdout + done.stderr
     assert "Exception ignored" not in done.stderr
+
+
+# Every signal whose default action ends the process (hpo/execution/_signals.py's table).
+
+EVERY_SIGNAL_SCRIPT = """
+import os, signal, time
+from hpo.errors import Stopped
+from hpo.execution._signals import STOP_SIGNALS, worker_signals
+
+signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as nohup leaves SIGHUP: stays ignored
+before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+for signum in STOP_SIGNALS:
+    if signum in (signal.SIGINT, signal.SIGUSR2):
+        continue
+    try:
+        with worker_signals():
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+        print(signal.Signals(signum).name, "not stopped")
+    except Stopped as stop:
+        print(signal.Signals(signum).name, stop, stop.exit_code - 128 == signum)
+with worker_signals():
+    os.kill(os.getpid(), signal.SIGUSR2)
+    print("SIGUSR2 ignored", signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN)
+print("restored", {s: signal.getsignal(s) for s in STOP_SIGNALS} == before)
+"""
+
+
+def test_every_signal_that_ends_a_process_stops_a_worker_with_its_name():
+    done = _in_own_process(EVERY_SIGNAL_SCRIPT)
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0, done.stdout + done.stderr
+    from hpo.execution import STOP_SIGNALS
+
+    names = [signal.Signals(s).name for s in STOP_SIGNALS
+             if s not in (signal.SIGINT, signal.SIGUSR2)]
+    assert {"SIGHUP", "SIGTERM", "SIGQUIT", "SIGUSR1", "SIGALRM", "SIGXCPU"} <= set(names)
+    assert lines[:-2] == [f"{name} stopped ({name}) True" for name in names]
+    assert lines[-2:] == ["SIGUSR2 ignored True", "restored True"]
+
+
+REPEATS_SCRIPT = """
+import os, signal, sys, time
+from hpo.errors import Stopped
+from hpo.execution._signals import worker_signals
+
+with worker_signals():
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)
+    except Stopped as stop:  # the trial in flight is being told its end
+        os.kill(os.getpid(), signal.SIGHUP)  # the kernel's hang-up after the shell's
+        time.sleep(0.2)
+        print("second SIGHUP ignored", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # a person insisting
+        time.sleep(5)
+        print("second SIGTERM ignored")
+"""
+
+
+def test_a_repeated_hang_up_is_one_stop_and_an_insisting_sigterm_ends_at_once():
+    done = _in_own_process(REPEATS_SCRIPT)
+    assert done.stdout.strip() == "second SIGHUP ignored", done.stdout + done.stderr
+    assert done.returncode == 143
+    assert done.stderr.strip() == "hpo: SIGTERM again: stopping at once"
+
+
+def test_sighup_fails_the_trial_and_exits_129(tmp_path, image_folder):
+    # What a closed SSH session sends: the trial in flight was left RUNNING, no message.
+    study = write_study(tmp_path / "s.toml", data=image_folder, name="hup", epochs=30)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = _start(tmp_path, storage, "worker", "--study", str(study), "--heartbeat", "1")
+    victim = wait_for_training("hup", storage, proc)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 129, err
+    assert "Traceback" not in err
+    [line] = [line for line in err.strip().splitlines() if line.startswith("hpo: error")]
+    assert line.startswith("hpo: error: stopped (SIGHUP)")
+    trials = _trials("hup", storage)
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[victim.number].user_attrs["fail_reason"] == "stopped (SIGHUP)"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_the_supervisor_passes_sighup_on_to_its_workers(tmp_path, image_folder):
+    study = write_study(tmp_path / "s.toml", data=image_folder, name="suphup", epochs=30)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = _start(tmp_path, storage, "run", "--study", str(study), "--workers", "2",
+                  "--heartbeat", "1")
+    wait_for_training("suphup", storage, proc)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 129, err
+    assert "Traceback" not in err
+    trials = _trials("suphup", storage)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.user_attrs.get("fail_reason") == "stopped (SIGHUP)"]
+    assert stopped and all(t.state == TrialState.FAIL for t in stopped)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_until_ended(pids: list[int], timeout: float) -> list[int]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and [p for p in pids if _alive(p)]:
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path, image_folder):
+    # kill -9 of `hpo run --workers 2` left both workers training on their own, out of reach
+    # of Ctrl-C, their trials RUNNING once they were killed in turn.
+    study = write_study(tmp_path / "s.toml", data=image_folder, name="orphan", epochs=30)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = _start(tmp_path, storage, "run", "--study", str(study), "--workers", "2",
+                  "--heartbeat", "1")
+    victim = wait_for_training("orphan", storage, proc)
+    workers = _children(proc.pid)
+    assert len(workers) == 2, workers
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert _wait_until_ended(workers, timeout=60) == []
+    trials = _trials("orphan", storage)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[victim.number].user_attrs["fail_reason"] == \
+        f"stopped (its supervisor, process {proc.pid}, died)"
+
+
+ORPHAN_SCRIPT = """
+import os, signal, subprocess, sys, time
+child = '''
+import os, sys, time
+import hpo.execution._signals as signals
+from hpo.errors import Stopped
+if sys.argv[1] == "poll":  # where prctl is not available (not Linux)
+    signals._set_parent_death_signal = lambda signum: False
+with signals.worker_signals():
+    try:
+        signals.watch_parent(int(sys.argv[2]))
+        open(sys.argv[3] + ".ready", "w").close()
+        time.sleep(60)
+    except Stopped as stop:
+        open(sys.argv[3], "w").write(str(stop))
+'''
+proc = subprocess.Popen([sys.executable, "-c", child, sys.argv[1], str(os.getpid()),
+                         sys.argv[2]], start_new_session=True)
+print(proc.pid, flush=True)
+while not os.path.exists(sys.argv[2] + ".ready"):
+    time.sleep(0.05)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["prctl", "poll"])
+def test_a_worker_process_stops_when_its_parent_dies(tmp_path, how):
+    if how == "prctl" and not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    told = tmp_path / "told"
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, how, str(told)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert _wait_until_ended([int(out.split()[0])], timeout=20) == []
+    assert told.read_text() == f"stopped (its supervisor, process {proc.pid}, died)"
+
+
+# The Python API: signals as the CLI handles them, the caller's handlers back after.
+
+def test_hpo_run_gives_the_callers_signal_handlers_back(tiny_study, sqlite_url):
+    import hpo
+
+    def callers(signum, frame):  # pragma: no cover - never called
+        pass
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)}
+    hook = sys.unraisablehook
+    try:
+        signal.signal(signal.SIGTERM, callers)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        seen = []
+        from hpo.trial import Objective
+
+        train = Objective.__call__
+
+        def training(self, trial):  # what is in place while a trial trains
+            seen.append({s: signal.getsignal(s) for s in saved})
+            return train(self, trial)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Objective, "__call__", training)
+            study = hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+        [during] = seen
+        assert during[signal.SIGTERM] is not callers  # hpo's, while it runs
+        assert during[signal.SIGHUP] == signal.SIG_IGN  # ignored stays ignored
+        assert during[signal.SIGUSR1] not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGTERM) is callers
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+        assert sys.unraisablehook is hook
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+API_SCRIPT = """
+import sys
+import hpo
+from hpo.errors import Stopped
+
+try:
+    hpo.run(sys.argv[1], storage=sys.argv[2], heartbeat=1)
+except Stopped as stop:
+    print(stop)
+    sys.exit(stop.exit_code)
+"""
+
+
+def test_sigterm_during_hpo_run_fails_the_trial(tmp_path, image_folder):
+    # The trial stayed RUNNING: hpo.run installed no handler, SIGTERM killed the script.
+    study = write_study(tmp_path / "s.toml", data=image_folder, name="api", epochs=30)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-c", API_SCRIPT, str(study), storage],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_ignore_sigint)
+    victim = wait_for_training("api", storage, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out.strip()) == (143, "stopped (SIGTERM)"), err
+    trials = _trials("api", storage)
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[victim.number].user_attrs["fail_reason"] == "stopped (SIGTERM)"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+# Output that cannot be written: `hpo run | head`, quitting `less`, a hung-up terminal.
+
+def test_hpo_run_into_a_pipe_closed_early_finishes_the_study(tmp_path, tiny_study):
+    # The trial in flight failed with "BrokenPipeError" and the run exited 1, stderr empty.
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "run", "--study", str(tiny_study),
+                             "--storage", storage, "--n-trials", "2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # as `| head -1` does
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert first.startswith("storage ")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert err.count("standard output cannot be written") == 1, err
+    [name] = optuna.get_all_study_names(storage)
+    assert [t.state for t in _trials(name, storage)] == [TrialState.COMPLETE] * 2
+
+
+@pytest.mark.parametrize("command", [["trials", "p"], ["studies"]])
+def test_a_printing_command_into_a_closed_pipe_ends_quietly_with_141(tmp_path, command):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="p", storage=storage)
+    study.add_trial(optuna.create_trial(
+        params={"x": 1}, distributions={"x": optuna.distributions.IntDistribution(0, 2)},
+        value=0.5))
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", *command, "--storage", storage],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert (proc.returncode, err) == (128 + signal.SIGPIPE, "")
+
+
+class _ClosedPipe:
+    """A stream whose reader went away."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_that_cannot_be_written_is_dropped_with_one_warning(caplog):
+    from types import SimpleNamespace
+
+    from hpo.reporting import Reporter
+
+    stream = _ClosedPipe()
+    reporter = Reporter(metric="val_accuracy", stream=stream)
+    trial = SimpleNamespace(number=0)
+    with caplog.at_level("WARNING", logger="hpo"):
+        reporter.info("study demo")
+        reporter.epoch(trial, 1, 2, {"loss": 0.5}, 1.0)
+        reporter.summary("best: trial 0")
+    assert stream.writes == 1  # dropped after the first failure
+    assert [r.getMessage() for r in caplog.records] == [
+        ("the output stream ? cannot be written (BrokenPipeError: [Errno 32] Broken pipe): "
+         "progress is no longer printed there; the run goes on")]

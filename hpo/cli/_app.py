@@ -1,10 +1,15 @@
 """The ``hpo`` command line. Typer lives here only; every command is a thin layer over the API.
 
-Every :class:`hpo.HpoError` becomes one line on standard error and exit status 2.
+Every :class:`hpo.HpoError` becomes one line on standard error and exit status 2. A command
+whose output pipe closes early (``hpo trials demo | head -1``) stops there, quietly, with
+status 141, as ``cat`` or ``git log`` killed by SIGPIPE do (``hpo run`` goes on: its
+progress is dropped instead).
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 import unicodedata
 from enum import Enum
 from functools import wraps
@@ -41,8 +46,16 @@ class Precision(str, Enum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"hpo: error: {_one_line(message)}", err=True)
+    from hpo.reporting import write_or_drop
+
+    # A closed pipe or a hung-up terminal (SIGHUP) must not change the exit status.
+    write_or_drop(sys.stderr, f"hpo: error: {_one_line(message)}\n")
     return typer.Exit(code)
+
+
+#: The exit status of a command whose output pipe closed: a shell's for a process SIGPIPE
+#: killed.
+_PIPE_CLOSED = 128 + signal.SIGPIPE
 
 
 def _one_line(text: str) -> str:
@@ -53,20 +66,25 @@ def _one_line(text: str) -> str:
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turns how a command ends (bad input, a lost database, SIGINT, SIGTERM) into one line
-    and its exit status (:func:`hpo.execution.failure_line`); a setting is named by its
-    flag."""
+    """Turns how a command ends (bad input, a lost database, SIGINT, SIGTERM, SIGHUP) into one
+    line and its exit status (:func:`hpo.execution.failure_line`); a setting is named by its
+    flag. Output whose reader went away (a closed pipe: the only pipe these commands write
+    to) ends the command quietly, status 141."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from hpo.config import flag
         from hpo.execution import ENDINGS, failure_line
+        from hpo.reporting import drop_stream
 
         try:
             return func(*args, **kwargs)
         except ENDINGS as exc:
             message, code = failure_line(exc, flag)
             raise _fail(message, code) from None
+        except BrokenPipeError:
+            drop_stream(sys.stdout)  # nothing more to say, and nothing left to flush at exit
+            raise typer.Exit(_PIPE_CLOSED) from None
 
     return wrapper
 
@@ -516,8 +534,10 @@ def dashboard(
     typer.echo("press Ctrl-C to stop")
     from hpo.execution import serve_until_signal
 
+    from hpo.reporting import write_or_drop
+
     code = serve_until_signal(server)
-    typer.echo("dashboard stopped")
+    write_or_drop(sys.stdout, "dashboard stopped\n")  # its terminal may have hung up
     _exit_with(code)
 
 
@@ -635,7 +655,12 @@ def compare(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    from hpo.reporting import flush_or_drop
+
+    try:
+        app()
+    finally:
+        flush_or_drop()  # what cannot be written now must not turn the status into 120
 
 
 if __name__ == "__main__":

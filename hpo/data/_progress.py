@@ -2,6 +2,8 @@
 
 On a terminal: one line rewritten in place, at most a few times a second, with images/s and
 the time left. Anywhere else (a log file, a batch job's output): one plain line per 10 %.
+A stream that cannot be written (a closed pipe, a hung-up terminal) is no longer written to:
+the decode goes on.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ class DecodeProgress:
         self._total = max(total, 1)
         self._label = label
         self._stream = stream if stream is not None else sys.stderr
-        self._tty = self._stream.isatty() if tty is None else tty
+        try:
+            self._tty = self._stream.isatty() if tty is None else tty
+        except ValueError:  # a closed stream
+            self._shown, self._tty = False, False
         self._done = 0
         self._started = time.monotonic()
         self._shown_at = 0.0
@@ -55,20 +60,27 @@ class DecodeProgress:
                 now = time.monotonic()
                 if now - self._shown_at >= 0.2 or self._done >= self._total:
                     self._shown_at = now
-                    self._stream.write("\r" + self.line() + "\x1b[K")
-                    self._stream.flush()
+                    self._write("\r" + self.line() + "\x1b[K")
             else:
                 while self._next_tenth <= 10 and self._done * 10 >= self._next_tenth * \
                         self._total:
                     self._next_tenth += 1
-                    self._stream.write(self.line() + "\n")
-                    self._stream.flush()
+                    self._write(self.line() + "\n")
 
     def close(self) -> None:
         """Ends the terminal line."""
         if self._shown and self._tty and self._done:
-            self._stream.write("\n")
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        """Writes ``text``; a stream that cannot be written is not written to again."""
+        if not self._shown:
+            return
+        try:
+            self._stream.write(text)
             self._stream.flush()
+        except (OSError, ValueError):  # a closed pipe, a hung-up terminal, a closed file
+            self._shown = False
 
     def line(self) -> str:
         """``decoding images: 4,500/10,000 (45%), 1,234 images/s, 0:04 left``."""

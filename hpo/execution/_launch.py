@@ -31,8 +31,13 @@ from hpo.errors import ConfigError, TooManyFailures
 from hpo.execution._loop import RunOptions, prepare_study, report_best
 from hpo.execution._outcome import ENDINGS, failure_line
 from hpo.execution._packing import MEMORY_SHARE_ENV, memory_env, plan_packing
-from hpo.execution._signals import forwarding_signals, worker_signals
-from hpo.reporting import Reporter
+from hpo.execution._signals import (
+    PARENT_ENV,
+    forwarding_signals,
+    watch_parent,
+    worker_signals,
+)
+from hpo.reporting import Reporter, flush_or_drop
 from hpo.storage import (
     StorageOptions,
     close_storage,
@@ -231,8 +236,7 @@ def _run_here(settings: RunSettings, config: StudyConfig, options: RunOptions,
     if settings.timeout is not None:
         rest["timeout"] = max(0.0, settings.timeout - (time.monotonic() - started))
     os.environ.update(settings.replace(**rest).to_env())
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_or_drop()  # a closed pipe must not stop the hand-over
     os.execv(sys.executable, [sys.executable, *_CHILD])
 
 
@@ -335,8 +339,11 @@ def launch_workers(specs: list[WorkerSpec], settings: RunSettings) -> int:
     all of them.
 
     The workers run in sessions of their own, so that a terminal's Ctrl-C reaches them once,
-    through this supervisor: the first SIGINT or SIGTERM is passed on to every worker (each
-    marks its running trial FAIL and exits 130 or 143), a second one kills them at once.
+    through this supervisor: the first stop signal (SIGINT, SIGTERM, SIGHUP, ...: see
+    :mod:`hpo.execution._signals`) is passed on to every worker (each marks its running
+    trial FAIL and exits 128 + N), a second SIGINT, SIGTERM or SIGQUIT kills them at once.
+    Each worker watches this process: when it dies in any way (``kill -9`` included) the
+    workers stop as on SIGTERM (:func:`hpo.execution._signals.watch_parent`).
 
     Returns:
         0 when every worker succeeded, else the first non-zero exit status.
@@ -348,11 +355,14 @@ def launch_workers(specs: list[WorkerSpec], settings: RunSettings) -> int:
 
 
 def _start_child(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, *_CHILD], env=env, start_new_session=True)
+    """Starts a worker process (from the main thread: see :func:`watch_parent`) that stops
+    when this one dies."""
+    return subprocess.Popen([sys.executable, *_CHILD], env={**env, PARENT_ENV: str(os.getpid())},
+                            start_new_session=True)
 
 
 def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:
-    """Waits for every process, passing SIGINT / SIGTERM on (see :func:`launch_workers`)."""
+    """Waits for every process, passing the stop signals on (see :func:`launch_workers`)."""
     def forward(signum: int) -> None:
         for proc in procs:
             if proc.poll() is None:
@@ -376,9 +386,12 @@ def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:
 def child_main() -> None:
     """Entry point of a worker process that a supervisor, an isolated run or a recycling
     worker started (``python -m hpo.execution``): settings from the environment, one
-    worker, one line and an exit status on failure."""
-    from hpo.reporting import quiet_backends, setup_logging
+    worker, one line and an exit status on failure. It stops when the process that started
+    it dies (:func:`watch_parent`)."""
+    from hpo.reporting import quiet_backends, setup_logging, write_or_drop
 
+    if os.environ.get(PARENT_ENV, "").isdigit():
+        watch_parent(int(os.environ[PARENT_ENV]))
     quiet_backends()
     try:
         settings = settings_from_env()
@@ -386,5 +399,6 @@ def child_main() -> None:
         code = work(settings)
     except ENDINGS as exc:
         message, code = failure_line(exc, flag)
-        sys.stderr.write(f"hpo: error: {message}\n")
+        write_or_drop(sys.stderr, f"hpo: error: {message}\n")
+    flush_or_drop()
     sys.exit(code)

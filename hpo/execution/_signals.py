@@ -3,15 +3,50 @@
 A process started from a script's background job (``cmd &`` in a non-interactive shell,
 ``nohup``, many CI runners) inherits SIGINT *ignored*, and Python then installs no handler
 of its own: Ctrl-C would do nothing. Slurm (preemption, ``--requeue``, the time limit),
-Kubernetes and ``docker stop`` send SIGTERM, which by default kills the process at once and
-leaves its trial RUNNING until the heartbeat grace expires. So every long-running command
-installs both handlers here:
+Kubernetes and ``docker stop`` send SIGTERM, a closed SSH session or terminal SIGHUP, and
+every such signal by default kills the process at once and leaves its trial RUNNING until
+the heartbeat grace expires. So every long-running command installs one handler, here, for
+every signal whose default action ends the process:
+
+=========================  ===================================  ==========  =============
+signal                     sent by                              handled     a second one
+=========================  ===================================  ==========  =============
+SIGINT                     Ctrl-C, ``kill -INT``                always      ends at once
+SIGTERM                    ``kill``, Slurm, Kubernetes,         always      ends at once
+                           ``docker stop``, a dead supervisor
+SIGQUIT                    Ctrl-\\                              [1]         ends at once
+SIGHUP                     a closed SSH session or terminal     [1]         ignored [2]
+SIGUSR1, SIGUSR2           Slurm's ``--signal``, scripts        [1]         ignored
+SIGALRM, SIGVTALRM,        interval timers, ``timeout -s``      [1]         ignored
+SIGPROF
+SIGXCPU                    the CPU-time limit (``ulimit -t``),  [1]         ignored [3]
+                           every second past it
+SIGIO, SIGPWR, SIGSTKFLT   (Linux) async I/O, a UPS daemon      [1]         ignored
+=========================  ===================================  ==========  =============
+
+[1] When its default action is in place: a signal the process inherited *ignored*
+(``nohup`` ignores SIGHUP, a background job SIGQUIT) or that already has a handler (a
+profiler's SIGPROF, a caller's own) is left as it is.
+[2] A hang-up often arrives twice (from the shell, then from the kernel as the shell exits):
+one event, not a person insisting.
+[3] The kernel repeats it every second until the hard limit's SIGKILL.
 
 * SIGINT raises :class:`KeyboardInterrupt` (the trial in flight is FAIL "interrupted").
-* SIGTERM raises :class:`hpo.errors.Stopped` (the trial in flight is FAIL "stopped
-  (SIGTERM)" and its grid point free at once).
-* A second signal while the first is being handled ends the process at once, with status
-  128 + that signal.
+* Every other one raises :class:`hpo.errors.Stopped` (the trial in flight is FAIL
+  "stopped (SIGHUP)" and its grid point free at once); the exit status is 128 + N.
+* Left alone on purpose: SIGPIPE and SIGXFSZ, which Python ignores so that a write to a
+  closed pipe or past the file-size limit raises an error instead (output hpo cannot write
+  is dropped where it is written: :mod:`hpo.reporting`); SIGKILL and SIGSTOP (no process can
+  catch them); SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS, SIGTRAP (a fault of this
+  process itself, where no Python handler can run safely); the real-time signals (threading
+  libraries and profilers use them; nothing sends them to stop a process). SIGTSTP, SIGTTIN
+  and SIGTTOU suspend a process rather than end it; SIGCHLD, SIGCONT, SIGURG and SIGWINCH are
+  ignored by default.
+* A second SIGINT, SIGTERM or SIGQUIT while the first stop is being handled ends the process
+  at once, with status 128 + that signal; other repeats are ignored.
+* A worker process hpo started (a supervisor's, an isolated trial's) stops as on SIGTERM when
+  the process that started it dies in any way, ``kill -9`` included (:func:`watch_parent`):
+  its trial is FAIL "stopped (its supervisor, process N, died)".
 * A signal that arrives while Python runs a garbage-collector callback or a ``__del__``
   (Keras imports JAX whenever it is installed, and JAX registers a callback that runs at
   every collection), or any other place where Python drops an exception and only reports
@@ -32,15 +67,76 @@ from typing import Any, Callable, Iterator
 from hpo.errors import Stopped
 
 __all__ = ["STOP_SIGNALS", "worker_signals", "held_signals", "raise_if_swallowed",
-           "forwarding_signals", "serve_until_signal"]
+           "forwarding_signals", "serve_until_signal", "watch_parent", "PARENT_ENV"]
 
-#: The signals a worker stops on.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+def _named(*names: str) -> tuple[int, ...]:
+    return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
+
+
+#: The signals a worker stops on (the table above), those this platform has.
+STOP_SIGNALS: tuple[int, ...] = _named(
+    "SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM",
+    "SIGPROF", "SIGXCPU",
+    *(("SIGIO", "SIGPWR", "SIGSTKFLT") if sys.platform.startswith("linux") else ()))
+#: Handled whatever the disposition this process inherited.
+_ALWAYS = frozenset(_named("SIGINT", "SIGTERM"))
+#: A second one of these while the first stop is handled ends the process at once.
+_INSIST = frozenset(_named("SIGINT", "SIGTERM", "SIGQUIT"))
+#: The environment variable that gives a worker process the pid of the hpo process that
+#: started it (:func:`watch_parent`).
+PARENT_ENV = "HPO_PARENT_PID"
+#: Seconds between two looks at the parent's pid where ``prctl`` is not available.
+_PARENT_POLL_S = 0.5
+#: The pid :func:`watch_parent` watches, once set.
+_parent: list[int] = []
+#: The parent's death's SIGTERM, once it arrived while a stop was under way.
+_excused: list[int] = []
+
+
+def _ours(handler: Any) -> bool:
+    return bool(getattr(handler, "hpo_stop", False))
+
+
+def _to_handle() -> list[int]:
+    """The signals a handler is installed for now: SIGINT and SIGTERM always, the others
+    while their default action (or a handler of hpo's) is in place."""
+    return [signum for signum in STOP_SIGNALS
+            if signum in _ALWAYS or signal.getsignal(signum) == signal.SIG_DFL
+            or _ours(signal.getsignal(signum))]
+
+
+def _parent_died() -> int | None:
+    """The pid of this process's supervisor when it has died (:func:`watch_parent`)."""
+    if _parent and os.getppid() != _parent[0]:
+        return _parent[0]
+    return None
+
+
+def _stop(signum: int) -> BaseException:
+    """What the handler raises for ``signum``."""
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    died = _parent_died()
+    return Stopped(signum, None if died is None else f"its supervisor, process {died}, died")
+
+
+def _again(signum: int) -> None:
+    """A signal while the first stop is handled: a SIGINT, SIGTERM or SIGQUIT ends the
+    process at once; a repeat of another (a hang-up the shell and the kernel both sent,
+    SIGXCPU every second) and the SIGTERM of the parent's death (already stopping) change
+    nothing."""
+    if signum == signal.SIGTERM and _parent_died() is not None and not _excused:
+        _excused.append(signum)  # the kernel's (or the watch's) one SIGTERM, not a person's
+        return
+    if signum in _INSIST:
+        _exit_now(signum)
 
 
 def _exit_now(signum: int) -> None:
-    sys.stderr.write(f"hpo: {signal.Signals(signum).name} again: stopping at once\n")
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):  # a closed pipe, a hung-up terminal
+        sys.stderr.write(f"hpo: {signal.Signals(signum).name} again: stopping at once\n")
+        sys.stderr.flush()
     os._exit(128 + signum)
 
 
@@ -71,17 +167,20 @@ def _deliver_later(signum: int, delay: float = 0.01) -> None:
 
 @contextlib.contextmanager
 def _installed(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    handler.hpo_stop = True  # type: ignore[attr-defined]  # see _to_handle
+    previous = {signum: signal.signal(signum, handler) for signum in _to_handle()}
     try:
         yield
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+        for signum, old in previous.items():  # None: one set outside Python
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
 
 
 @contextlib.contextmanager
 def worker_signals() -> Iterator[None]:
-    """SIGINT -> KeyboardInterrupt, SIGTERM -> Stopped, once; a second signal exits at once.
+    """SIGINT -> KeyboardInterrupt, SIGTERM, SIGHUP, ... -> Stopped, once; a second SIGINT,
+    SIGTERM or SIGQUIT exits at once (see the module's table). The previous handlers are
+    back when the block ends.
 
     Only the main thread can install handlers; elsewhere (a notebook's worker thread) this
     changes nothing.
@@ -96,12 +195,13 @@ def worker_signals() -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:
-            _exit_now(signum)
+            _again(signum)
+            return
         if _in_finalizer(frame):  # raising here would be printed and lost
             _deliver_later(signum)
             return
         received.append(signum)
-        stop: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+        stop = _stop(signum)
         raised[:] = [(stop, signum)]
         raise stop
 
@@ -147,12 +247,13 @@ def raise_if_swallowed() -> None:
 
 @contextlib.contextmanager
 def held_signals() -> Iterator[Callable[[], None]]:
-    """Holds SIGINT/SIGTERM back over a window where raising would strand state: from the
+    """Holds the stop signals (those :func:`worker_signals` handles; SIGINT and SIGTERM
+    always) back over a window where raising would strand state: from the
     moment a trial is created (``study.ask``) until the code that tells its end is in
     place. Yields ``release``: it puts the previous handlers back and delivers a signal that
     arrived meanwhile, so that it raises *there* (inside the trial's ``try``); leaving the
-    block releases too. A second signal while held ends the process at once, as in
-    :func:`worker_signals`. Outside the main thread nothing is held.
+    block releases too. A second signal while held is handled as in :func:`worker_signals`.
+    Outside the main thread nothing is held.
     """
     import threading
 
@@ -163,10 +264,13 @@ def held_signals() -> Iterator[Callable[[], None]]:
 
     def hold(signum: int, frame: FrameType | None) -> None:
         if pending:
-            _exit_now(signum)
+            _again(signum)
+            return
         pending.append(signum)
 
-    previous = {signum: signal.signal(signum, hold) for signum in STOP_SIGNALS}
+    held = [signum for signum in STOP_SIGNALS
+            if signum in _ALWAYS or _ours(signal.getsignal(signum))]
+    previous = {signum: signal.signal(signum, hold) for signum in held}
     released = False
 
     def release() -> None:
@@ -175,7 +279,7 @@ def held_signals() -> Iterator[Callable[[], None]]:
             return
         released = True
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
         if pending:
             signal.raise_signal(pending[0])  # its handler runs now, in this frame
 
@@ -188,18 +292,24 @@ def held_signals() -> Iterator[Callable[[], None]]:
 @contextlib.contextmanager
 def forwarding_signals(forward: Callable[[int], None],
                        kill: Callable[[], None]) -> Iterator[list[int]]:
-    """For a supervisor: the first SIGINT/SIGTERM is passed on with ``forward(signum)`` (the
-    children stop as a worker does); a second one calls ``kill()`` (SIGKILL to the children).
-    Yields the list of signals received, so the caller can exit with the right status."""
+    """For a supervisor: the first stop signal (SIGINT, SIGTERM, SIGHUP, ...: the module's
+    table) is passed on with ``forward(signum)`` (the children stop as a worker does); a
+    second SIGINT, SIGTERM or SIGQUIT calls ``kill()`` (SIGKILL to the children), a repeat
+    of another is ignored. Yields the list of signals acted on, so the caller can exit with
+    the right status."""
     received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if received and signum not in _INSIST:
+            return
         received.append(signum)
         if len(received) == 1:
             forward(signum)
         else:
-            sys.stderr.write(f"hpo: {signal.Signals(signum).name} again: stopping the "
-                             "workers at once\n")
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"hpo: {signal.Signals(signum).name} again: stopping the "
+                                 "workers at once\n")
+                sys.stderr.flush()
             kill()
 
     with _installed(handler):
@@ -207,8 +317,9 @@ def forwarding_signals(forward: Callable[[int], None],
 
 
 def serve_until_signal(server: Any) -> int:
-    """Serves ``server`` (a ``socketserver`` server) until SIGINT or SIGTERM, closes it, and
-    returns the exit status: 0 after Ctrl-C (a dashboard's normal end), 143 after SIGTERM.
+    """Serves ``server`` (a ``socketserver`` server) until a stop signal (the module's
+    table), closes it, and returns the exit status: 0 after Ctrl-C (a dashboard's normal
+    end), 128 + N after signal N (143 after SIGTERM).
 
     The server runs in a thread and the signal only sets an event: raising from the handler
     would land inside whatever request is being served, where the WSGI handler catches it.
@@ -220,7 +331,8 @@ def serve_until_signal(server: Any) -> int:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:
-            _exit_now(signum)
+            _again(signum)
+            return
         received.append(signum)
         stop.set()
 
@@ -235,3 +347,42 @@ def serve_until_signal(server: Any) -> int:
     if not received or received[0] == signal.SIGINT:
         return 0
     return 128 + received[0]
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, signum)`` (Linux): the kernel sends ``signum`` to this
+    process when the thread that started it ends (hpo starts its workers from its main
+    thread). False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, signum, 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _poll_parent(pid: int) -> None:
+    import time
+
+    while os.getppid() == pid:
+        time.sleep(_PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def watch_parent(pid: int) -> None:
+    """Stops this process (as SIGTERM does: the trial in flight is FAIL "stopped (its
+    supervisor, process N, died)", exit 143) when ``pid``, the hpo process that started it,
+    dies in any way, ``kill -9`` included: a worker would otherwise go on training on its
+    own, out of reach of Ctrl-C. On Linux the kernel signals it (``PR_SET_PDEATHSIG``);
+    elsewhere a thread looks at the parent's pid twice a second."""
+    _parent[:] = [pid]
+    if not _set_parent_death_signal(signal.SIGTERM):
+        import threading
+
+        threading.Thread(target=_poll_parent, args=(pid,), name="hpo-parent-watch",
+                         daemon=True).start()
+    if os.getppid() != pid:  # it died before the kernel was told to watch it
+        os.kill(os.getpid(), signal.SIGTERM)

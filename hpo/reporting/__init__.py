@@ -13,6 +13,7 @@ from hpo.reporting._dashboard import (
                                       with_token,
 )
 from hpo.reporting._logs import quiet_backends, setup_logging
+from hpo.reporting._output import drop_stream, flush_or_drop, write_or_drop
 from hpo.reporting._progress import (
                                       Reporter,
                                       format_params,
@@ -33,6 +34,9 @@ __all__ = [
     "compare_trials",
     "quiet_backends",
     "setup_logging",
+    "write_or_drop",
+    "drop_stream",
+    "flush_or_drop",
     "Reporter",
     "format_params",
     "format_value",

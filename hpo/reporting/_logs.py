@@ -13,6 +13,20 @@ import optuna
 __all__ = ["quiet_backends", "setup_logging"]
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines to standard error; when it cannot be written (a closed pipe, a hung-up
+    terminal) it is dropped, not reported with a traceback on that same stream."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        from hpo.reporting._output import WRITE_ERRORS, drop_stream
+
+        error = sys.exc_info()[1]
+        if isinstance(error, WRITE_ERRORS):
+            drop_stream(self.stream)
+            return
+        super().handleError(record)
+
+
 def quiet_backends() -> None:
     """Keeps TensorFlow's and JAX's start-up chatter out of the output; call before import."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,7 +37,7 @@ def quiet_backends() -> None:
 def setup_logging(quiet: bool) -> None:
     """hpo's log lines at INFO (WARNING when ``quiet``); Optuna's own at ERROR, since hpo
     prints each trial's outcome (with a failed trial's reason) itself."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(logging.Formatter("hpo: %(levelname)s: %(message)s"))
     logger = logging.getLogger("hpo")
     logger.handlers[:] = [handler]

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.reporting._output import write_or_drop
 from hpo.study import attrs, metric_value, objective_names
 
 __all__ = ["Reporter", "format_params", "format_value"]
@@ -48,6 +49,9 @@ def pareto_front_lines(study: optuna.Study, front: list[FrozenTrial]) -> list[st
 class Reporter:
     """Prints progress to a stream; silent when ``quiet`` (only the final summary shows).
 
+    A stream that cannot be written (``hpo run | head``, a hung-up terminal) is dropped with
+    one warning on standard error; the run goes on (:mod:`hpo.reporting._output`).
+
     Attributes:
         metric: The study's metric name, shown with each trial's value.
         quiet: Print no per-trial or per-epoch lines.
@@ -66,18 +70,24 @@ class Reporter:
 
     def _print(self, text: str) -> None:
         if self._live:
-            self.stream.write("\n")
+            text = "\n" + self.prefix + text
             self._live = False
-        print(self.prefix + text, file=self.stream, flush=True)
+        else:
+            text = self.prefix + text
+        write_or_drop(self.stream, text + "\n")
 
     def __post_init__(self) -> None:
         # A terminal gets one self-updating progress line per trial; logs get plain lines.
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)()) and not self.json_lines
+        try:
+            tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        except ValueError:  # a closed stream
+            tty = False
+        self._tty = tty and not self.json_lines
         self._live = False
 
     def _event(self, event: str, **fields: Any) -> None:
-        print(json.dumps({"event": event, "time": round(time.time(), 3), **fields},
-                         default=str), file=self.stream, flush=True)
+        write_or_drop(self.stream, json.dumps(
+            {"event": event, "time": round(time.time(), 3), **fields}, default=str) + "\n")
 
     def info(self, text: str) -> None:
         """A line of information, hidden when quiet."""
@@ -107,10 +117,9 @@ class Reporter:
         if self._tty:
             done = int(20 * epoch / max(1, epochs))
             bar = "#" * done + "." * (20 - done)
-            self.stream.write(f"\r\x1b[K{self.prefix}  trial {trial.number} [{bar}] "
-                              f"{epoch}/{epochs} {shown}")
-            self.stream.flush()
-            self._live = True
+            self._live = write_or_drop(self.stream, f"\r\x1b[K{self.prefix}  trial "
+                                                    f"{trial.number} [{bar}] {epoch}/{epochs} "
+                                                    f"{shown}")
             return
         self._print(f"  trial {trial.number} epoch {epoch}/{epochs} {shown} ({seconds:.1f}s)")
 
