@@ -55,7 +55,7 @@ def run(study: str | Path | StudyConfig, settings: RunSettings | None = None,
     else:
         settings = settings.replace(**values, study=name)
     config, options, reporter = plan_run(settings, config)
-    with worker_signals():
+    with worker_signals(embedded=True):  # a second Ctrl-C never ends the caller's process
         return run_study(config, options, reporter)
 
 

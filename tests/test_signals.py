@@ -623,3 +623,32 @@ def test_progress_that_cannot_be_written_is_dropped_with_one_warning(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         ("the output stream ? cannot be written (BrokenPipeError: [Errno 32] Broken pipe): "
          "progress is no longer printed there; the run goes on")]
+
+
+EMBEDDED_SCRIPT = """
+import os, signal
+from hpo.execution import worker_signals
+
+caught = []
+with worker_signals(embedded=True):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pause()
+    except KeyboardInterrupt:
+        caught.append("first")
+        try:  # the first stop is being handled (a trial's FAIL being written)
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.pause()
+        except KeyboardInterrupt:
+            caught.append("second")
+print(",".join(caught))
+"""
+
+
+def test_a_second_ctrl_c_in_hpo_run_never_ends_the_callers_interpreter():
+    """hpo.run in a notebook: interrupting twice raises KeyboardInterrupt twice, as Python
+    does; the CLI's 'second Ctrl-C ends at once' would kill the kernel and its state."""
+    done = subprocess.run([sys.executable, "-c", EMBEDDED_SCRIPT], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "first,second"

@@ -177,10 +177,14 @@ def _installed(handler: Callable[[int, FrameType | None], None]) -> Iterator[Non
 
 
 @contextlib.contextmanager
-def worker_signals() -> Iterator[None]:
+def worker_signals(*, embedded: bool = False) -> Iterator[None]:
     """SIGINT -> KeyboardInterrupt, SIGTERM, SIGHUP, ... -> Stopped, once; a second SIGINT,
     SIGTERM or SIGQUIT exits at once (see the module's table). The previous handlers are
     back when the block ends.
+
+    ``embedded`` (:func:`hpo.run` in someone's interpreter: a notebook's kernel, a script):
+    a second SIGINT raises KeyboardInterrupt again, as Python does, instead of ending the
+    process, so that interrupting twice never kills the caller's interpreter and its state.
 
     Only the main thread can install handlers; elsewhere (a notebook's worker thread) this
     changes nothing.
@@ -195,6 +199,8 @@ def worker_signals() -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:
+            if embedded and signum == signal.SIGINT:
+                raise KeyboardInterrupt
             _again(signum)
             return
         if _in_finalizer(frame):  # raising here would be printed and lost
@@ -331,6 +337,8 @@ def serve_until_signal(server: Any) -> int:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:
+            if embedded and signum == signal.SIGINT:
+                raise KeyboardInterrupt
             _again(signum)
             return
         received.append(signum)
