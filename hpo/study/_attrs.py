@@ -9,7 +9,8 @@ from __future__ import annotations
 __all__ = [
     "STUDY_FILE", "METRIC", "TRAINING", "GRID_SIZE", "DATA",
     "FAIL_REASON", "FAIL_TRACEBACK", "WORKER", "WALL_TIME", "TEST_ACCURACY",
-    "REPEAT_VALUES", "VALUE_STD",
+    "REPEAT_VALUES", "VALUE_STD", "STUDY_UID", "LATE_RESULT", "LATE_RESULT_AT",
+    "LATE_RESULT_SUPERSEDED_BY", "LATE_RESULT_OF", "RUN_ID",
 ]
 
 # Study user attributes
@@ -23,6 +24,12 @@ TRAINING = "hpo:training"
 GRID_SIZE = "hpo:grid_size"
 #: The data the study trains on: its source and its classes, checked when a run resumes.
 DATA = "hpo:data"
+#: The study's identity (a UUID written when hpo first opens it): what its kept models are
+#: filed under, so that a study of the same name in another storage never shares them.
+STUDY_UID = "hpo:study_uid"
+#: A late result kept on the study (``hpo:late_result:N``) where the storage cannot write
+#: to trial N once it has finished (journal, in-memory).
+LATE_RESULT_OF = "hpo:late_result:"
 
 # Trial user attributes
 #: Why a trial failed (``NonFiniteLossError: ...``, ``interrupted (Ctrl-C)``, ...).
@@ -39,3 +46,15 @@ TEST_ACCURACY = "test_accuracy"
 REPEAT_VALUES = "repeat_values"
 #: The standard deviation of the repeated runs' metric.
 VALUE_STD = "value_std"
+#: The result of a trial that was failed under its live worker (a stale heartbeat) and
+#: came in after its point was taken again: a record, never a result of the point.
+LATE_RESULT = "late_result"
+#: When that late result came in (UTC, ISO 8601).
+LATE_RESULT_AT = "late_result_at"
+#: The trials that had taken the point by then.
+LATE_RESULT_SUPERSEDED_BY = "late_result_superseded_by"
+
+# Trial system attributes
+#: The run (one ``hpo run`` or ``hpo worker``, its recycled and supervised processes
+#: included) that took the trial: how ``n_trials`` counts a run's trials across workers.
+RUN_ID = "hpo:run_id"
