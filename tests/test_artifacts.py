@@ -238,8 +238,8 @@ def _export_study(tmp_path: Path) -> tuple[optuna.Study, Path]:
     (9, "has no trial 9 (received trial 9, expected one of its trials 0 to 5)"),
     (1, "trial 1 of 'kept' failed (NonFiniteLossError: loss is nan): only a completed trial"),
     (5, "trial 5 of 'kept' was pruned: only a completed trial has a trained model"),
-    (2, "trial 2 was not among the keep_models best trials when it ended, so its model was "
-        "never saved"),
+    (2, ("trial 2 was not among the keep_models best trials when it ended, so its model was "
+         "never saved")),
     (3, "was kept in"),
     (4, "the model of trial 4 was kept in another artifacts folder"),
 ])

@@ -227,11 +227,11 @@ def test_a_paused_worker_that_resumes_after_its_retry_was_taken_adds_no_second_r
             taken = _wait_for_retry(name, postgres_url, other, victim)
             assert taken.params == victim.params
         else:
-            out, err = other.communicate(timeout=600)
+            _, err = other.communicate(timeout=600)
             assert other.returncode == 0, err
     finally:
         os.kill(paused.pid, signal.SIGCONT)
-    out, err = paused.communicate(timeout=600)
+    _, err = paused.communicate(timeout=600)
     assert paused.returncode == 0, err
     assert "its late result is kept as a record on trial" in err
     if retry == "running":

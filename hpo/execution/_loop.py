@@ -32,13 +32,13 @@ from hpo.storage import (
     DEFAULT_STORAGE,
     Heartbeat,
     StorageOptions,
+    annotate_finished_trial,
     close_storage,
+    count_marked_trials,
     open_storage,
     storage_of,
-    study_lock,
-    annotate_finished_trial,
-    count_marked_trials,
     study_id,
+    study_lock,
     trial_id,
     unwrap_storage,
     withdraw_waiting_trial,
@@ -242,10 +242,10 @@ def _record_late_result(study: optuna.Study, frozen: FrozenTrial,
                         value: float | list[float] | None, taken: list[int]) -> None:
     """Keeps a late result as a record on its FAIL trial (or, on a storage that cannot
     write to a finished trial, on the study), not as a result of the point."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     record = {attrs.LATE_RESULT: list(value) if isinstance(value, (list, tuple)) else value,
-              attrs.LATE_RESULT_AT: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              attrs.LATE_RESULT_AT: datetime.now(UTC).isoformat(timespec="seconds"),
               attrs.LATE_RESULT_SUPERSEDED_BY: taken}
     if not annotate_finished_trial(storage_of(study), trial_id(frozen), record):
         study.set_user_attr(f"{attrs.LATE_RESULT_OF}{frozen.number}", record)

@@ -263,6 +263,13 @@ def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: Tria
     ``drop`` removed in the same transaction. False where RDBStorage returns False (an
     integrity error).
 
+    This check is the fence of a worker's claim: the trial's row is locked and must still
+    be RUNNING in the transaction that ends it. A trial another worker failed as stale (its
+    worker paused, suspended or cut off) can never be RUNNING again, so a late end is
+    refused here, and the worker keeps its result only as
+    :func:`hpo.execution` decides under the study lock (a record on the failed trial once
+    the point's retry was taken).
+
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: The trial had already finished.
     """
