@@ -92,3 +92,24 @@ def test_an_earlier_failure_of_the_grid_point_does_not_count_as_taken(tmp_path):
     _keep_result_of_failed_trial(study, storage.get_trial(trial_id(rerun)), 0.7, {})
     [kept] = [t for t in _stored(tmp_path) if t.state == TrialState.COMPLETE]
     assert kept.value == 0.7 and kept.user_attrs["recovered_from_trial"] == rerun.number
+
+
+@pytest.mark.parametrize(("heartbeat", "grace", "refused"), [(60, 2, True), (5, 9, True),
+                                                             (5, 10, False), (1, None, False)])
+def test_a_grace_shorter_than_two_heartbeats_is_refused_before_anything_runs(
+        tiny_study, heartbeat, grace, refused):
+    """A worker with --grace under two of its --heartbeat intervals would fail the live
+    trials of workers like itself as stale."""
+    from hpo.config import RunSettings, flag
+    from hpo.errors import ConfigError
+    from hpo.execution import plan_run
+
+    settings = RunSettings.create(study=str(tiny_study), heartbeat=heartbeat, grace=grace)
+    if not refused:
+        plan_run(settings)
+        return
+    with pytest.raises(ConfigError) as caught:
+        plan_run(settings)
+    line = caught.value.render(flag)
+    assert f"--grace {grace} s would fail live trials" in line
+    assert f"at least {2 * heartbeat} s" in line
