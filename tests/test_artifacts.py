@@ -168,3 +168,111 @@ def test_the_best_models_come_from_one_ordered_query_that_ranks_as_a_sort_does(t
         top = best_trial_numbers(study._storage, study_id(study), 4,
                                  maximize=direction == "maximize")
         assert top == [(t.number, t.value) for t in ranked]
+
+
+# -- artifacts belong to a study, not to a name (issue 25, item 5) -----------------------------
+
+def test_the_same_study_name_in_two_storages_keeps_each_others_models_and_figures(
+        tiny_study, tmp_path):
+    """The README's PostgreSQL section invites a second storage run from the same folder:
+    its study of the same name once deleted the first one's best models and overwrote
+    another (trial 0 of both wrote models/NAME/trial-00000.keras)."""
+    import hpo
+    from hpo.trial import export_model, models_folder
+
+    artifacts = tmp_path / "artifacts"
+    first = hpo.run(tiny_study, storage=f"sqlite:///{tmp_path / 'a.db'}", n_trials=2,
+                    artifacts=artifacts, keep_models=2)
+    kept = {t.number: Path(t.user_attrs["model_path"]) for t in first.trials}
+    before = {n: p.read_bytes() for n, p in kept.items()}
+    assert len(before) == 2
+    second = hpo.run(tiny_study, storage=f"sqlite:///{tmp_path / 'b.db'}", n_trials=2,
+                     artifacts=artifacts, keep_models=1, seed=7)
+    assert models_folder(artifacts, first) != models_folder(artifacts, second)
+    assert {n: p.read_bytes() for n, p in kept.items()} == before  # neither gone nor replaced
+    for trial in first.trials:  # each exports its own
+        number = export_model(first, artifacts, tmp_path / f"a{trial.number}.keras",
+                              model=trial.number)
+        assert (tmp_path / f"a{number}.keras").read_bytes() == before[number]
+    export_model(second, artifacts, tmp_path / "b.keras")
+    assert (tmp_path / "b.keras").read_bytes() not in before.values()
+    for study in (first, second):  # the figures are filed by artifact id: all still there
+        for trial in study.trials:
+            for meta in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage):
+                assert (artifacts / meta.artifact_id).is_file()
+
+
+def _export_study(tmp_path: Path) -> tuple[optuna.Study, Path]:
+    """A study with a trial of each kind ``hpo export`` may be asked for; its models as hpo
+    files them (its identity recorded as hpo records it)."""
+    from hpo.trial import model_path
+
+    directory = tmp_path / "artifacts"
+    study = optuna.create_study(study_name="kept", direction="maximize",
+                                storage=f"sqlite:///{tmp_path / 'e.db'}")
+    study.set_user_attr("hpo:study_uid", "0123456789abcdef0123456789abcdef")
+    path = {n: str(model_path(directory, study, n)) for n in range(6)}
+    elsewhere = tmp_path / "other" / "models" / "kept-01234567" / "trial-00004.keras"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(b"model 4")
+    trials = [
+        optuna.create_trial(state=TrialState.COMPLETE, value=0.9,  # 0: kept
+                            user_attrs={"model_path": path[0]}),
+        optuna.create_trial(state=TrialState.FAIL,  # 1: failed
+                            user_attrs={"fail_reason": "NonFiniteLossError: loss is nan"}),
+        optuna.create_trial(state=TrialState.COMPLETE, value=0.1),  # 2: never kept
+        optuna.create_trial(state=TrialState.COMPLETE, value=0.5,  # 3: kept, then pruned
+                            user_attrs={"model_path": path[3]}),
+        optuna.create_trial(state=TrialState.COMPLETE, value=0.8,  # 4: another --artifacts
+                            user_attrs={"model_path": str(elsewhere)}),
+        optuna.create_trial(state=TrialState.PRUNED, value=0.2),  # 5: pruned
+    ]
+    for trial in trials:
+        study.add_trial(trial)
+    Path(path[0]).parent.mkdir(parents=True)
+    Path(path[0]).write_bytes(b"model 0")
+    return study, directory
+
+
+@pytest.mark.parametrize(("model", "reason"), [
+    (9, "has no trial 9 (received trial 9, expected one of its trials 0 to 5)"),
+    (1, "trial 1 of 'kept' failed (NonFiniteLossError: loss is nan): only a completed trial"),
+    (5, "trial 5 of 'kept' was pruned: only a completed trial has a trained model"),
+    (2, ("trial 2 was not among the keep_models best trials when it ended, so its model was "
+         "never saved")),
+    (3, "was kept in"),
+    (4, "the model of trial 4 was kept in another artifacts folder"),
+])
+def test_export_names_why_a_model_is_missing(tmp_path, model, reason):
+    from hpo.errors import StudyError
+    from hpo.trial import export_model
+
+    study, directory = _export_study(tmp_path)
+    with pytest.raises(StudyError) as caught:
+        export_model(study, directory, tmp_path / "out.keras", model=model)
+    assert reason in str(caught.value)
+    if model == 3:
+        assert "and then deleted: it fell out of the keep_models best" in str(caught.value)
+    if model == 4:
+        assert f"pass artifacts {tmp_path / 'other'}" in str(caught.value)
+    assert "rerun with a larger" not in str(caught.value) or model in (2, 3)
+    assert not (tmp_path / "out.keras").exists()
+    assert export_model(study, directory, tmp_path / "best.keras") == 0
+    assert (tmp_path / "best.keras").read_bytes() == b"model 0"
+
+
+def test_a_study_created_before_it_had_an_identity_keeps_its_models_where_they_are(tmp_path):
+    """A study stored before hpo recorded ``hpo:study_uid`` (or resumed since: it is never
+    given one once it has trials) keeps the layout models/NAME, where its kept models are
+    found, pruned and exported."""
+    from hpo.trial import export_model, models_folder
+
+    study = _study([0.2, 0.9, 0.5], storage=f"sqlite:///{tmp_path / 'old.db'}")
+    assert models_folder(tmp_path, study) == tmp_path / "models" / "kept"
+    for number in range(3):
+        _kept_file(tmp_path, number)
+    assert set(Artifacts(directory=tmp_path, keep_models=1).prune_models(study)) == \
+        {model_path(tmp_path, "kept", 0), model_path(tmp_path, "kept", 2)}
+    assert sorted(p.name for p in (tmp_path / "models" / "kept").iterdir()) == \
+        ["trial-00001.keras"]
+    assert export_model(study, tmp_path, tmp_path / "out.keras") == 1

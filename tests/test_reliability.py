@@ -19,7 +19,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import wait_for_training
+from tests.conftest import run_cli, wait_for_training
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.postgres
@@ -178,3 +178,105 @@ def test_eight_workers_starting_at_once_on_an_empty_database(tmp_path, image_fol
                 {"d": database})
             conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {database}"))
         admin.dispose()
+
+
+def _point(trial: optuna.trial.FrozenTrial) -> tuple:
+    return tuple(sorted(trial.params.items()))
+
+
+def _wait_for_retry(name: str, storage: str, proc: subprocess.Popen[str],
+                    victim: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    """The retry of ``victim`` once it trains (an epoch reported) in ``proc``."""
+    from hpo.storage import StorageOptions, open_storage
+
+    rdb = open_storage(storage, StorageOptions())
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            for trial in optuna.load_study(study_name=name, storage=rdb).get_trials(
+                    states=(TrialState.RUNNING,)):
+                if trial.number != victim.number and trial.intermediate_values:
+                    return trial
+            time.sleep(0.2)
+    finally:
+        rdb.engine.dispose()
+    raise AssertionError(f"no retry of trial {victim.number} started training")
+
+
+@pytest.mark.parametrize("retry", ["running", "done"])
+def test_a_paused_worker_that_resumes_after_its_retry_was_taken_adds_no_second_result(
+        tmp_path, image_folder, postgres_url, retry):
+    """SIGSTOP (a suspended laptop or VM, a network partition) past the grace: the trial is
+    failed and its retry taken by another worker. SIGCONT while that retry runs, or after
+    it finished: the point ends with exactly one COMPLETE trial, and the late result is a
+    record on the original trial, not a second result."""
+    import signal
+
+    name = f"pause-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=6)
+    beat = ("--heartbeat", "1", "--grace", "2", "--n-trials", "1", "--keep-models", "0",
+            "--no-figures")
+    paused = _worker(study_file, postgres_url, tmp_path, *beat)
+    victim = wait_for_training(name, postgres_url, paused)
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        time.sleep(3.5)  # past the grace: its heartbeat is stale
+        other = _worker(study_file, postgres_url, tmp_path, *beat)  # reaps, takes the retry
+        if retry == "running":
+            taken = _wait_for_retry(name, postgres_url, other, victim)
+            assert taken.params == victim.params
+        else:
+            _, err = other.communicate(timeout=600)
+            assert other.returncode == 0, err
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    _, err = paused.communicate(timeout=600)
+    assert paused.returncode == 0, err
+    assert "its late result is kept as a record on trial" in err
+    if retry == "running":
+        other.communicate(timeout=600)
+        assert other.returncode == 0
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    same = [t for t in study.trials if _point(t) == _point(victim)]
+    assert [t.state for t in same].count(TrialState.COMPLETE) == 1
+    original = study.trials[victim.number]
+    assert original.state == TrialState.FAIL
+    assert isinstance(original.user_attrs["late_result"], float)
+    assert original.user_attrs["late_result_at"]
+    assert original.user_attrs["late_result_superseded_by"] == \
+        [t.number for t in same if t.state == TrialState.COMPLETE]
+    assert not any("recovered_from_trial" in t.user_attrs for t in study.trials)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_reap_refuses_a_grace_shorter_than_the_workers_heartbeat_and_spares_a_live_trial(
+        tmp_path, image_folder, postgres_url):
+    """`hpo reap --grace 2` beside a worker beating every 5 s failed its live trial; now it
+    is refused (one line, exit 2), and a grace the heartbeat allows fails nothing live."""
+    import signal
+
+    name = f"reapgrace-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=500)
+    proc = _worker(study_file, postgres_url, tmp_path, "--heartbeat", "5", "--n-trials", "1",
+                   "--keep-models", "0", "--no-figures")
+    try:
+        live = wait_for_training(name, postgres_url, proc)
+        refused = run_cli("reap", name, "--storage", postgres_url, "--grace", "2",
+                          cwd=tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+        assert "--grace 2 s would fail live trials" in refused.stderr
+        assert "--grace 10 or more" in refused.stderr
+        allowed = run_cli("reap", name, "--storage", postgres_url, "--grace", "10",
+                          cwd=tmp_path)
+        assert allowed.returncode == 0, allowed.stderr
+        assert "reaped 0 trial(s)" in allowed.stdout
+        study = optuna.load_study(study_name=name, storage=postgres_url)
+        assert study.trials[live.number].state == TrialState.RUNNING  # 500 epochs: alive
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the worker fails its own trial and exits
+        proc.communicate(timeout=120)
+    optuna.delete_study(study_name=name, storage=postgres_url)

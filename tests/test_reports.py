@@ -10,7 +10,7 @@ import hpo
 from hpo.config import load_study_config
 from hpo.reporting import build_report, write_report
 from hpo.testing import write_study
-from hpo.trial import Artifacts, model_path
+from hpo.trial import Artifacts, model_path, models_folder
 from tests.conftest import run_cli
 
 
@@ -37,7 +37,8 @@ def test_each_trial_has_its_figures_as_optuna_artifacts(finished):
 
 def test_only_the_best_k_models_stay_on_disk(finished):
     _, _, artifacts, study = finished
-    folder = artifacts.directory / "models" / study.study_name
+    folder = models_folder(artifacts.directory, study)
+    assert folder.name.startswith("reported-")  # filed under the study's identity
     kept = sorted(p.name for p in folder.glob("*.keras"))
     assert len(kept) == 2
     ranked = sorted(study.trials, key=lambda t: (-t.value, t.number))
@@ -93,7 +94,7 @@ def test_report_and_export_from_the_cli(finished, tmp_path):
     model = keras.saving.load_model(tmp_path / "best.keras")
     assert model.output_shape == (None, 2)
     worst = min(study.trials, key=lambda t: t.value)
-    if not model_path(artifacts.directory, "reported", worst.number).exists():
+    if not model_path(artifacts.directory, study, worst.number).exists():
         missing = run_cli("export", "reported", "--model", str(worst.number), "--out",
                           str(tmp_path / "x.keras"), "--storage", storage, "--artifacts",
                           str(artifacts.directory), cwd=tmp_path)

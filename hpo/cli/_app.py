@@ -470,14 +470,17 @@ def reap(
     max_retry: Annotated[int, typer.Option(help="Re-queue a lost trial this often.")] = 1,
 ) -> None:
     """Mark lost trials (dead worker, stale heartbeat) FAIL and re-queue them, with no worker
-    alive."""
+    alive. A trial whose last heartbeat is younger than --grace is never failed, and a
+    --grace shorter than two heartbeats of a running trial's worker is refused."""
     from hpo.storage import StorageOptions, open_storage
-    from hpo.study import load_existing_study, reap_dead_trials
+    from hpo.study import check_reap_grace, load_existing_study, reap_dead_trials
 
     opened = open_storage(storage, StorageOptions(heartbeat_interval=max(1, grace // 3),
                                                   grace_period=grace, max_retry=max_retry),
                           create=False)
-    reaped = reap_dead_trials(load_existing_study(study, opened), max_retry=max_retry)
+    loaded = load_existing_study(study, opened)
+    check_reap_grace(loaded, grace)
+    reaped = reap_dead_trials(loaded, max_retry=max_retry, grace=grace, spare_fresh=True)
     typer.echo(f"reaped {len(reaped)} trial(s)" + (": " + ", ".join(map(str, reaped))
                                                   if reaped else ""))
 

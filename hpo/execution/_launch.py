@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ from hpo.storage import (
     storage_of,
     study_lock,
 )
-from hpo.study import attrs, finished_trials, reap_dead_trials
+from hpo.study import FRESH_HEARTBEATS, attrs, finished_trials, reap_dead_trials
 from hpo.trial import gpu_memory_mb
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ _log = logging.getLogger("hpo.execution")
 _TRIAL_FAILED = 1
 #: How hpo starts a worker process: settings come from the environment.
 _CHILD = ("-m", "hpo.execution")
+#: The environment variable that hands a run's id to its worker processes (supervised,
+#: recycled): the trials they take count towards one ``n_trials`` (see ``_loop._Budget``).
+RUN_ID_ENV = "HPO_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -128,16 +132,24 @@ def plan_workers(*, workers: int, gpus: str | None, per_gpu: int = 1) -> list[Wo
             for i in range(workers)]
 
 
-def plan_run(settings: RunSettings, config: StudyConfig | None = None
-             ) -> tuple[StudyConfig, RunOptions, Reporter]:
+def plan_run(settings: RunSettings, config: StudyConfig | None = None,
+             run_id: str | None = None) -> tuple[StudyConfig, RunOptions, Reporter]:
     """The study (with the settings' data, repeats and objectives), the worker's options and
     its reporter, from validated settings. ``config`` replaces loading ``settings.study``
-    (the Python API may pass a loaded study)."""
+    (the Python API may pass a loaded study); ``run_id`` names the run whose total
+    ``n_trials`` is (None: this worker's own run)."""
     from hpo.data import default_cache_dir
     from hpo.trial import Artifacts, ObjectiveOptions, enable_compile_cache
 
     if settings.compile_cache:  # before any backend is imported: workers inherit it
         enable_compile_cache((settings.cache_dir or default_cache_dir()) / "compile")
+    if settings.grace is not None and settings.grace < FRESH_HEARTBEATS * settings.heartbeat:
+        raise ConfigError(
+            f"$grace {settings.grace} s would fail live trials: received {settings.grace} s "
+            f"with $heartbeat {settings.heartbeat} s, expected at least "
+            f"{FRESH_HEARTBEATS * settings.heartbeat} s ({FRESH_HEARTBEATS} heartbeats); "
+            f"pass $grace {FRESH_HEARTBEATS * settings.heartbeat} or more, or a shorter "
+            "$heartbeat")
     if config is None:
         config = load_study_config(settings.study)
     if settings.data is not None:
@@ -151,7 +163,7 @@ def plan_run(settings: RunSettings, config: StudyConfig | None = None
         n_trials=settings.n_trials, timeout=settings.timeout,
         retry_failed=settings.retry_failed, pruner=settings.pruner,
         enqueue_defaults=settings.enqueue_defaults,
-        max_consecutive_failures=settings.max_consecutive_failures,
+        max_consecutive_failures=settings.max_consecutive_failures, run_id=run_id,
         storage_options=StorageOptions(heartbeat_interval=settings.heartbeat,
                                        grace_period=settings.grace_period,
                                        outage_timeout=settings.outage_timeout,
@@ -188,14 +200,18 @@ def execute(settings: RunSettings) -> int:
                           "$gpus; pass $gpus ids (e.g. $gpus 0,1), or drop $trials_per_gpu")
     if settings.workers == 1 and settings.gpus is None:
         return work(settings)
-    return _supervise(settings)
+    return _supervise(settings, uuid.uuid4().hex)
 
 
-def work(settings: RunSettings) -> int:
+def work(settings: RunSettings, run_id: str | None = None) -> int:
     """``hpo worker``: one worker in this process; with ``isolate``, each trial in a fresh
     child process; otherwise this process is replaced by a fresh one (same PID) every
-    ``recycle_after`` trials. Returns the exit status (see :func:`execute`)."""
-    config, options, reporter = plan_run(settings)
+    ``recycle_after`` trials. Returns the exit status (see :func:`execute`).
+
+    ``run_id``: the run this worker is one process of (a supervisor's, or its own before
+    it was recycled); None starts a run of its own. ``n_trials`` is that run's total."""
+    run_id = run_id or uuid.uuid4().hex
+    config, options, reporter = plan_run(settings, run_id=run_id)
     reporter.info(f"storage {mask_url(settings.storage)}")
     if settings.trials_per_gpu != 1 and MEMORY_SHARE_ENV not in os.environ:
         # hpo worker on a GPU it shares: its share of memory, before a backend loads
@@ -230,12 +246,14 @@ def _run_here(settings: RunSettings, config: StudyConfig, options: RunOptions,
                               reporter)
     if not result.recycle:
         return
+    # n_trials stays the run's total: the fresh process counts the run's trials (its id
+    # goes with it) in the database, as every worker of a supervised run does
     rest: dict[str, Any] = {"recycle_after": recycle_after, "workers": 1, "gpus": None}
-    if settings.n_trials is not None:
-        rest["n_trials"] = settings.n_trials - result.ran
     if settings.timeout is not None:
         rest["timeout"] = max(0.0, settings.timeout - (time.monotonic() - started))
     os.environ.update(settings.replace(**rest).to_env())
+    if options.run_id is not None:
+        os.environ[RUN_ID_ENV] = options.run_id
     flush_or_drop()  # a closed pipe must not stop the hand-over
     os.execv(sys.executable, [sys.executable, *_CHILD])
 
@@ -249,7 +267,9 @@ def _run_isolated(settings: RunSettings, config: StudyConfig, options: RunOption
     """Runs each trial in a fresh child process, so that whatever a trial held (GPU memory
     above all) is returned to the system before the next one."""
     study, _ = prepare_study(config, options)
+    # each child a run of one trial (its own id); this loop counts the run's trials
     env = {**os.environ, **_child_settings(settings, n_trials=1, recycle_after=0)}
+    env.pop(RUN_ID_ENV, None)
     ran = failures = 0
     while settings.n_trials is None or ran < settings.n_trials:
         finished = finished_trials(study)
@@ -270,10 +290,11 @@ def _run_isolated(settings: RunSettings, config: StudyConfig, options: RunOption
     return 0
 
 
-def _supervise(settings: RunSettings) -> int:
+def _supervise(settings: RunSettings, run_id: str) -> int:
     """Prepares the study once (schema, study, image cache), then starts and supervises the
-    workers; returns the first non-zero exit status of a worker, else 0."""
-    config, options, reporter = plan_run(settings)
+    workers, all of run ``run_id`` (``n_trials`` is their total); returns the first
+    non-zero exit status of a worker, else 0."""
+    config, options, reporter = plan_run(settings, run_id=run_id)
     per_gpu = 1
     if settings.gpus is not None:
         per_gpu = _packing(settings, gpu_ids(settings.gpus), reporter)
@@ -288,7 +309,7 @@ def _supervise(settings: RunSettings) -> int:
         study, _ = prepare_study(config, options)
     reporter.info(f"storage {mask_url(settings.storage)}; starting {len(specs)} workers: "
                   + ", ".join(spec.name for spec in specs))
-    code = launch_workers(specs, settings)
+    code = launch_workers(specs, settings, run_id)
     _reap_after(study, code, options.storage_options.max_retry)
     report_best(study, reporter, config.metric)
     return code
@@ -334,9 +355,10 @@ def _measured_peaks(settings: RunSettings) -> list[float]:
         close_storage(storage)
 
 
-def launch_workers(specs: list[WorkerSpec], settings: RunSettings) -> int:
+def launch_workers(specs: list[WorkerSpec], settings: RunSettings,
+                   run_id: str | None = None) -> int:
     """Starts one worker process per spec (``settings`` with the spec's name) and waits for
-    all of them.
+    all of them; with ``run_id``, as workers of that run (``n_trials`` is their total).
 
     The workers run in sessions of their own, so that a terminal's Ctrl-C reaches them once,
     through this supervisor: the first stop signal (SIGINT, SIGTERM, SIGHUP, ...: see
@@ -348,7 +370,8 @@ def launch_workers(specs: list[WorkerSpec], settings: RunSettings) -> int:
     Returns:
         0 when every worker succeeded, else the first non-zero exit status.
     """
-    procs = [_start_child({**os.environ, **spec.env,
+    run = {RUN_ID_ENV: run_id} if run_id is not None else {}
+    procs = [_start_child({**os.environ, **spec.env, **run,
                            **_child_settings(settings, worker_name=spec.name)})
              for spec in specs]
     return _wait_for(procs)
@@ -396,7 +419,7 @@ def child_main() -> None:
     try:
         settings = settings_from_env()
         setup_logging(settings.quiet)
-        code = work(settings)
+        code = work(settings, os.environ.get(RUN_ID_ENV) or None)
     except ENDINGS as exc:
         message, code = failure_line(exc, flag)
         write_or_drop(sys.stderr, f"hpo: error: {message}\n")

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -31,11 +32,16 @@ from hpo.storage import (
     DEFAULT_STORAGE,
     Heartbeat,
     StorageOptions,
+    annotate_finished_trial,
     close_storage,
+    count_marked_trials,
     open_storage,
     storage_of,
+    study_id,
     study_lock,
     trial_id,
+    unwrap_storage,
+    withdraw_waiting_trial,
     withheld_user_attrs,
 )
 from hpo.study import (
@@ -70,8 +76,9 @@ class RunOptions:
         sampler: Sampler name.
         storage: Storage URL.
         study_name: Study name in the storage; default the study file's name.
-        n_trials: Most trials this worker runs; None: the rest of the grid, or unbounded for
-            other samplers (stop with ``timeout`` or Ctrl-C).
+        n_trials: Most trials the run (``run_id``) takes, failed ones included; None: the
+            rest of the grid, or unbounded for other samplers (stop with ``timeout`` or
+            Ctrl-C).
         timeout: Seconds after which no new trial starts.
         retry_failed: Times a failed grid point is re-run.
         pruner: Pruner name overriding the study file's.
@@ -84,6 +91,9 @@ class RunOptions:
         max_consecutive_failures: Failed trials in a row after which the worker stops
             (:class:`hpo.errors.TooManyFailures`): one failed trial is the trial's problem,
             N in a row are the code's or the environment's (KerasTuner's rule).
+        run_id: The run this worker belongs to: ``n_trials`` is the run's total, counted in
+            the database as the trials stamped with it, across its workers and recycled
+            processes (see :class:`_Budget`); None: a run of this worker alone.
     """
 
     sampler: str = "grid"
@@ -98,6 +108,7 @@ class RunOptions:
     enqueue_defaults: bool = False
     recycle_after: int | None = None
     max_consecutive_failures: int = 3
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,19 +184,45 @@ def _storable(value: float | list[float] | None) -> bool:
     return all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
 
 
+def _same_point(frozen: FrozenTrial, other: FrozenTrial) -> bool:
+    """Whether ``other`` runs what ``frozen`` ran: a retry of it (Optuna's retry history
+    names it), or, in a grid study, a trial of the same grid point."""
+    if other.number == frozen.number:
+        return False
+    if frozen.number in (other.system_attrs.get("retry_history") or ()):
+        return True
+    return "grid_id" in frozen.system_attrs and "grid_id" in other.system_attrs and \
+        other.params == frozen.params
+
+
 def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial,
                                  value: float | list[float] | None,
                                  orphaned: dict[str, Any]) -> None:
-    """The trial was marked FAIL as stale while it was alive (a slow heartbeat): keep its
-    result as a new COMPLETE trial and withdraw the retry queued for it, so the grid point
-    is neither lost nor trained twice."""
-    with study_lock(storage_of(study), study.study_name):
-        for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if waiting.system_attrs.get("failed_trial") == frozen.number:
-                storage_of(study).set_trial_user_attr(trial_id(waiting), attrs.FAIL_REASON,
-                                                   f"superseded by trial {frozen.number}'s "
-                                                   "recovered result")
-                storage_of(study).set_trial_state_values(trial_id(waiting), TrialState.FAIL)
+    """The trial was failed under its worker while it ran (its heartbeat went stale: a
+    paused process, a suspended host, a network cut), and its result came in late: the
+    trial's end found it FAIL, so the result was not stored (the trial's RUNNING state is
+    the claim its end checks, in the transaction that would end it).
+
+    Under the study lock, the result is kept as a new COMPLETE trial only while the point
+    has no other trial that was taken: its WAITING retries are withdrawn first, each only
+    if still WAITING. Once a retry or another trial of the grid point runs or has finished,
+    the late result becomes a record on the failed trial (``late_result``,
+    ``late_result_at``) and never a second result of the point."""
+    storage = storage_of(study)
+    with study_lock(storage, study.study_name):
+        others = [t for t in unwrap_storage(storage).get_all_trials(
+            study_id(study), deepcopy=False) if _same_point(frozen, t)]
+        # taken: running or finished since; an earlier failure of the point does not count
+        taken = [t for t in others if t.state != TrialState.WAITING and
+                 (t.state != TrialState.FAIL or t.number > frozen.number)]
+        for waiting in (t for t in others if t.state == TrialState.WAITING):
+            if not withdraw_waiting_trial(storage, trial_id(waiting),
+                                          f"superseded by trial {frozen.number}'s late "
+                                          "result"):
+                taken.append(waiting)  # a worker took it since the read above
+        if taken:
+            _record_late_result(study, frozen, value, sorted(t.number for t in taken))
+            return
         study.add_trial(optuna.create_trial(
             state=TrialState.COMPLETE,
             values=list(value) if isinstance(value, (list, tuple)) else [value],
@@ -198,7 +235,25 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
             intermediate_values=frozen.intermediate_values,
         ))
     _log.warning("trial %d was marked FAIL while it was still running (its heartbeat was "
-                 "late); its result is kept as a new trial", frozen.number)
+                 "late); no other trial of its point was taken, so its result is kept as a "
+                 "new trial", frozen.number)
+
+
+def _record_late_result(study: optuna.Study, frozen: FrozenTrial,
+                        value: float | list[float] | None, taken: list[int]) -> None:
+    """Keeps a late result as a record on its FAIL trial (or, on a storage that cannot
+    write to a finished trial, on the study), not as a result of the point."""
+    from datetime import UTC, datetime
+
+    record = {attrs.LATE_RESULT: list(value) if isinstance(value, (list, tuple)) else value,
+              attrs.LATE_RESULT_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+              attrs.LATE_RESULT_SUPERSEDED_BY: taken}
+    if not annotate_finished_trial(storage_of(study), trial_id(frozen), record):
+        study.set_user_attr(f"{attrs.LATE_RESULT_OF}{frozen.number}", record)
+    _log.warning("trial %d was marked FAIL while it was still running (its heartbeat was "
+                 "late) and its point was taken again (trial %s): its late result is kept "
+                 "as a record on trial %d (%s), not as a second result of the point",
+                 frozen.number, ", ".join(map(str, taken)), frozen.number, attrs.LATE_RESULT)
 
 
 def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial,
@@ -325,6 +380,36 @@ class _Reaper:
         return True
 
 
+class _Budget:
+    """``n_trials`` as the run's total, whichever of its workers takes the trials.
+
+    Each trial the run takes is stamped with the run's id (system attribute
+    ``hpo:run_id``) under the study lock, in the same critical section that checks the
+    count of stamped trials, so two workers of one run never both take the last one. The
+    count lives in the database, so a recycled process (``execv``) and every supervised
+    worker share it. A trial counts once taken, as in Optuna's ``n_trials``: a failed
+    trial counts, and so does a retry this run takes (a retry queued from a failed trial
+    does not carry its stamp: it counts for the run that takes it); a late result kept as
+    a new trial does not.
+    """
+
+    def __init__(self, study: optuna.Study, run_id: str, n_trials: int) -> None:
+        self._study = study
+        self._run_id = run_id
+        self.n_trials = n_trials
+
+    def spent(self) -> bool:
+        """Whether the run has taken ``n_trials`` trials; call under the study lock."""
+        return count_marked_trials(storage_of(self._study), study_id(self._study),
+                                   attrs.RUN_ID, self._run_id,
+                                   skip=(TrialState.WAITING,)) >= self.n_trials
+
+    def stamp(self, trial: optuna.Trial) -> None:
+        """Counts ``trial`` as one of the run's; under the lock :meth:`spent` was read."""
+        storage_of(self._study).set_trial_system_attr(trial_id(trial), attrs.RUN_ID,
+                                                      self._run_id)
+
+
 def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
           options: RunOptions, reporter: Reporter) -> tuple[int, bool]:
     """Claims (a grid study's through ``claims``) and runs trials until the budget or the
@@ -332,20 +417,25 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
     left for that fresh process."""
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     reaper = _Reaper(study, options.storage_options.max_retry)
+    budget = None if options.n_trials is None else \
+        _Budget(study, options.run_id or uuid.uuid4().hex, options.n_trials)
     ran = failures = 0
-    while options.n_trials is None or ran < options.n_trials:
+    while True:
         raise_if_swallowed()  # a Ctrl-C that library code swallowed: no next trial
         if deadline is not None and time.monotonic() >= deadline:
             break
         # A signal between ask() and _run_one's try would leave the new trial RUNNING
         # until its heartbeat expires: hold it until the trial's end is sure to be told.
         with held_signals() as release_signals:
-            # The lock makes a grid claim exactly-once, and one worker at a time reap. A
-            # random or TPE trial needs none (a queued trial is claimed by a state change
-            # that only one worker wins): a transaction a trial saved on PostgreSQL.
-            locked = claims is not None or reaper.due()
+            # The lock makes a grid claim exactly-once, a run's n_trials its total, and one
+            # worker at a time reap. A random or TPE trial of an unbounded run needs none (a
+            # queued trial is claimed by a state change that only one worker wins): a
+            # transaction a trial saved on PostgreSQL.
+            locked = claims is not None or budget is not None or reaper.due()
             with study_lock(storage_of(study), study.study_name) if locked else \
                     contextlib.nullcontext():
+                if budget is not None and budget.spent():
+                    break
                 reaped = reaper.reap_if_due()
                 if claims is not None and not claims.claim(retries=options.retry_failed):
                     # before giving up on the grid: a point held by a dead trial is free
@@ -358,6 +448,8 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
                     # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask() if claims is None else claims.take()
+                if budget is not None:
+                    budget.stamp(trial)
             state, finished = _run_one(study, objective, trial, release_signals)
         ran += 1
         failures = failures + 1 if state == TrialState.FAIL else 0

@@ -170,7 +170,7 @@ def study_status(study: optuna.Study, config: StudyConfig | None,
                               "mean_trial_s": sum(durations) / len(durations) if durations
                               else None}
     if artifacts is not None:
-        status["artifacts"] = _artifacts_use(study.study_name, artifacts)
+        status["artifacts"] = _artifacts_use(study, artifacts)
     if config is not None and config.grid:
         coverage = grid_coverage(study, config)
         reasons: dict[tuple[Any, ...], list[str]] = {}
@@ -193,11 +193,11 @@ def study_status(study: optuna.Study, config: StudyConfig | None,
     return status
 
 
-def _artifacts_use(study_name: str, directory: Path) -> dict[str, Any]:
+def _artifacts_use(study: optuna.Study, directory: Path) -> dict[str, Any]:
     """Bytes the artifacts folder takes: all kept models, this study's, and figures."""
-    from hpo.trial import disk_usage, model_path
+    from hpo.trial import disk_usage, models_folder
 
-    folder = model_path(directory, study_name, 0).parent
+    folder = models_folder(directory, study)
     study_models = [p.stat().st_size for p in folder.glob("trial-*.keras")] \
         if folder.is_dir() else []
     return {"directory": str(directory), **disk_usage(directory),

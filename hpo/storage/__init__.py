@@ -14,7 +14,10 @@ from hpo.storage._open import (
     open_storage,
 )
 from hpo.storage._optuna import (
+    annotate_finished_trial,
     best_trial_numbers,
+    count_marked_trials,
+    heartbeat_ages,
     journal_file,
     new_trial,
     set_user_attrs,
@@ -25,6 +28,7 @@ from hpo.storage._optuna import (
     trial_cache,
     trial_param_groups,
     unwrap_storage,
+    withdraw_waiting_trial,
     withheld_user_attrs,
 )
 from hpo.storage._resilient import (
@@ -59,4 +63,8 @@ __all__ = [
     "new_trial",
     "unwrap_storage",
     "journal_file",
+    "count_marked_trials",
+    "withdraw_waiting_trial",
+    "annotate_finished_trial",
+    "heartbeat_ages",
 ]

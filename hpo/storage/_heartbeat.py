@@ -85,9 +85,10 @@ class Heartbeat:
 
 class StaleTrialRetry:
     """Optuna's ``RetryHeartbeatStaleTrialCallback``, noting the numbers of the trials it
-    was called for, so that the reaper learns which trials ``fail_stale_trials`` failed
-    without listing the study's FAIL trials before and after (issue 16: O(failed), twice
-    per trial)."""
+    was called for: the stale-trial callback of hpo's storage, for Optuna's own
+    ``fail_stale_trials`` (``Study.optimize`` on an hpo storage). hpo's reaper
+    (:func:`hpo.study.reap_dead_trials`) fails stale trials itself, judging each by its own
+    worker's recorded heartbeat interval, and re-queues them the same way."""
 
     def __init__(self, max_retry: int) -> None:
         self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)

@@ -24,7 +24,8 @@ __all__ = ["storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", 
            "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
            "write_trial_user_attrs", "set_user_attrs", "withheld_user_attrs",
            "claim_waiting_trial", "finish_trial", "delete_trial_system_attrs",
-           "trial_with_system_attr", "best_trial_numbers"]
+           "trial_with_system_attr", "best_trial_numbers", "count_marked_trials",
+           "withdraw_waiting_trial", "annotate_finished_trial", "heartbeat_ages"]
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
@@ -262,6 +263,13 @@ def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: Tria
     ``drop`` removed in the same transaction. False where RDBStorage returns False (an
     integrity error).
 
+    This check is the fence of a worker's claim: the trial's row is locked and must still
+    be RUNNING in the transaction that ends it. A trial another worker failed as stale (its
+    worker paused, suspended or cut off) can never be RUNNING again, so a late end is
+    refused here, and the worker keeps its result only as
+    :func:`hpo.execution` decides under the study lock (a record on the failed trial once
+    the point's retry was taken).
+
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: The trial had already finished.
     """
@@ -441,3 +449,104 @@ def best_trial_numbers(storage: optuna.storages.BaseStorage, study_id: int, coun
     if rows is None:
         return None
     return [(int(number), float(score)) for number, score in rows]
+
+
+def count_marked_trials(storage: optuna.storages.BaseStorage, study_id: int, key: str,
+                        value: Any, *, skip: Sequence[TrialState] = ()) -> int:
+    """How many trials of the study carry system attribute ``key`` = ``value``, those in a
+    state of ``skip`` left out: one ``COUNT`` on an RDB storage, a scan elsewhere."""
+    import json
+
+    import sqlalchemy
+
+    backend = unwrap_storage(storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return sum(1 for t in backend.get_all_trials(study_id, deepcopy=False)
+                   if t.state not in skip and t.system_attrs.get(key) == value)
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    attr, trial = models.TrialSystemAttributeModel, models.TrialModel
+
+    def count() -> int:
+        with _create_scoped_session(backend.scoped_session) as session:
+            query = session.query(sqlalchemy.func.count(attr.trial_id)).join(
+                trial, trial.trial_id == attr.trial_id).filter(
+                trial.study_id == study_id, attr.key == key,
+                attr.value_json == json.dumps(value))
+            if skip:
+                query = query.filter(trial.state.notin_(list(skip)))
+            return int(query.scalar())
+
+    return int(_read(backend, "count_marked_trials", count))
+
+
+def withdraw_waiting_trial(storage: optuna.storages.BaseStorage, trial_id: int,
+                           reason: str) -> bool:
+    """WAITING -> FAIL with ``reason`` as its ``fail_reason``, only while no worker has taken
+    it: one transaction that checks the state on an RDB storage. False when it is no longer
+    WAITING (a worker took it: it runs, or has finished)."""
+    backend = unwrap_storage(storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        if backend.get_trial(trial_id).state != TrialState.WAITING:
+            return False
+        backend.set_trial_user_attr(trial_id, "fail_reason", reason)
+        return bool(backend.set_trial_state_values(trial_id, TrialState.FAIL))
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    def attempt() -> bool:
+        with _create_scoped_session(backend.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            if trial.state != TrialState.WAITING:
+                return False
+            _upsert_user_attrs(backend, session, trial_id, {"fail_reason": reason})
+            trial.state = TrialState.FAIL
+            trial.datetime_complete = datetime.now()
+        return True
+
+    return bool(_read(backend, "withdraw_waiting_trial", attempt))
+
+
+def annotate_finished_trial(storage: optuna.storages.BaseStorage, trial_id: int,
+                            attrs: dict[str, Any]) -> bool:
+    """Writes user attributes onto a trial that has finished (Optuna refuses any write to
+    one): a record kept beside its end, never a change of its state or values. False on a
+    storage where hpo cannot (journal, in-memory): the caller keeps the record elsewhere."""
+    backend = unwrap_storage(storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return False
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    def attempt() -> None:
+        with _create_scoped_session(backend.scoped_session) as session:
+            _upsert_user_attrs(backend, session, trial_id, attrs)
+
+    _read(backend, "annotate_finished_trial", attempt)
+    return True
+
+
+def heartbeat_ages(storage: optuna.storages.BaseStorage, trial_ids: Sequence[int]
+                   ) -> dict[int, float]:
+    """Seconds since each trial's last heartbeat, by the database's clock (the clock the
+    stale check uses); trials without one are absent. Empty on a storage without
+    heartbeats."""
+    import sqlalchemy
+
+    backend = unwrap_storage(storage)
+    if not isinstance(backend, optuna.storages.RDBStorage) or not trial_ids:
+        return {}
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    beat = models.TrialHeartbeatModel
+
+    def read() -> dict[int, float]:
+        with _create_scoped_session(backend.scoped_session) as session:
+            now = session.execute(sqlalchemy.func.now()).scalar()
+            rows = session.query(beat.trial_id, beat.heartbeat).filter(
+                beat.trial_id.in_(list(trial_ids))).all()
+        now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored one naive
+        return {int(tid): (now - at.replace(tzinfo=None)).total_seconds() for tid, at in rows}
+
+    return dict(_read(backend, "heartbeat_ages", read))

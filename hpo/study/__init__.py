@@ -4,12 +4,15 @@ claims, reaping lost trials, and reading its objective values (best trial, Paret
 from hpo.study import _attrs as attrs
 from hpo.study._claims import GridClaims
 from hpo.study._study import (
+    FRESH_HEARTBEATS,
     GridCoverage,
     check_data,
+    check_reap_grace,
     claim_grid_point,
     finished_trials,
     grid_coverage,
     grid_key,
+    heartbeat_interval,
     load_existing_study,
     open_study,
     pid_alive,
@@ -36,6 +39,9 @@ __all__ = [
     "grid_key",
     "check_data",
     "pid_alive",
+    "check_reap_grace",
+    "heartbeat_interval",
+    "FRESH_HEARTBEATS",
     "metric_value",
     "metric_maximized",
     "objective_names",

@@ -10,6 +10,8 @@ __all__ = [
     "STUDY_FILE", "METRIC", "TRAINING", "GRID_SIZE", "DATA", "RESULT_EPOCH_POLICY_OF_STUDY",
     "FAIL_REASON", "FAIL_TRACEBACK", "WORKER", "WALL_TIME", "TEST_ACCURACY",
     "REPEAT_VALUES", "VALUE_STD", "RESULT_EPOCH", "RESULT_EPOCH_POLICY",
+    "STUDY_UID", "LATE_RESULT", "LATE_RESULT_AT",
+    "LATE_RESULT_SUPERSEDED_BY", "LATE_RESULT_OF", "RUN_ID",
 ]
 
 # Study user attributes
@@ -25,6 +27,12 @@ GRID_SIZE = "hpo:grid_size"
 DATA = "hpo:data"
 #: The study's result epoch policy (``final`` or ``best``), checked when a run resumes.
 RESULT_EPOCH_POLICY_OF_STUDY = "hpo:result_epoch"
+#: The study's identity (a UUID written when hpo first opens it): what its kept models are
+#: filed under, so that a study of the same name in another storage never shares them.
+STUDY_UID = "hpo:study_uid"
+#: A late result kept on the study (``hpo:late_result:N``) where the storage cannot write
+#: to trial N once it has finished (journal, in-memory).
+LATE_RESULT_OF = "hpo:late_result:"
 
 # Trial user attributes
 #: Why a trial failed (``NonFiniteLossError: ...``, ``interrupted (Ctrl-C)``, ...).
@@ -45,3 +53,15 @@ VALUE_STD = "value_std"
 RESULT_EPOCH = "result_epoch"
 #: How that epoch was chosen: ``final`` (the last trained) or ``best`` (the best metric).
 RESULT_EPOCH_POLICY = "result_epoch_policy"
+#: The result of a trial that was failed under its live worker (a stale heartbeat) and
+#: came in after its point was taken again: a record, never a result of the point.
+LATE_RESULT = "late_result"
+#: When that late result came in (UTC, ISO 8601).
+LATE_RESULT_AT = "late_result_at"
+#: The trials that had taken the point by then.
+LATE_RESULT_SUPERSEDED_BY = "late_result_superseded_by"
+
+# Trial system attributes
+#: The run (one ``hpo run`` or ``hpo worker``, its recycled and supervised processes
+#: included) that took the trial: how ``n_trials`` counts a run's trials across workers.
+RUN_ID = "hpo:run_id"

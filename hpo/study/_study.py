@@ -8,9 +8,11 @@ refused instead of mixing two searches.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,7 @@ from hpo.search import (
     space_hash,
 )
 from hpo.storage import (
-    StaleTrialRetry,
+    heartbeat_ages,
     storage_of,
     study_id,
     trial_cache,
@@ -40,7 +42,7 @@ from hpo.study import _attrs as attrs
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "finished_trials", "reap_dead_trials", "claim_grid_point", "grid_key", "check_data",
-           "pid_alive"]
+           "pid_alive", "check_reap_grace", "heartbeat_interval", "FRESH_HEARTBEATS"]
 
 _log = logging.getLogger("hpo.study")
 
@@ -94,6 +96,11 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
         with warnings.catch_warnings():  # experimental in Optuna, stable in its storage
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)  # what the stock dashboard labels its axes with
+    if attrs.STUDY_UID not in study.user_attrs and \
+            not storage.get_n_trials(study_id(study)):
+        # its identity, which files its kept models apart from those of a study of the same
+        # name in another storage; a study created before keeps the layout it has
+        study.set_user_attr(attrs.STUDY_UID, uuid.uuid4().hex)
     is_grid = kind == "grid"
     key = f"hpo:space_hash:{'grid' if is_grid else 'space'}"
     expected = space_hash(config, grid=is_grid)
@@ -272,65 +279,125 @@ def pid_alive(pid: int) -> bool:
 
 
 def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queues ``trial``'s parameters again, as Optuna's RetryHeartbeatStaleTrialCallback does."""
+    """Queues ``trial``'s parameters again, as Optuna's RetryHeartbeatStaleTrialCallback does
+    (which copies every system attribute), without the run that took ``trial``: the retry
+    counts for the run that takes it."""
+    if attrs.RUN_ID in trial.system_attrs:
+        trial = copy.copy(trial)
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != attrs.RUN_ID}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
 
 
-def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
+#: Heartbeats a live trial's last one may be behind: a trial is stale only once its last
+#: heartbeat is older than this many of its worker's heartbeat intervals (and the grace).
+FRESH_HEARTBEATS = 2
+def heartbeat_interval(trial: FrozenTrial) -> int | None:
+    """Seconds between the heartbeats of the worker running ``trial``, as it recorded them
+    (None: it recorded none: a worker of another tool or of an older hpo)."""
+    worker = trial.user_attrs.get(attrs.WORKER) or {}
+    recorded = worker.get("heartbeat_s") if isinstance(worker, dict) else None
+    return int(recorded) if isinstance(recorded, (int, float)) and recorded > 0 else None
+
+
+def check_reap_grace(study: optuna.Study, grace: float) -> None:
+    """Refuses a grace period in which a live trial may have sent no heartbeat: shorter
+    than :data:`FRESH_HEARTBEATS` heartbeat intervals that a running trial's worker
+    recorded.
+
+    Raises:
+        ConfigError: ``grace`` is shorter than that.
+    """
+    from hpo.errors import ConfigError
+
+    running = unwrap_storage(storage_of(study)).get_all_trials(
+        study_id(study), deepcopy=False, states=(TrialState.RUNNING,))
+    recorded = [(interval, t) for t in running if (interval := heartbeat_interval(t))]
+    if not recorded:
+        return
+    interval, slowest = max(recorded, key=lambda pair: pair[0])
+    least = FRESH_HEARTBEATS * interval
+    if grace < least:
+        raise ConfigError(
+            f"$grace {grace:g} s would fail live trials: received {grace:g} s, expected at "
+            f"least {least} s, because trial {slowest.number}'s worker records a heartbeat "
+            f"every {interval} s; pass $grace {least} or more")
+
+
+def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
+                     grace: float | None = None, spare_fresh: bool = False) -> list[int]:
     """Fails RUNNING trials whose worker is gone, and re-queues them (at most ``max_retry``).
 
-    A trial is gone when its heartbeat is stale (Optuna's own check, any host), or when it
+    A trial is gone when its heartbeat is stale: older than ``grace`` (default the
+    storage's grace period) and than :data:`FRESH_HEARTBEATS` of its own worker's
+    heartbeat intervals (a worker may beat more slowly than this one), any host; or when it
     was started on this host by a process that no longer exists (found at once, without
-    waiting for the grace period).
+    waiting for the grace period) -- unless ``spare_fresh`` and its last heartbeat is
+    younger than ``grace`` (``hpo reap``: a process of another PID namespace on a host of
+    the same name looks gone). A trial whose last heartbeat is younger than ``grace`` is
+    never failed as stale.
 
     Returns:
         Numbers of the trials marked FAIL.
     """
-    reaped = []
+    reaped: list[int] = []
     storage = storage_of(study)
+    backend = unwrap_storage(storage)
     host = socket.gethostname()
+    if grace is None:
+        grace = getattr(backend, "grace_period", None) or \
+            2 * (getattr(backend, "heartbeat_interval", None) or 0)
     # RUNNING trials straight from the database (a handful), not filtered out of every
     # trial the study's cache holds
-    running = unwrap_storage(storage).get_all_trials(study_id(study), deepcopy=False,
-                                                     states=(TrialState.RUNNING,))
+    running = backend.get_all_trials(study_id(study), deepcopy=False,
+                                     states=(TrialState.RUNNING,))
+    ages = heartbeat_ages(storage, [trial_id(t) for t in running]) if running else {}
     for trial in running:
         worker = trial.user_attrs.get(attrs.WORKER) or {}
         if worker.get("host") != host or pid_alive(int(worker.get("pid", 0) or 0)):
             continue
-        try:
-            # The reason first: a finished trial's attributes can no longer be written.
-            storage.set_trial_user_attr(trial_id(trial), attrs.FAIL_REASON,
-                                        f"worker process {worker.get('pid')} on {host} "
-                                        "died while the trial ran")
-            if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
-                reaped.append(trial.number)
-                forget = getattr(unwrap_storage(storage), "forget_tokens", None)
-                if forget is not None:  # the dead worker's next write would have
-                    forget(trial_id(trial))  # carried its tokens away
-                retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
-                if retries < max_retry:
-                    _requeue(study, storage.get_trial(trial_id(trial)))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker reaped it first
-    backend = unwrap_storage(storage)
-    grace = getattr(backend, "grace_period", None) or \
-        2 * (getattr(backend, "heartbeat_interval", None) or 0)
+        age = ages.get(trial_id(trial))
+        if spare_fresh and age is not None and age < grace:
+            continue
+        if _fail(study, trial, f"worker process {worker.get('pid')} on {host} died while "
+                               "the trial ran", max_retry):
+            reaped.append(trial.number)
     if getattr(backend, "recovered_within", lambda seconds: False)(grace):
         # the database was just down: every live worker's heartbeat is stale too; wait
         # one grace period after the outage before believing a stale heartbeat
         _log.debug("not reaping stale heartbeats within %s s of a database outage", grace)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # RUNNING trials with a stale heartbeat
-    callback = getattr(unwrap_storage(storage), "get_heartbeat_stale_trial_callback",
-                       lambda: None)()
-    if isinstance(callback, StaleTrialRetry):
-        reaped += sorted(callback.drain())
+    elif grace:  # a storage with heartbeats
+        for trial in running:
+            age = ages.get(trial_id(trial))
+            limit = max(grace, FRESH_HEARTBEATS * (heartbeat_interval(trial) or 0))
+            if age is None or age <= limit or trial.number in reaped:
+                continue
+            if _fail(study, trial, f"no heartbeat for {age:.0f} s (more than {limit:g} s): "
+                                   "its worker was lost, paused or cut off", max_retry):
+                reaped.append(trial.number)
     if reaped:
         _log.warning("marked %d lost trial(s) FAIL and re-queued them: %s", len(reaped),
                      ", ".join(map(str, reaped)))
     return reaped
+
+
+def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, max_retry: int) -> bool:
+    """Fails a lost RUNNING ``trial`` with ``reason`` and re-queues it while it was retried
+    fewer than ``max_retry`` times; False when another worker ended it first."""
+    storage = storage_of(study)
+    try:
+        # The reason first: a finished trial's attributes can no longer be written.
+        storage.set_trial_user_attr(trial_id(trial), attrs.FAIL_REASON, reason)
+        if not storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # another worker reaped it first, or it ended
+    forget = getattr(unwrap_storage(storage), "forget_tokens", None)
+    if forget is not None:  # the dead worker's next write would have carried them away
+        forget(trial_id(trial))
+    retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
+    if retries < max_retry:
+        _requeue(study, storage.get_trial(trial_id(trial)))
+    return True
 
 
 def claim_grid_point(study: optuna.Study, config: StudyConfig, sampler: WorkerGridSampler, *,

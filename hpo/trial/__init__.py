@@ -12,6 +12,7 @@ from hpo.trial._artifacts import (
     disk_usage,
     export_model,
     model_path,
+    models_folder,
 )
 from hpo.trial._device import (
     PRECISIONS,
@@ -57,6 +58,7 @@ __all__ = [
     "Artifacts",
     "artifact_store",
     "model_path",
+    "models_folder",
     "export_model",
     "disk_usage",
     "gpu_memory_mb",

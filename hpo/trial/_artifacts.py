@@ -28,13 +28,14 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.storage import best_trial_numbers, storage_of, study_id, unwrap_storage
-from hpo.study import best_by_metric, metric_maximized, metric_value, pid_alive
+from hpo.study import attrs, best_by_metric, metric_maximized, metric_value, pid_alive
 from hpo.trial import _plots as plots
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Artifacts", "artifact_store", "disk_usage", "export_model", "model_path"]
+__all__ = ["Artifacts", "artifact_store", "disk_usage", "export_model", "model_path",
+           "models_folder"]
 
 _log = logging.getLogger("hpo.artifacts")
 _PART = ".part-"  # prefix of a model being written: never matches "trial-*.keras"
@@ -57,10 +58,26 @@ def _folder_name(study_name: str) -> str:
     return "%2E" + encoded[1:] if encoded.startswith(".") else encoded or "%00"
 
 
-def model_path(directory: Path, study_name: str, number: int) -> Path:
-    """Where the model of trial ``number`` is kept (inside ``directory``, whatever the
-    study's name)."""
-    return directory / "models" / _folder_name(study_name) / f"trial-{number:05d}.keras"
+def models_folder(directory: Path, study: optuna.Study | str) -> Path:
+    """The folder of a study's kept models, inside ``directory`` whatever its name: keyed by
+    the study's identity (``models/NAME-UID8``, its ``hpo:study_uid``), so that a study of
+    the same name in another storage run from the same folder never shares, prunes or
+    overwrites them. A study created before hpo recorded that identity (or a bare name)
+    keeps the old layout, ``models/NAME``."""
+    if isinstance(study, str):
+        return directory / "models" / _folder_name(study)
+    uid = study.user_attrs.get(attrs.STUDY_UID)
+    folder = _folder_name(study.study_name)
+    if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{8,}", uid):
+        folder = f"{folder}-{uid[:8]}"
+    return directory / "models" / folder
+
+
+def model_path(directory: Path, study: optuna.Study | str, number: int,
+               folder: Path | None = None) -> Path:
+    """Where the model of trial ``number`` of ``study`` is kept (see :func:`models_folder`;
+    ``folder``: that folder, already looked up)."""
+    return (folder or models_folder(directory, study)) / f"trial-{number:05d}.keras"
 
 
 @dataclass(frozen=True)
@@ -132,7 +149,7 @@ class Artifacts:
             better = value > worst if metric_maximized(study) else value < worst
             if not better:
                 return None
-        return model_path(self.directory, study.study_name, number)
+        return model_path(self.directory, study, number)
 
     @staticmethod
     def save_model(model: "keras.Model", path: Path) -> None:
@@ -150,12 +167,12 @@ class Artifacts:
         """Deletes kept models of trials no longer among the best ``keep_models``, and
         this study's models other than its best while all studies' models take more than
         ``max_models_gb``; removes parts left by killed saves. Returns what it deleted."""
-        folder = model_path(self.directory, study.study_name, 0).parent
+        folder = models_folder(self.directory, study)
         if not folder.is_dir():
             return []
         top = self._top(study)
-        keep = {model_path(self.directory, study.study_name, number) for number, _ in top}
-        running = {model_path(self.directory, study.study_name, t.number)
+        keep = {model_path(self.directory, study, number, folder) for number, _ in top}
+        running = {model_path(self.directory, study, t.number, folder)
                    for t in unwrap_storage(storage_of(study)).get_all_trials(
                        study_id(study), deepcopy=False, states=(TrialState.RUNNING,))}
         removed = [path for path in _stale_parts(folder) if _unlink(path)]
@@ -167,7 +184,7 @@ class Artifacts:
         for number, _ in reversed(top[1:]):  # worst first, never the best
             if total <= limit:
                 break
-            path = model_path(self.directory, study.study_name, number)
+            path = model_path(self.directory, study, number, folder)
             size = path.stat().st_size if path.is_file() else 0
             if size and _unlink(path):
                 _log.info("removed the model of trial %d: kept models take more than "
@@ -230,7 +247,9 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
 
     Raises:
         ConfigError: ``model`` is neither ``"best"`` nor a trial number.
-        StudyError: No completed trial yet, or no model kept for that trial.
+        StudyError: No completed trial yet, or no model of that trial here, with the reason:
+            no such trial; it did not complete (failed, pruned, running); it was never kept
+            or was pruned from the best; it was kept in another artifacts folder.
         OutputError: ``out`` cannot be written.
     """
     import shutil
@@ -241,17 +260,77 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
         found = best_by_metric(study)
         if found is None:
             raise StudyError(f"study {study.study_name!r} has no completed trial yet")
-        number = found.number
+        trial = found
     elif isinstance(model, int) and not isinstance(model, bool) and model >= 0:
-        number = model
+        trial = _trial_numbered(study, model)
     else:
         raise ConfigError(f"$model expects 'best' or a trial number, received {model!r}")
-    source = model_path(directory, study.study_name, number)
-    if not source.is_file():
-        raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
-                         "kept for the $keep_models best trials only); export one of those, "
-                         "or rerun with a larger $keep_models")
+    source = _kept_model(study, directory, trial)
     with writing(out, "the model"):
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out)
-    return number
+    return trial.number
+
+
+def _trial_numbered(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    from hpo.errors import StudyError
+
+    storage = storage_of(study)
+    try:
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id(study), number)
+    except KeyError:
+        count = storage.get_n_trials(study_id(study))
+        raise StudyError(f"study {study.study_name!r} has no trial {number} (received trial "
+                         f"{number}, expected one of its trials 0 to {count - 1}); see "
+                         f"'hpo trials {study.study_name}'" if count else
+                         f"study {study.study_name!r} has no trials yet (received trial "
+                         f"{number}); run it first") from None
+    return storage.get_trial(tid)
+
+
+def _kept_model(study: optuna.Study, directory: Path, trial: optuna.trial.FrozenTrial
+                ) -> Path:
+    """The file of ``trial``'s kept model under ``directory``, or why there is none.
+
+    Raises:
+        StudyError: The trial did not complete; its model was never kept or was deleted
+            from the best; it was kept under another artifacts folder.
+    """
+    from hpo.errors import StudyError
+
+    number = trial.number
+    if trial.state != TrialState.COMPLETE:
+        state = {TrialState.FAIL: "failed", TrialState.PRUNED: "was pruned",
+                 TrialState.RUNNING: "is still running",
+                 TrialState.WAITING: "has not started"}.get(trial.state, str(trial.state))
+        reason = str(trial.user_attrs.get(attrs.FAIL_REASON) or "").strip().split("\n")[0][:200]
+        raise StudyError(f"trial {number} of {study.study_name!r} {state}"
+                         f"{f' ({reason})' if reason and trial.state == TrialState.FAIL else ''}"
+                         ": only a completed trial has a trained model; export 'best' or "
+                         "another completed trial (see 'hpo trials')")
+    source = model_path(directory, study, number)
+    if source.is_file():
+        return source
+    recorded = trial.user_attrs.get("model_path")
+    if isinstance(recorded, str):
+        kept = Path(recorded)
+        root = kept.parent.parent.parent  # ARTIFACTS/models/FOLDER/trial-N.keras
+        if root == directory:
+            if kept.is_file():  # the layout before studies had an identity
+                return kept
+        elif kept.is_file():
+            raise StudyError(f"the model of trial {number} was kept in another artifacts "
+                             f"folder, {root} (received $artifacts {directory}); pass "
+                             f"$artifacts {root}")
+        else:
+            raise StudyError(f"the model of trial {number} was kept in {root}, another "
+                             f"artifacts folder than {directory}, and is no longer there "
+                             f"(deleted when it fell out of the $keep_models best, or the "
+                             f"folder moved); pass $artifacts with the folder that holds it")
+        raise StudyError(f"the model of trial {number} was kept in {source.parent} and then "
+                         "deleted: it fell out of the $keep_models best (or $max_models_gb "
+                         "was reached); export one of the best trials, or rerun with a "
+                         "larger $keep_models")
+    raise StudyError(f"trial {number} was not among the $keep_models best trials when it "
+                     f"ended, so its model was never saved (nothing in {source.parent}); "
+                     "export one of the best, or rerun with a larger $keep_models")

@@ -29,7 +29,7 @@ from hpo.config import StudyConfig
 from hpo.data import Dataset, load_dataset
 from hpo.errors import HpoError, TrialFailed
 from hpo.search import TrialParams, resolve, suggest
-from hpo.storage import set_user_attrs, trial_id
+from hpo.storage import set_user_attrs, storage_of, trial_id
 from hpo.study import attrs
 from hpo.trial._artifacts import Artifacts
 from hpo.trial._device import (
@@ -228,7 +228,10 @@ class Objective:
         self._note("seed", self._seed)
         self._note("precision", self._precision)
         self._note("backend", backend())
-        self._note(attrs.WORKER, {**describe_host(), "name": self._options.worker})
+        interval = getattr(storage_of(trial.study), "get_heartbeat_interval", lambda: None)()
+        # the heartbeat interval too: 'hpo reap' refuses a grace in which it sends none
+        self._note(attrs.WORKER, {**describe_host(), "name": self._options.worker,
+                                  **({"heartbeat_s": interval} if interval else {})})
         self._note("sampler", "grid" if self._options.grid else "space")
         self._flush(trial)  # where it runs, seen at once by hpo status and same-host reaping
         repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean

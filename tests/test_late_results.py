@@ -1,0 +1,115 @@
+"""A late result (its trial failed as stale while its worker was paused) never becomes a
+second result of its point: the decision taken under the study lock, for a grid point and
+for a random / TPE trial's re-queued retry (issue 25, item 6). No training: the trials are
+made as the workers would leave them."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.execution._loop import _keep_result_of_failed_trial
+from hpo.storage import StorageOptions, open_storage, trial_id
+from hpo.study import reap_dead_trials
+
+
+def _stale_trial(tmp_path, grid: bool) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
+    """A study whose trial 0 was failed as stale and re-queued (trial 1, WAITING)."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'late.db'}",
+                           StorageOptions(heartbeat_interval=1, grace_period=1))
+    study = optuna.create_study(study_name="late", storage=storage, direction="maximize")
+    system = {"grid_id": 0, "search_space": {"x": [1, 2]}} if grid else {}
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params={"x": 1},
+        distributions={"x": optuna.distributions.CategoricalDistribution([1, 2])},
+        system_attrs=system))
+    trial = study.ask()  # the paused worker's trial, which a reaper takes for dead
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    storage.set_trial_user_attr(trial_id(trial), "worker",
+                                {"host": socket.gethostname(), "pid": gone})
+    assert reap_dead_trials(study, max_retry=1) == [trial.number]
+    [retry] = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.system_attrs["failed_trial"] == trial.number
+    return study, storage.get_trial(trial_id(trial))
+
+
+def _stored(tmp_path) -> list[optuna.trial.FrozenTrial]:
+    """The trials as stock Optuna reads them from the database (no worker's cache)."""
+    return optuna.load_study(study_name="late",
+                             storage=f"sqlite:///{tmp_path / 'late.db'}").trials
+
+
+@pytest.mark.parametrize("grid", [True, False], ids=["grid", "random"])
+@pytest.mark.parametrize("retry", ["waiting", "running", "complete", "failed"])
+def test_a_late_result_is_kept_only_while_the_points_retry_was_not_taken(tmp_path, grid,
+                                                                        retry):
+    study, stale = _stale_trial(tmp_path, grid)
+    if retry != "waiting":
+        taken = study.ask()  # another worker took the retry
+        assert taken.params == stale.params
+        if retry == "complete":
+            study.tell(taken, 0.6)
+        elif retry == "failed":
+            study.tell(taken, state=TrialState.FAIL)
+    _keep_result_of_failed_trial(study, stale, 0.9, {"test_accuracy": 0.8})
+    trials = _stored(tmp_path)
+    original = trials[stale.number]
+    assert original.state == TrialState.FAIL
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if retry == "waiting":  # the retry withdrawn, the result kept as the point's one
+        assert [t.state for t in trials[1:]] == [TrialState.FAIL, TrialState.COMPLETE]
+        assert "superseded by trial 0" in trials[1].user_attrs["fail_reason"]
+        assert complete[0].value == 0.9 and complete[0].user_attrs["recovered_from_trial"] == 0
+        assert "late_result" not in original.user_attrs
+    else:  # a record on the failed trial, never a second result
+        assert len(complete) == (1 if retry == "complete" else 0)
+        assert not any("recovered_from_trial" in t.user_attrs for t in trials)
+        assert original.user_attrs["late_result"] == 0.9
+        assert original.user_attrs["late_result_superseded_by"] == [1]
+        assert original.user_attrs["late_result_at"].endswith("+00:00")
+    assert len(trials) == (3 if retry == "waiting" else 2)
+
+
+def test_an_earlier_failure_of_the_grid_point_does_not_count_as_taken(tmp_path):
+    """The point failed for real once (trial 0), its re-run (trial 1) was failed as stale
+    while alive: nothing else of the point was taken, so the late result is kept."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'late.db'}",
+                           StorageOptions(heartbeat_interval=1, grace_period=1))
+    study = optuna.create_study(study_name="late", storage=storage, direction="maximize")
+    point = {"params": {"x": 1},
+             "distributions": {"x": optuna.distributions.CategoricalDistribution([1, 2])},
+             "system_attrs": {"grid_id": 0, "search_space": {"x": [1, 2]}}}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, **point))
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, **point))
+    rerun = study.ask()
+    storage.set_trial_state_values(trial_id(rerun), TrialState.FAIL)  # failed under it
+    _keep_result_of_failed_trial(study, storage.get_trial(trial_id(rerun)), 0.7, {})
+    [kept] = [t for t in _stored(tmp_path) if t.state == TrialState.COMPLETE]
+    assert kept.value == 0.7 and kept.user_attrs["recovered_from_trial"] == rerun.number
+
+
+@pytest.mark.parametrize(("heartbeat", "grace", "refused"), [(60, 2, True), (5, 9, True),
+                                                             (5, 10, False), (1, None, False)])
+def test_a_grace_shorter_than_two_heartbeats_is_refused_before_anything_runs(
+        tiny_study, heartbeat, grace, refused):
+    """A worker with --grace under two of its --heartbeat intervals would fail the live
+    trials of workers like itself as stale."""
+    from hpo.config import RunSettings, flag
+    from hpo.errors import ConfigError
+    from hpo.execution import plan_run
+
+    settings = RunSettings.create(study=str(tiny_study), heartbeat=heartbeat, grace=grace)
+    if not refused:
+        plan_run(settings)
+        return
+    with pytest.raises(ConfigError) as caught:
+        plan_run(settings)
+    line = caught.value.render(flag)
+    assert f"--grace {grace} s would fail live trials" in line
+    assert f"at least {2 * heartbeat} s" in line
