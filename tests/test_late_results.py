@@ -113,3 +113,25 @@ def test_a_grace_shorter_than_two_heartbeats_is_refused_before_anything_runs(
     line = caught.value.render(flag)
     assert f"--grace {grace} s would fail live trials" in line
     assert f"at least {2 * heartbeat} s" in line
+
+
+@pytest.mark.parametrize("same_space", [True, False], ids=["this-namespace", "another"])
+def test_a_missing_pid_is_a_dead_worker_only_in_the_process_space_it_was_recorded_in(
+        tmp_path, same_space):
+    """A container of the same host name (host networking) or a cloned VM sees other pids:
+    a trial whose worker recorded another boot id / PID namespace is left to its heartbeat,
+    not failed at once because its pid is missing here."""
+    from hpo.study import process_space
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'space.db'}",
+                           StorageOptions(heartbeat_interval=60, grace_period=180))
+    study = optuna.create_study(study_name="space", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial_id(trial))  # fresh: only the pid could fail it
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    space = process_space() if same_space else "another-boot-id:pid:[1]"
+    storage.set_trial_user_attr(trial_id(trial), "worker",
+                                {"host": socket.gethostname(), "pid": gone,
+                                 "process_space": space})
+    assert reap_dead_trials(study, max_retry=0) == ([trial.number] if same_space else [])

@@ -16,6 +16,7 @@ from hpo.study._study import (
     load_existing_study,
     open_study,
     pid_alive,
+    process_space,
     reap_dead_trials,
 )
 from hpo.study._values import (
@@ -39,6 +40,7 @@ __all__ = [
     "grid_key",
     "check_data",
     "pid_alive",
+    "process_space",
     "check_reap_grace",
     "heartbeat_interval",
     "FRESH_HEARTBEATS",

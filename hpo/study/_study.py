@@ -8,6 +8,7 @@ refused instead of mixing two searches.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -15,6 +16,7 @@ import socket
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -42,7 +44,7 @@ from hpo.study import _attrs as attrs
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "finished_trials", "reap_dead_trials", "claim_grid_point", "grid_key", "check_data",
-           "pid_alive", "check_reap_grace", "heartbeat_interval", "FRESH_HEARTBEATS"]
+           "pid_alive", "process_space", "check_reap_grace", "heartbeat_interval", "FRESH_HEARTBEATS"]
 
 _log = logging.getLogger("hpo.study")
 
@@ -267,6 +269,27 @@ def finished_trials(study: optuna.Study) -> int:
         study_id(study), (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
 
 
+def process_space() -> str:
+    """Where this process's pid means something: the machine's boot id and the PID
+    namespace (``/proc``), or "" where they cannot be read. Two hosts with one host name
+    (cloned VMs, containers of one name, host networking) differ here, so a pid found
+    missing here is only taken as a dead worker when the worker recorded this same space."""
+    parts = []
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return ":".join(parts)
+
+
+def _same_process_space(worker: dict[str, Any], host: str) -> bool:
+    """Whether a trial's worker ran where this process's pids can see it."""
+    if worker.get("host") != host:
+        return False
+    recorded = worker.get("process_space")
+    return recorded is None or recorded == process_space()  # None: an earlier hpo's record
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (another user's counts as alive)."""
     try:
@@ -353,7 +376,8 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
     ages = heartbeat_ages(storage, [trial_id(t) for t in running]) if running else {}
     for trial in running:
         worker = trial.user_attrs.get(attrs.WORKER) or {}
-        if worker.get("host") != host or pid_alive(int(worker.get("pid", 0) or 0)):
+        if not _same_process_space(worker, host) or \
+                pid_alive(int(worker.get("pid", 0) or 0)):
             continue
         age = ages.get(trial_id(trial))
         if spare_fresh and age is not None and age < grace:

@@ -143,10 +143,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def describe_host() -> dict[str, str]:
-    """Host name, process id and visible GPUs, recorded with every trial."""
+    """Host name, process id (and where that pid means something: see
+    :func:`hpo.study.process_space`) and visible GPUs, recorded with every trial."""
+    from hpo.study import process_space
+
     return {
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
+        "process_space": process_space(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
     }
 
