@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,11 @@ class Dataset:
         test: Test split, or None when the folder has none.
         cache: The cache folder the arrays are mapped from.
         skipped: Unreadable images that were left out.
+        split_hash: Which images are in which split (paths relative to the folder, and
+            labels; a bundled set's name, fractions and seed): the same wherever the folder
+            lies, different when an image, a label or the split changes. A study records it.
+        layout: ``bundled``, ``class-folders`` (split drawn from the seed and fractions),
+            ``pre-split`` or ``thesis`` (split by its folders).
     """
 
     classes: tuple[str, ...]
@@ -50,6 +56,8 @@ class Dataset:
     test: Split | None
     cache: Path
     skipped: tuple[str, ...]
+    split_hash: str = ""
+    layout: str = ""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -82,7 +90,7 @@ def _open(entry: Path) -> Dataset:
             "folder to study the other classes")
     return Dataset(classes=classes, train=splits["train"],
                    validation=splits["validation"], test=splits["test"], cache=entry,
-                   skipped=tuple(meta.get("skipped", ())))
+                   skipped=tuple(meta.get("skipped", ())), layout=str(meta.get("layout", "")))
 
 
 def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0,
@@ -115,7 +123,7 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
                             meta={"classes": classes, "source": data.source,
                                   "layout": "bundled"},
                             strict=strict, arrays=arrays)
-        return _open(entry)
+        return replace(_open(entry), split_hash=_digest(["bundled", name, data.split, seed]))
 
     index = discover(data.source, fractions=data.split, seed=seed)
     fingerprint = []
@@ -142,7 +150,14 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
               "layout": index.layout},
         strict=strict,
     )
-    return _open(entry)
+    return replace(_open(entry), split_hash=_digest(
+        [[split, path.relative_to(index.root).as_posix(), label]
+         for split in SPLITS for path, label in index.files[split]]))
+
+
+def _digest(parts: list[object]) -> str:
+    """A short, stable hash of ``parts`` (no cache version in it: a study keeps it)."""
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
 def load_bundled_classes(name: str) -> list[str]:

@@ -47,6 +47,8 @@ from hpo.study import (
     open_study,
     pareto_front,
     reap_dead_trials,
+    study_identity,
+    take_grid_history,
 )
 from hpo.trial import Objective, ObjectiveOptions, TrialFailed
 
@@ -137,15 +139,22 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
                           "or grid")
     for name, arch in config.architectures.items():
         check_weights(name, arch.weights)
+    # The data first: what it is (classes, images, split) is part of the study's identity,
+    # checked before anything is stored.
+    objective = Objective(config, replace(options.objective, grid=kind == "grid"))
+    datasets = [objective.dataset(architecture) for architecture in config.architectures]
+    identity = study_identity(config, datasets[0])  # one folder, one class list
     storage = open_storage(options.storage, options.storage_options)
     with study_lock(storage, options.study_name or config.name):
         study = open_study(config, storage, sampler=kind, study_name=options.study_name,
-                           seed=options.objective.seed, pruner=options.pruner)
+                           seed=options.objective.seed, pruner=options.pruner,
+                           identity=identity)
         if options.enqueue_defaults and kind != "grid":
             enqueue_defaults(study, config)
-    objective = Objective(config, replace(options.objective, grid=kind == "grid"))
-    datasets = [objective.dataset(architecture) for architecture in config.architectures]
-    check_data(study, config.data.source, datasets[0].classes)  # one folder, one class list
+        history = take_grid_history(study, config)
+    if history is not None:
+        _log.info(history.line())
+    check_data(study, config.data.source, datasets[0].classes)
     return study, objective
 
 
