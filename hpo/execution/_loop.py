@@ -406,5 +406,8 @@ def report_best(study: optuna.Study, reporter: Reporter, metric: str) -> None:
     except ValueError:
         reporter.summary("no trial has completed yet")
         return
-    reporter.summary(f"best: trial {best.number}  {metric}={best.value:.4f}  "
+    source = best.user_attrs.get(attrs.IMPORTED_FROM)
+    where = f" (grid study {source.get('study')!r} trial {source.get('trial')}, taken as " \
+        "history)" if isinstance(source, dict) else ""
+    reporter.summary(f"best: trial {best.number}{where}  {metric}={best.value:.4f}  "
                      f"{format_params(best.params)}")

@@ -25,7 +25,6 @@ Decisions:
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 from hpo.config import StudyConfig
@@ -36,14 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = ["study_identity", "identity_mismatch", "check_identity", "merge_identity"]
 
-_log = logging.getLogger("hpo.study")
-
 #: Layouts whose split the study file's seed and fractions draw.
 _DRAWN = ("bundled", "class-folders")
 
 _WHY = {
-    "data.split": "the study file's seed and data.split draw the train/validation/test split "
-                  "(--seed changes the sampler and weight initialisation only)",
+    "seed": "the study file's seed draws the train/validation/test split (--seed changes the "
+            "sampler and the weights' initialisation only, never the split)",
+    "data.split": "the train/validation/test fractions draw another split",
     "data.images": "the images, their labels or their split differ",
     "data.classes": "the data's classes differ",
     "data.channels": "RGB and grayscale models would be ranked together",
@@ -68,8 +66,8 @@ def study_identity(config: StudyConfig, dataset: "Dataset | None" = None) -> dic
     if dataset is not None:
         identity["data.classes"] = list(dataset.classes)
         if dataset.layout in _DRAWN:
-            identity["data.split"] = {"seed": int(config.seed),
-                                      "fractions": [float(f) for f in config.data.split]}
+            identity["seed"] = int(config.seed)
+            identity["data.split"] = [float(f) for f in config.data.split]
         if dataset.split_hash:
             identity["data.images"] = dataset.split_hash
     return identity
@@ -129,8 +127,6 @@ def merge_identity(stored: Mapping[str, Any] | None, identity: Mapping[str, Any]
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, dict) and set(value) == {"seed", "fractions"}:
-        return f"seed {value['seed']}, fractions {value['fractions']}"
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     return repr(value) if isinstance(value, str) else str(value)
