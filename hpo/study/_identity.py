@@ -104,11 +104,13 @@ def check_identity(name: str, stored: Mapping[str, Any] | None, identity: Mappin
         return
     key, old, new = found
     why = _WHY.get(key.split(".")[0] if key.startswith("image_size") else key, "")
+    fix = ("point $data at the study's data, or use $study_name to start another study on "
+           "this data") if key in ("data.classes", "data.images") else \
+        f"restore {key}, or use $study_name to start another study"
     raise StudyError(
         f"study {name!r} was created with {key} = {_show(old)}, but {source} (with the "
         f"options given) has {key} = {_show(new)}: {why}, so its trials could not be "
-        f"compared with the earlier ones; restore {key}, or use $study_name to start another "
-        "study")
+        f"compared with the earlier ones; {fix}")
 
 
 def merge_identity(stored: Mapping[str, Any] | None, identity: Mapping[str, Any]
