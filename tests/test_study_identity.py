@@ -51,6 +51,17 @@ def _snapshot(url: str) -> list[tuple]:
 
 def _grid_then_search(tmp_path: Path, image_folder: Path, url: str) -> None:
     name = f"gs-{uuid.uuid4().hex[:8]}"
+    try:
+        _check_grid_then_search(tmp_path, image_folder, url, name)
+    finally:  # a shared PostgreSQL database keeps no test's studies
+        for study in (name, f"{name}.search"):
+            try:
+                optuna.delete_study(study_name=study, storage=url)
+            except KeyError:
+                pass
+
+
+def _check_grid_then_search(tmp_path: Path, image_folder: Path, url: str, name: str) -> None:
     study_file = _ten_point_study(tmp_path / "ten.toml", image_folder, name)
     hpo.run(study_file, sampler="grid", storage=url)  # in this process: one backend start
     search = run_cli("run", "--study", str(study_file), "--sampler", "tpe", "--n-trials", "1",

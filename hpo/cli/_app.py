@@ -241,7 +241,8 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json: JsonOpt = False) -> Non
     for s in stored:
         states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items())
         best = "" if s["best_value"] is None else f"  best {s['metric']}={s['best_value']:.4f}"
-        typer.echo(f"  {s['name']:<22} {s['trials']} trials ({states or 'none'}){best}")
+        linked = "".join(f"  (linked {family}: {name})" for family, name in s["links"].items())
+        typer.echo(f"  {s['name']:<22} {s['trials']} trials ({states or 'none'}){best}{linked}")
 
 
 @app.command()

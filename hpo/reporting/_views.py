@@ -137,7 +137,9 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]
                        "objectives": objective_names(study),
                        "metric": study.user_attrs.get(attrs.METRIC, "value"),
                        "trials": len(trials),
-                       "states": {k: v for k, v in counts.items() if v}, "best_value": best})
+                       "states": {k: v for k, v in counts.items() if v}, "best_value": best,
+                       "family": study.user_attrs.get(attrs.FAMILY),
+                       "links": dict(study.user_attrs.get(attrs.LINKS) or {})})
     return result
 
 

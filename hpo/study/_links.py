@@ -120,8 +120,12 @@ def pick_study_name(storage: optuna.storages.BaseStorage, base: str, family: str
 
 def link(storage: optuna.storages.BaseStorage, study: optuna.Study, family: str,
          base: str) -> None:
-    """Records ``study``'s family and, when it is not ``base``, the link both ways."""
-    if study.user_attrs.get(attrs.FAMILY) != family:
+    """Records ``study``'s family and, when it is not ``base``, the link both ways.
+
+    An earlier hpo's study that holds both families' space hashes gets no family: it stays
+    the one study both run in, as before."""
+    held = [f for f, key in _HASH.items() if key in study.user_attrs]
+    if attrs.FAMILY not in study.user_attrs and held == [family]:
         study.set_user_attr(attrs.FAMILY, family)
     if study.study_name == base:
         return
