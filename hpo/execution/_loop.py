@@ -119,9 +119,13 @@ class WorkerRun:
 
 
 def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Study, Objective]:
-    """Opens storage and study, checks weights, decodes the data into the cache.
+    """Checks weights, decodes the data into the cache, opens storage and study, and gives a
+    search the linked grid's finished trials as history (:func:`hpo.study.take_grid_history`,
+    logged in one line).
 
-    Everything that can fail on bad input fails here, before any trial is created.
+    Everything that can fail on bad input fails here, before any trial is created; the data
+    is loaded before the study is opened, since what it is (classes, images, split) is part
+    of the study's identity, checked before anything is stored.
     """
     if options.n_trials is not None and options.n_trials < 1:
         raise ConfigError(f"$n_trials must be at least 1, received {options.n_trials}")

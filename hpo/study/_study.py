@@ -3,7 +3,11 @@
 The Optuna study is a plain one: ``optuna.load_study(study_name=..., storage=...)`` and the
 stock dashboard read it. ``hpo`` adds study user attributes (``hpo:...``): the study file it
 came from and a hash of each search space used, so that a worker with an edited file is
-refused instead of mixing two searches.
+refused instead of mixing two searches; the study's identity (:mod:`hpo.study._identity`:
+data, split, shaping, metric), checked on every resume; and its family and links
+(:mod:`hpo.study._links`): a grid and a search of one study file run in two linked studies,
+because Optuna keeps one distribution per parameter name and the grid's are categorical.
+A study of that name that hpo did not create, with trials in it, is refused.
 """
 
 from __future__ import annotations
