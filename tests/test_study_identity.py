@@ -225,3 +225,25 @@ def test_an_empty_stock_study_is_adopted_and_an_old_hpo_study_gets_an_identity(
     identity = {**study_identity(config), "data.classes": ["cats", "dogs"]}
     with pytest.raises(hpo.StudyError, match="data.classes"):
         open_study(config, storage, sampler="grid", study_name="old2", identity=identity)
+
+
+@pytest.mark.parametrize("url", ["sqlite", None])
+def test_kept_models_rank_the_search_s_own_trials_and_export_finds_a_grid_one(
+        tmp_path, url):
+    from hpo.trial import Artifacts, export_model, model_path
+
+    storage = f"sqlite:///{tmp_path / 'k.db'}" if url else None
+    study = optuna.create_study(study_name="s.search", storage=storage, direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for number, (value, taken) in enumerate([(0.9, {"study": "s", "trial": 4}), (0.5, None),
+                                             (0.7, None)]):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={"x": value}, distributions=dist,
+            user_attrs={attrs.IMPORTED_FROM: taken} if taken else {}))
+    artifacts = Artifacts(directory=tmp_path / "a", keep_models=1)
+    assert artifacts._top(study) == [(2, 0.7)]  # the grid's 0.9 has its model elsewhere
+    kept = model_path(artifacts.directory, "s", 4)
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"model")
+    assert export_model(study, artifacts.directory, tmp_path / "best.keras") == 0
+    assert (tmp_path / "best.keras").read_bytes() == b"model"

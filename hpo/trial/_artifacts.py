@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.storage import best_trial_numbers, storage_of, study_id, unwrap_storage
-from hpo.study import best_by_metric, metric_maximized, metric_value, pid_alive
+from hpo.study import attrs, best_by_metric, metric_maximized, metric_value, pid_alive
 from hpo.trial import _plots as plots
 
 if TYPE_CHECKING:
@@ -110,11 +110,14 @@ class Artifacts:
     def _top(self, study: optuna.Study) -> list[tuple[int, float]]:
         """(number, metric) of the ``keep_models`` best COMPLETE trials, best first: one
         ordered query on an RDB storage, a sort of every trial elsewhere."""
+        # a trial a search took from its grid has its model in the grid study's folder
         top = best_trial_numbers(storage_of(study), study_id(study), self.keep_models,
-                                 maximize=metric_maximized(study))
+                                 maximize=metric_maximized(study),
+                                 without_user_attr=attrs.IMPORTED_FROM)
         if top is not None:
             return top
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if attrs.IMPORTED_FROM not in t.user_attrs]
         ranked = sorted(complete, key=metric_value,  # type: ignore[arg-type]
                         reverse=metric_maximized(study))[:self.keep_models]
         return [(t.number, float(metric_value(t))) for t in ranked]  # type: ignore[arg-type]
@@ -244,7 +247,10 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
         number = model
     else:
         raise ConfigError(f"$model expects 'best' or a trial number, received {model!r}")
-    source = model_path(directory, study.study_name, number)
+    trained = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    taken = trained.user_attrs.get(attrs.IMPORTED_FROM) if trained is not None else None
+    source = model_path(directory, str(taken["study"]), int(taken["trial"])) \
+        if isinstance(taken, dict) else model_path(directory, study.study_name, number)
     if not source.is_file():
         raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
                          "kept for the $keep_models best trials only); export one of those, "
