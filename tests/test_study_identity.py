@@ -105,10 +105,12 @@ def _check_grid_then_search(tmp_path: Path, image_folder: Path, url: str, name: 
     assert f"linked search study {name}.search: 12 trials (10 grid trial(s)" in status.stdout
 
 
+@pytest.mark.slow  # ten grid trials: as many as TPE's random start-up
 def test_a_search_after_the_grid_starts_from_the_grid_on_sqlite(tmp_path, image_folder):
     _grid_then_search(tmp_path, image_folder, f"sqlite:///{tmp_path / 's.db'}")
 
 
+@pytest.mark.slow
 def test_a_search_after_the_grid_starts_from_the_grid_on_postgresql(tmp_path, image_folder,
                                                                     postgres_url):
     _grid_then_search(tmp_path, image_folder, postgres_url)
