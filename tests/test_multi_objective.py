@@ -80,8 +80,9 @@ def test_a_single_objective_study_is_not_resumed_as_a_multi_objective_one(
         tmp_path, image_folder, sqlite_url):
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name="one")
     hpo.run(study_file, storage=sqlite_url, n_trials=1)
-    with pytest.raises(StudyError, match="optimises val_accuracy \\(maximize\\), but .* asks "
-                                         "for val_accuracy, train_time; use study_name"):
+    with pytest.raises(StudyError, match="was created with objectives = \\[val_accuracy\\], "
+                                         "but .* has objectives = \\[val_accuracy, "
+                                         "train_time\\]: .*use study_name"):
         hpo.run(study_file, storage=sqlite_url, objectives="val_accuracy,train_time")
     with pytest.raises(ConfigError, match="optimises one objective"):
         hpo.run(study_file, storage=sqlite_url, sampler="cmaes", study_name="other",

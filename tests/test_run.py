@@ -178,8 +178,9 @@ def test_resuming_with_data_of_other_classes_is_refused(tiny_study, sqlite_url, 
 
     hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
     other = make_image_folder(tmp_path / "other", classes=("a", "b", "c"), per_class=8)
-    with pytest.raises(StudyError, match=r"was trained on .* with classes .*, but this run's "
-                                         r"data .* has classes a, b, c; point data at"):
+    with pytest.raises(StudyError, match=r"was created with data.classes = \[cats, dogs\], "
+                                         r"but .* has data.classes = \[a, b, c\]: .*; point "
+                                         r"data at"):
         hpo.run(tiny_study, storage=sqlite_url, data=other)
     study = optuna.load_study(study_name=load_study_config(tiny_study).name, storage=sqlite_url)
     assert len(study.trials) == 1  # nothing was trained on the other data

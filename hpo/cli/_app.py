@@ -261,7 +261,8 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json: JsonOpt = False) -> Non
     for s in stored:
         states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items())
         best = "" if s["best_value"] is None else f"  best {s['metric']}={s['best_value']:.4f}"
-        typer.echo(f"  {s['name']:<22} {s['trials']} trials ({states or 'none'}){best}")
+        linked = "".join(f"  (linked {family}: {name})" for family, name in s["links"].items())
+        typer.echo(f"  {s['name']:<22} {s['trials']} trials ({states or 'none'}){best}{linked}")
 
 
 @app.command()
@@ -316,25 +317,30 @@ def best(
     storage: StorageOpt = DEFAULT_STORAGE,
     json: JsonOpt = False,
 ) -> None:
-    """Print the best trial of a study."""
+    """Print the best trial of a study (over its grid and its search, when they are linked)."""
     from hpo.errors import StudyError
-    from hpo.reporting import format_params, to_json, trial_record
+    from hpo.reporting import format_params, link_lines, pair_best, to_json, trial_record
     from hpo.study import load_existing_study
 
     loaded = load_existing_study(study, _existing_storage(storage))
     if len(loaded.directions) > 1:
         _print_pareto_front(loaded, json)
+        if not json:
+            for line in link_lines(loaded):
+                typer.echo(line)
         return
-    try:
-        trial = loaded.best_trial
-    except ValueError:
-        raise StudyError(f"study {study!r} has no completed trial yet; run it first") from None
+    found = pair_best(loaded)
+    if found is None:
+        raise StudyError(f"study {study!r} has no completed trial yet; run it first")
+    owner, trial = found
     record = trial_record(trial)
     if json:
-        typer.echo(to_json(record))
+        typer.echo(to_json({**record, "study": owner.study_name}))
         return
     metric = loaded.user_attrs.get(attrs.METRIC, "value")
-    typer.echo(f"best trial {trial.number}: {metric}={trial.value:.4f}")
+    where = "" if owner.study_name == loaded.study_name else \
+        f" of linked {owner.user_attrs.get(attrs.FAMILY, '')} study {owner.study_name!r}"
+    typer.echo(f"best trial {trial.number}{where}: {metric}={trial.value:.4f}")
     typer.echo(f"  params: {format_params(trial.params)}")
     if "value_std" in record:
         low, high = record["value_ci95"]
@@ -383,7 +389,7 @@ def trials(
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
     """List a study's trials (table, --json or --csv)."""
-    from hpo.reporting import to_json, trial_record, trials_csv, trials_table
+    from hpo.reporting import link_lines, to_json, trial_record, trials_csv, trials_table
     from hpo.study import load_existing_study
 
     loaded = load_existing_study(study, _existing_storage(storage))
@@ -397,6 +403,8 @@ def trials(
 
         typer.echo(trials_table(all_trials, loaded.user_attrs.get(attrs.METRIC, "value"),
                                 tuple(objective_names(loaded)[1:])))
+        for line in link_lines(loaded):
+            typer.echo(line)
 
 
 @app.command()
@@ -437,6 +445,10 @@ def status(
         for point in grid["failed_points"]:
             typer.echo(f"  failed {point['tries']}x: {point['params']}: "
                        f"{point['reasons'][-1] if point['reasons'] else ''}")
+    for link in report["linked"]:
+        typer.echo(f"linked {link['family']} study {link['study']}: {link['trials']} trials "
+                   f"({link['taken_from_grid']} grid trial(s) taken by the search as history;"
+                   f" 'hpo status {link['study']}')")
     for key, worker in report["workers"].items():
         typer.echo(f"worker {worker['name'] or '?'} ({key}"
                    f"{', GPU ' + worker['gpu'] if worker['gpu'] else ''}): "
@@ -556,7 +568,7 @@ def report(
 ) -> None:
     """The thesis's tables from a study: defaults and best per optimizer, importances."""
     from hpo.config import load_study_config
-    from hpo.reporting import build_report, write_report
+    from hpo.reporting import build_report, linked_summary, write_report
     from hpo.study import load_existing_study
 
     try:
@@ -564,8 +576,13 @@ def report(
         name, training = config.name, config.training
     except ConfigError:
         name, training = study, {}
-    built = build_report(load_existing_study(name, _existing_storage(storage)), training)
+    loaded = load_existing_study(name, _existing_storage(storage))
+    built = build_report(loaded, training)
     text = write_report(built, format, out)
+    for link in linked_summary(loaded):  # the report is of this study: the other is named
+        typer.echo(f"note: this report is of study {name!r}; its linked {link['family']} "
+                   f"study {link['study']!r} has {link['trials']} trials ('hpo report "
+                   f"{link['study']}')", err=True)
     if out is None:
         typer.echo(text, nl=False)
     else:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ class Dataset:
             ``duplicates`` (see :func:`hpo.data.find_duplicates`: counts and examples),
             ``wide_images`` (images of more than 8 bits, scaled by the folder's range),
             ``skipped`` (count).
+        split_hash: Which images are in which split (paths relative to the folder, and
+            labels; a bundled set's name, fractions and seed): the same wherever the folder
+            lies, different when an image, a label or the split changes. A study records it.
+        layout: ``bundled``, ``class-folders`` (split drawn from the seed and fractions),
+            ``pre-split`` or ``thesis`` (split by its folders).
     """
 
     classes: tuple[str, ...]
@@ -57,6 +63,8 @@ class Dataset:
     cache: Path
     skipped: tuple[str, ...]
     facts: dict[str, Any] = field(default_factory=dict, compare=False)
+    split_hash: str = ""
+    layout: str = ""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -94,7 +102,8 @@ def _open(entry: Path) -> Dataset:
                              "wide_images": meta.get("wide") or {}}
     return Dataset(classes=classes, train=splits["train"],
                    validation=splits["validation"], test=splits["test"], cache=entry,
-                   skipped=tuple(meta.get("skipped", ())), facts=facts)
+                   skipped=tuple(meta.get("skipped", ())), facts=facts,
+                   layout=str(meta.get("layout", "")))
 
 
 _reported: set[Path] = set()  # cache entries whose facts this process has said
@@ -176,7 +185,7 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
                             meta={"classes": classes, "source": data.source,
                                   "layout": "bundled"},
                             strict=strict, arrays=arrays)
-        return _open(entry)
+        return replace(_open(entry), split_hash=_digest(["bundled", name, data.split, seed]))
 
     index = discover(data.source, fractions=data.split, seed=seed)
     fingerprint = []
@@ -203,9 +212,16 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
               "layout": index.layout, "carved": index.carved},
         strict=strict,
     )
-    dataset = _open(entry)
+    dataset = replace(_open(entry), split_hash=_digest(
+        [[split, path.relative_to(index.root).as_posix(), label]
+         for split in SPLITS for path, label in index.files[split]]))
     _say_facts(dataset, str(index.root), strict)
     return dataset
+
+
+def _digest(parts: list[object]) -> str:
+    """A short, stable hash of ``parts`` (no cache version in it: a study keeps it)."""
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
 def load_bundled_classes(name: str) -> list[str]:

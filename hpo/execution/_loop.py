@@ -53,6 +53,8 @@ from hpo.study import (
     open_study,
     pareto_front,
     reap_dead_trials,
+    study_identity,
+    take_grid_history,
 )
 from hpo.trial import Objective, ObjectiveOptions, TrialFailed
 
@@ -128,9 +130,13 @@ class WorkerRun:
 
 
 def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Study, Objective]:
-    """Opens storage and study, checks weights, decodes the data into the cache.
+    """Checks weights, decodes the data into the cache, opens storage and study, and gives a
+    search the linked grid's finished trials as history (:func:`hpo.study.take_grid_history`,
+    logged in one line).
 
-    Everything that can fail on bad input fails here, before any trial is created.
+    Everything that can fail on bad input fails here, before any trial is created; the data
+    is loaded before the study is opened, since what it is (classes, images, split) is part
+    of the study's identity, checked before anything is stored.
     """
     if options.n_trials is not None and options.n_trials < 1:
         raise ConfigError(f"$n_trials must be at least 1, received {options.n_trials}")
@@ -148,14 +154,21 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
                           "or grid")
     for name, arch in config.architectures.items():
         check_weights(name, arch.weights)
+    # The data first: what it is (classes, images, split) is part of the study's identity,
+    # checked before anything is stored.
+    objective = Objective(config, replace(options.objective, grid=kind == "grid"))
+    datasets = [objective.dataset(architecture) for architecture in config.architectures]
+    identity = study_identity(config, datasets[0])  # one folder, one class list
     storage = open_storage(options.storage, options.storage_options)
     with study_lock(storage, options.study_name or config.name):
         study = open_study(config, storage, sampler=kind, study_name=options.study_name,
-                           seed=options.objective.seed, pruner=options.pruner)
+                           seed=options.objective.seed, pruner=options.pruner,
+                           identity=identity)
         if options.enqueue_defaults and kind != "grid":
             enqueue_defaults(study, config)
-    objective = Objective(config, replace(options.objective, grid=kind == "grid"))
-    datasets = [objective.dataset(architecture) for architecture in config.architectures]
+        history = take_grid_history(study, config)
+    if history is not None:
+        _log.info(history.line())
     check_data(study, config.data.source, datasets[0].classes,  # one folder, one class list
                datasets[0].facts)
     return study, objective
@@ -490,5 +503,8 @@ def report_best(study: optuna.Study, reporter: Reporter, metric: str) -> None:
     except ValueError:
         reporter.summary("no trial has completed yet")
         return
-    reporter.summary(f"best: trial {best.number}  {metric}={best.value:.4f}  "
+    source = best.user_attrs.get(attrs.IMPORTED_FROM)
+    where = f" (grid study {source.get('study')!r} trial {source.get('trial')}, taken as " \
+        "history)" if isinstance(source, dict) else ""
+    reporter.summary(f"best: trial {best.number}{where}  {metric}={best.value:.4f}  "
                      f"{format_params(best.params)}")

@@ -22,6 +22,10 @@ from hpo.reporting._progress import (
 )
 from hpo.reporting._report import FORMATS, Report, build_report, write_report
 from hpo.reporting._views import (
+                                      link_lines,
+                                      linked_summary,
+                                      origin,
+                                      pair_best,
                                       study_status,
                                       study_summaries,
                                       to_json,
@@ -47,6 +51,10 @@ __all__ = [
     "study_summaries",
     "study_status",
     "to_json",
+    "link_lines",
+    "linked_summary",
+    "origin",
+    "pair_best",
     "FORMATS",
     "Report",
     "build_report",

@@ -1,4 +1,10 @@
-"""Read-only views of stored studies: trial records, tables, CSV, JSON."""
+"""Read-only views of stored studies: trial records, tables, CSV, JSON.
+
+A study file's grid and search live in two linked Optuna studies (:mod:`hpo.study._links`);
+these views show one study and name the other (:func:`linked_summary`, :func:`link_lines`),
+mark a search trial taken from the grid (its ``imported_from``), and :func:`pair_best` finds
+the best trial over both.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
 from hpo.reporting._progress import format_value
-from hpo.study import attrs, best_by_metric, metric_value, objective_names
+from hpo.study import (
+    attrs,
+    best_by_metric,
+    linked_studies,
+    metric_maximized,
+    metric_value,
+    objective_names,
+)
 
 __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "study_status",
-           "to_json"]
+           "to_json", "linked_summary", "link_lines", "pair_best", "origin"]
 
 _ATTRS = ("test_accuracy", "tp", "tn", "roc_auc", "epochs_trained", "result_epoch",
           "result_epoch_policy", "best_epoch", "n_params",
@@ -39,7 +52,8 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         record["values"] = trial.values
     for key in (*_ATTRS, "confusion_matrix", "classes", "seed", "precision", "worker",
                 "value_mean", "value_std", "value_ci95", "value_ci95_method", "repeat_values",
-                "repeat_seeds", "repeat_result_epochs", "repeat_test_accuracies", "history"):
+                "repeat_seeds", "repeat_result_epochs", "repeat_test_accuracies", "history",
+                attrs.IMPORTED_FROM):
         if key in trial.user_attrs:
             record[key] = trial.user_attrs[key]
     return record
@@ -64,7 +78,9 @@ def trials_table(trials: list[FrozenTrial], metric: str,
     params = _param_names(trials)
     repeated = any("value_std" in t.user_attrs for t in trials)
     gpu = any("gpu_busy_pct" in t.user_attrs for t in trials)
-    header = ["#", "state", metric, *other_objectives, *(["std", "ci95"] if repeated else []),
+    imported = any(attrs.IMPORTED_FROM in t.user_attrs for t in trials)
+    header = ["#", *(["from"] if imported else []), "state", metric, *other_objectives,
+              *(["std", "ci95"] if repeated else []),
               "test_acc", "epoch", *params, "time_s", "outside_fit_s", "img/s",
               *(["gpu%", "gpu_mb"] if gpu else [])]
     rows = [header]
@@ -76,7 +92,8 @@ def trials_table(trials: list[FrozenTrial], metric: str,
             std, ci = t.user_attrs.get(attrs.VALUE_STD), t.user_attrs.get("value_ci95")
             spread = ["" if std is None else f"{std:.4f}",
                       "" if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"]
-        rows.append([str(t.number), t.state.name,
+        rows.append([str(t.number), *([origin(t) or "ran here"] if imported else []),
+                     t.state.name,
                      "" if t.values is None else f"{metric_value(t):.4f}",
                      *([f"{v:.4g}" for v in t.values[1:]] if t.values
                        else [""] * len(other_objectives)),
@@ -134,8 +151,64 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]
                        "objectives": objective_names(study),
                        "metric": study.user_attrs.get(attrs.METRIC, "value"),
                        "trials": len(trials),
-                       "states": {k: v for k, v in counts.items() if v}, "best_value": best})
+                       "states": {k: v for k, v in counts.items() if v}, "best_value": best,
+                       "family": study.user_attrs.get(attrs.FAMILY),
+                       "links": dict(study.user_attrs.get(attrs.LINKS) or {})})
     return result
+
+
+def origin(trial: FrozenTrial) -> str | None:
+    """``grid S #3`` for a search trial taken from grid study S's trial 3, else None."""
+    source = trial.user_attrs.get(attrs.IMPORTED_FROM)
+    if not isinstance(source, dict):
+        return None
+    return f"grid {source.get('study')} #{source.get('trial')}"
+
+
+def linked_summary(study: optuna.Study) -> list[dict[str, Any]]:
+    """The studies linked to ``study`` (its grid's or its search's): name, family, trials,
+    and how many of the search's trials were taken from the grid."""
+    result = []
+    for other in linked_studies(study):
+        trials = other.get_trials(deepcopy=False)
+        grid, search = (study, other) if other.user_attrs.get(attrs.FAMILY) == "search" \
+            else (other, study)
+        taken = sum(1 for t in search.get_trials(deepcopy=False)
+                    if (t.user_attrs.get(attrs.IMPORTED_FROM) or {}).get("study")
+                    == grid.study_name)
+        result.append({"study": other.study_name,
+                       "family": other.user_attrs.get(attrs.FAMILY, "?"),
+                       "trials": len(trials), "taken_from_grid": taken})
+    return result
+
+
+def link_lines(study: optuna.Study) -> list[str]:
+    """One line per study linked to ``study``, for the terminal."""
+    lines = []
+    for link in linked_summary(study):
+        lines.append(f"linked {link['family']} study {link['study']!r}: {link['trials']} "
+                     f"trials; {link['taken_from_grid']} grid trial(s) taken by the search as "
+                     f"its history (see 'hpo trials {link['study']}')")
+    return lines
+
+
+def pair_best(study: optuna.Study) -> tuple[optuna.Study, FrozenTrial] | None:
+    """The best trial by the metric over ``study`` and the studies linked to it (a grid
+    trial the search took as history counts once, in the grid), with its study."""
+    found = []
+    candidates = [study, *linked_studies(study)]
+    names = {c.study_name for c in candidates}
+    for candidate in candidates:
+        trials = [t for t in candidate.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if t.values and (t.user_attrs.get(attrs.IMPORTED_FROM) or {}).get("study")
+                  not in names]
+        if trials:
+            pick = max if metric_maximized(candidate) else min
+            found.append((candidate, pick(trials, key=metric_value)))
+    if not found:
+        return None
+    pick = max if metric_maximized(study) else min
+    return pick(found, key=lambda pair: metric_value(pair[1]))
 
 
 def to_json(value: Any) -> str:
@@ -169,9 +242,11 @@ def study_status(study: optuna.Study, config: StudyConfig | None,
                               "workers": workers,
                               "mean_trial_s": sum(durations) / len(durations) if durations
                               else None}
+    status["linked"] = linked_summary(study)
     if artifacts is not None:
         status["artifacts"] = _artifacts_use(study, artifacts)
-    if config is not None and config.grid:
+    if config is not None and config.grid and \
+            study.user_attrs.get(attrs.FAMILY) != "search":  # a search's grid is linked
         coverage = grid_coverage(study, config)
         reasons: dict[tuple[Any, ...], list[str]] = {}
         for t in trials:

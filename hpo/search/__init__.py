@@ -12,10 +12,12 @@ from hpo.search._samplers import (
 from hpo.search._space import (
     TrialParams,
     describe_space,
+    distribution,
     grid_search_space,
     resolve,
     space_hash,
     suggest,
+    to_space,
 )
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "resolve",
     "space_hash",
     "describe_space",
+    "distribution",
+    "to_space",
     "SAMPLERS",
     "WorkerGridSampler",
     "canonical_sampler",

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from hpo.config import GridValue, StudyConfig
+from hpo.config import GridValue, ParamSpec, StudyConfig
 from hpo.models import MODELS
 from hpo.optimizers import OPTIMIZER_INTERNALS, OPTIMIZERS
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = ["TrialParams", "grid_search_space", "suggest", "resolve", "space_hash",
-           "describe_space"]
+           "describe_space", "distribution", "to_space"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,75 @@ def suggest(trial: "optuna.Trial", config: StudyConfig, *, grid: bool) -> dict[s
                                                     float(spec.high), step=spec.step,
                                                     log=spec.log)
     return params
+
+
+def distribution(spec: ParamSpec) -> "optuna.distributions.BaseDistribution":
+    """The distribution :func:`suggest` samples ``spec`` from (the same Optuna stores)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if spec.choices is not None:
+        return CategoricalDistribution(list(spec.choices))
+    if spec.integer:
+        return IntDistribution(int(spec.low), int(spec.high), log=spec.log,
+                               step=int(spec.step or 1))
+    return FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=spec.step)
+
+
+def to_space(config: StudyConfig, params: Mapping[str, Any], trained_with: Mapping[str, Any]
+             ) -> tuple[dict[str, Any], dict[str, "optuna.distributions.BaseDistribution"]] | str:
+    """A grid trial's parameters as a trial of the space would have them, to give a search
+    the grid's results as history.
+
+    Args:
+        config: The study file (its space and its training defaults: what the search
+            trains with).
+        params: The grid trial's parameters.
+        trained_with: The training defaults the grid trial was trained with (its study's).
+
+    Returns:
+        The parameters and their distributions, or why the trial is no trial of the space:
+        a value outside it, a searched parameter the grid left to the optimizer's or model's
+        own default, or a parameter the space does not search that the grid trained at
+        another value than the search does.
+    """
+    full = {**trained_with, **params}
+    converted: dict[str, Any] = {}
+    distributions: dict[str, Any] = {}
+    for spec in config.space:
+        if not spec.applies(converted):
+            continue
+        if spec.name not in full:
+            return f"{spec.name} is searched but the grid left it at its default"
+        dist = distribution(spec)
+        value = full[spec.name]
+        try:
+            value = int(value) if spec.integer else float(value) if spec.choices is None \
+                else value
+            inside = dist._contains(dist.to_internal_repr(value))
+        except (TypeError, ValueError):
+            inside = False
+        if not inside:
+            return f"{spec.name} outside the space"
+        converted[spec.name] = value
+        distributions[spec.name] = dist
+    try:
+        grid_run = resolve(replace(config, training=dict(trained_with)), params)
+        search_run = resolve(config, converted)
+    except (KeyError, ValueError, TypeError):
+        return "architecture or optimizer not in the study file"
+    for item in fields(TrialParams):
+        old, new = getattr(grid_run, item.name), getattr(search_run, item.name)
+        if old == new:
+            continue
+        if isinstance(old, Mapping):
+            names = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+            return f"{', '.join(names)} not searched, trained at another value"
+        return f"{item.name} not searched, trained at another value"
+    return converted, distributions
 
 
 def resolve(config: StudyConfig, sampled: Mapping[str, Any]) -> TrialParams:

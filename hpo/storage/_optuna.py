@@ -417,10 +417,12 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
 
 
 def best_trial_numbers(storage: optuna.storages.BaseStorage, study_id: int, count: int, *,
-                       maximize: bool) -> list[tuple[int, float]] | None:
+                       maximize: bool, without_user_attr: str | None = None
+                       ) -> list[tuple[int, float]] | None:
     """(number, first value) of the ``count`` COMPLETE trials with the best first value
     (ties: lower number first), by one ordered query instead of sorting every trial. None
-    when the storage is not an RDB storage, or a value is infinite (the caller sorts)."""
+    when the storage is not an RDB storage, or a value is infinite (the caller sorts).
+    ``without_user_attr``: leave out the trials that have this user attribute."""
     backend = unwrap_storage(storage)
     if not isinstance(backend, optuna.storages.RDBStorage):
         return None
@@ -439,9 +441,14 @@ def best_trial_numbers(storage: optuna.storages.BaseStorage, study_id: int, coun
                 value.objective == 0, value.value_type != finite).scalar()
             if infinite:
                 return None
-            return session.query(trial.number, value.value).join(
+            query = session.query(trial.number, value.value).join(
                 value, sqlalchemy.and_(value.trial_id == trial.trial_id, value.objective == 0)
-            ).filter(trial.study_id == study_id, trial.state == TrialState.COMPLETE).order_by(
+            ).filter(trial.study_id == study_id, trial.state == TrialState.COMPLETE)
+            if without_user_attr is not None:
+                attr = models.TrialUserAttributeModel
+                query = query.filter(~sqlalchemy.exists().where(
+                    attr.trial_id == trial.trial_id, attr.key == without_user_attr))
+            return query.order_by(
                 value.value.desc() if maximize else value.value.asc(), trial.number.asc()
             ).limit(count).all()
 

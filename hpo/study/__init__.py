@@ -3,6 +3,8 @@ claims, reaping lost trials, and reading its objective values (best trial, Paret
 
 from hpo.study import _attrs as attrs
 from hpo.study._claims import GridClaims
+from hpo.study._identity import study_identity
+from hpo.study._links import GridHistory, linked_studies, take_grid_history
 from hpo.study._study import (
     FRESH_HEARTBEATS,
     GridCoverage,
@@ -39,6 +41,10 @@ __all__ = [
     "GridClaims",
     "grid_key",
     "check_data",
+    "study_identity",
+    "GridHistory",
+    "linked_studies",
+    "take_grid_history",
     "pid_alive",
     "process_space",
     "check_reap_grace",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "STUDY_FILE", "METRIC", "TRAINING", "GRID_SIZE", "DATA", "RESULT_EPOCH_POLICY_OF_STUDY",
+    "IDENTITY", "FAMILY", "LINKS", "IMPORTED_FROM",
     "FAIL_REASON", "FAIL_TRACEBACK", "WORKER", "WALL_TIME", "TEST_ACCURACY",
     "REPEAT_VALUES", "VALUE_STD", "RESULT_EPOCH", "RESULT_EPOCH_POLICY",
     "STUDY_UID", "LATE_RESULT", "LATE_RESULT_AT",
@@ -33,8 +34,22 @@ STUDY_UID = "hpo:study_uid"
 #: A late result kept on the study (``hpo:late_result:N``) where the storage cannot write
 #: to trial N once it has finished (journal, in-memory).
 LATE_RESULT_OF = "hpo:late_result:"
+#: What a trial's value means, recorded at creation and compared key by key on every
+#: resume: the split (seed, fractions, the images in each split), the shaping (channels, image
+#: size per architecture) and the metric, objectives and directions.
+IDENTITY = "hpo:identity"
+#: Which sampler family runs the study: ``grid`` or ``search`` (every other sampler). Optuna
+#: keeps one distribution per parameter name, and the grid's are categorical while the
+#: space's are ranges, so each family has a study of its own.
+FAMILY = "hpo:family"
+#: Family -> name of the study of that family linked to this one (``{"search": "S.search"}``
+#: on the grid study ``S``, ``{"grid": "S"}`` on ``S.search``).
+LINKS = "hpo:links"
 
 # Trial user attributes
+#: A search trial taken from the linked grid study as history: ``{"study": S, "trial": N}``
+#: (never trained by the search, never counted in its ``n_trials``).
+IMPORTED_FROM = "imported_from"
 #: Why a trial failed (``NonFiniteLossError: ...``, ``interrupted (Ctrl-C)``, ...).
 FAIL_REASON = "fail_reason"
 #: The traceback of a trial that failed with an unexpected error (a bug report's start).

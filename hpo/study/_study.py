@@ -3,7 +3,11 @@
 The Optuna study is a plain one: ``optuna.load_study(study_name=..., storage=...)`` and the
 stock dashboard read it. ``hpo`` adds study user attributes (``hpo:...``): the study file it
 came from and a hash of each search space used, so that a worker with an edited file is
-refused instead of mixing two searches.
+refused instead of mixing two searches; the study's identity (:mod:`hpo.study._identity`:
+data, split, shaping, metric), checked on every resume; and its family and links
+(:mod:`hpo.study._links`): a grid and a search of one study file run in two linked studies,
+because Optuna keeps one distribution per parameter name and the grid's are categorical.
+A study of that name that hpo did not create, with trials in it, is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from hpo.storage import (
     unwrap_storage,
 )
 from hpo.study import _attrs as attrs
+from hpo.study._identity import check_identity, merge_identity, study_identity
+from hpo.study._links import family_of, hpo_created, link, pick_study_name, refuse_foreign
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "finished_trials", "reap_dead_trials", "claim_grid_point", "grid_key", "check_data",
@@ -59,8 +65,15 @@ def _max_epochs(config: StudyConfig) -> int:
 
 def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sampler: str,
                seed: int | None = None, study_name: str | None = None,
-               pruner: str | None = None) -> optuna.Study:
+               pruner: str | None = None,
+               identity: dict[str, Any] | None = None) -> optuna.Study:
     """Creates the study, or loads it to resume, checking it matches ``config``.
+
+    A grid run and a search run of one study file use two linked studies
+    (:mod:`hpo.study._links`): the one named ``study_name`` (default ``config.name``) when
+    it belongs to the sampler's family or does not exist yet, else the linked one
+    (``NAME.search`` or ``NAME.grid``). Call under :func:`hpo.storage.study_lock` of
+    ``study_name``: every worker opens the study, and the first creates and links it.
 
     Args:
         config: The study file.
@@ -69,13 +82,26 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
         seed: Sampler seed; None uses the study's.
         study_name: Name in the database; default ``config.name``.
         pruner: Pruner name; default the study file's.
+        identity: The run's :func:`hpo.study.study_identity` (with its data's keys); default
+            the study file's keys alone.
 
     Raises:
-        StudyError: The stored study optimises another direction, or was created from a
-            different grid or space than ``config`` now describes.
+        StudyError: The stored study (or the study it is linked to) has another identity
+            (data, split, shaping, metric), optimises another direction, was created from a
+            different grid or space than ``config`` now describes, or was not created by
+            hpo and holds trials.
     """
     kind = canonical_sampler(sampler)
-    name = study_name or config.name
+    family = family_of(kind)
+    base = study_name or config.name
+    identity = identity if identity is not None else study_identity(config)
+    source = str(config.path)
+    name = pick_study_name(storage, base, family)  # refuses a foreign study named base
+    for checked in dict.fromkeys([base, name]):  # the pair shares one identity: checked
+        held = refuse_foreign(storage, checked)  # before the linked study is created
+        if held is not None:
+            check_identity(checked, _stored_identity(held), identity, source)
+    existing = refuse_foreign(storage, name)
     study = optuna.create_study(
         study_name=name,
         storage=trial_cache(storage),
@@ -121,6 +147,8 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
             "file, or use $study_name to start a new study with the edited one"
         )
     _check_result_epoch(study, config, name)
+    _record_identity(study, existing, identity)
+    link(storage, study, family, base)
     return study
 
 
@@ -151,6 +179,34 @@ def _check_result_epoch(study: optuna.Study, config: StudyConfig, name: str) -> 
             f"{config.result_epoch!r}: their values would mean different epochs; restore "
             f"result_epoch = {stored!r} in the study file, or use $study_name to start a new "
             "study")
+
+
+def _stored_identity(user_attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored study's identity; for an earlier hpo's study, what it recorded of one (its
+    classes and metric), so that adopting it still refuses other data."""
+    if attrs.IDENTITY in user_attrs:
+        return dict(user_attrs[attrs.IDENTITY])
+    legacy: dict[str, Any] = {}
+    if isinstance(user_attrs.get(attrs.DATA), dict) and "classes" in user_attrs[attrs.DATA]:
+        legacy["data.classes"] = list(user_attrs[attrs.DATA]["classes"])
+    if attrs.METRIC in user_attrs:
+        legacy["metric"] = user_attrs[attrs.METRIC]
+    return legacy or None
+
+
+def _record_identity(study: optuna.Study, existing: dict[str, Any] | None,
+                     identity: dict[str, Any]) -> None:
+    """Records ``identity`` in a new study, in an earlier hpo's study (one log line), or
+    the keys a stored identity lacks."""
+    stored = study.user_attrs.get(attrs.IDENTITY)
+    merged = merge_identity(stored, identity)
+    if merged is None:
+        return
+    study.set_user_attr(attrs.IDENTITY, merged)
+    if stored is None and existing is not None and hpo_created(existing):
+        _log.info("study %r was created by an earlier hpo without a recorded identity: "
+                  "recorded it now (%s); later runs are checked against it",
+                  study.study_name, ", ".join(sorted(merged)))
 
 
 def check_data(study: optuna.Study, source: str, classes: tuple[str, ...],

@@ -129,11 +129,14 @@ class Artifacts:
     def _top(self, study: optuna.Study) -> list[tuple[int, float]]:
         """(number, metric) of the ``keep_models`` best COMPLETE trials, best first: one
         ordered query on an RDB storage, a sort of every trial elsewhere."""
+        # a trial a search took from its grid has its model in the grid study's folder
         top = best_trial_numbers(storage_of(study), study_id(study), self.keep_models,
-                                 maximize=metric_maximized(study))
+                                 maximize=metric_maximized(study),
+                                 without_user_attr=attrs.IMPORTED_FROM)
         if top is not None:
             return top
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if attrs.IMPORTED_FROM not in t.user_attrs]
         ranked = sorted(complete, key=metric_value,  # type: ignore[arg-type]
                         reverse=metric_maximized(study))[:self.keep_models]
         return [(t.number, float(metric_value(t))) for t in ranked]  # type: ignore[arg-type]
@@ -265,7 +268,13 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
         trial = _trial_numbered(study, model)
     else:
         raise ConfigError(f"$model expects 'best' or a trial number, received {model!r}")
-    source = _kept_model(study, directory, trial)
+    taken = trial.user_attrs.get(attrs.IMPORTED_FROM)
+    if isinstance(taken, dict):  # a grid trial taken as the search's history: its model is
+        # filed with the grid study that trained it
+        grid = optuna.load_study(study_name=str(taken["study"]), storage=storage_of(study))
+        source = _kept_model(grid, directory, _trial_numbered(grid, int(taken["trial"])))
+    else:
+        source = _kept_model(study, directory, trial)
     with writing(out, "the model"):
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out)
