@@ -106,7 +106,9 @@ def test_a_trial_created_whose_acknowledgement_was_lost_is_created_once(tmp_path
     study = optuna.create_study(storage=storage)
     trial = study.ask()
     study.tell(trial, 1.0)
-    assert len(calls) == 1  # the retry found the stored trial instead of creating another
+    # the retry found the stored trial, in its own transaction, instead of creating another
+    # (the same fault at the commit itself, beneath Optuna's own retries: test_commit_faults)
+    assert len(calls) == 2
     assert [(t.number, t.state) for t in study.get_trials()] == [(0, TrialState.COMPLETE)]
 
 

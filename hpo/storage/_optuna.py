@@ -24,7 +24,8 @@ __all__ = ["storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", 
            "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
            "write_trial_user_attrs", "set_user_attrs", "withheld_user_attrs",
            "claim_waiting_trial", "finish_trial", "delete_trial_system_attrs",
-           "trial_with_system_attr", "best_trial_numbers"]
+           "best_trial_numbers", "trial_with_system_attr_in",
+           "create_study_once", "delete_study_once", "delete_study_system_attrs"]
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
@@ -285,21 +286,97 @@ def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: Tria
     return True
 
 
-def trial_with_system_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str,
-                           value: Any) -> int | None:
-    """The id of the study's trial whose system attribute ``key`` is ``value``, if any (one
-    query on the attribute table, not a read of every trial)."""
+def trial_with_system_attr_in(session: Any, study_id: int, key: str, value: Any) -> Any:
+    """The study's trial (Optuna's ``TrialModel``, in ``session``) whose system attribute
+    ``key`` is ``value``, if any: what a retried creation looks for in its own transaction,
+    under the study's row lock that RDBStorage's trial creation takes."""
     import json
 
     from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
 
     attr, trial = models.TrialSystemAttributeModel, models.TrialModel
-    with _create_scoped_session(storage.scoped_session) as session:
-        found = session.query(attr.trial_id).join(trial, trial.trial_id == attr.trial_id).filter(
-            trial.study_id == study_id, attr.key == key,
-            attr.value_json == json.dumps(value)).first()
-    return None if found is None else int(found[0])
+    return session.query(trial).join(attr, trial.trial_id == attr.trial_id).filter(
+        trial.study_id == study_id, attr.key == key,
+        attr.value_json == json.dumps(value)).first()
+
+
+def create_study_once(storage: optuna.storages.RDBStorage,
+                      directions: Sequence[optuna.study.StudyDirection], name: str, key: str,
+                      token: str, *, retry: bool) -> int:
+    """RDBStorage's ``create_new_study`` of the study ``name``, with the system attribute
+    ``key`` = ``token`` written in the same transaction; its id. ``retry``: an earlier try
+    may have been stored although its answer was lost; a study of that name carrying that
+    token is that try's, and its id is returned instead of a DuplicatedStudyError (checked
+    in this transaction, before the insert).
+
+    Raises:
+        optuna.exceptions.DuplicatedStudyError: Another study has that name.
+    """
+    import json
+
+    import sqlalchemy.exc
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    duplicate = optuna.exceptions.DuplicatedStudyError(
+        f"Another study with name '{name}' already exists. Please specify a different name, "
+        "or reuse the existing one by setting `load_if_exists` (for Python API) or "
+        "`--skip-if-exists` flag (for CLI).")
+    try:
+        with _create_scoped_session(storage.scoped_session) as session:
+            if retry:
+                found = models.StudyModel.find_by_name(name, session)
+                if found is not None:
+                    mark = models.StudySystemAttributeModel.find_by_study_and_key(
+                        found, key, session)
+                    if mark is not None and json.loads(mark.value_json) == token:
+                        return int(found.study_id)  # stored by the try whose answer was lost
+                    raise duplicate
+            study = models.StudyModel(study_name=name, directions=[
+                models.StudyDirectionModel(objective=objective, direction=direction)
+                for objective, direction in enumerate(list(directions))])
+            session.add(study)
+            session.flush()
+            session.add(models.StudySystemAttributeModel(
+                study_id=study.study_id, key=key, value_json=json.dumps(token)))
+            created = int(study.study_id)
+    except sqlalchemy.exc.IntegrityError:
+        raise duplicate from None
+    return created
+
+
+def delete_study_once(storage: optuna.storages.RDBStorage, study_id: int, *,
+                      retry: bool) -> None:
+    """RDBStorage's ``delete_study``; ``retry``: an earlier try may have been stored although
+    its answer was lost, so a study already gone is taken as deleted (checked in this
+    transaction) instead of a KeyError.
+
+    Raises:
+        KeyError: No study has that id (and this is the first try).
+    """
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        study = session.query(models.StudyModel).filter(
+            models.StudyModel.study_id == study_id).one_or_none()
+        if study is None:
+            if retry:
+                return
+            models.StudyModel.find_or_raise_by_id(study_id, session)  # Optuna's KeyError
+        session.delete(study)
+
+
+def delete_study_system_attrs(storage: optuna.storages.RDBStorage, study_id: int,
+                              keys: Sequence[str]) -> None:
+    """Deletes system attributes of a study (idempotent)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    model = models.StudySystemAttributeModel
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        session.query(model).filter(model.study_id == study_id, model.key.in_(list(keys))
+                                    ).delete(synchronize_session=False)
 
 
 def delete_trial_system_attrs(storage: optuna.storages.RDBStorage, trial_id: int,
