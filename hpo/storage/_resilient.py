@@ -178,6 +178,10 @@ def _without_tokens(trial: FrozenTrial) -> FrozenTrial:
 class ResilientRDBStorage(RDBStorage):
     """:class:`optuna.storages.RDBStorage` that retries calls through database outages.
 
+    It overrides and calls private methods of RDBStorage (``_create_new_trial``,
+    ``_get_prepared_new_trial``, ``_set_trial_param``, ``_get_trials``, ...): Optuna
+    internals, listed in ``hpo.storage._optuna.OPTUNA_INTERNALS`` and checked by a test.
+
     It is a plain RDBStorage to Optuna (``optuna.create_study`` wraps it in its cache as
     usual) and to the database (same schema): only the behaviour on a lost connection
     differs.
@@ -408,9 +412,14 @@ class ResilientRDBStorage(RDBStorage):
         if state == TrialState.RUNNING and values is None:
             return self._claim(trial_id)
         if not state.is_finished():  # RUNNING with values, WAITING: Optuna's own checks
-            return self.call_with_retries("set_trial_state_values", lambda retry:
+            done = self.call_with_retries("set_trial_state_values", lambda retry:
                                           RDBStorage.set_trial_state_values(
                                               self, trial_id, state, values))
+            # read from the database from now on: this worker's copy is not this state (a
+            # trial re-queued is no longer this worker's; Optuna 4.9's StorageTestCase reads
+            # the values of a trial set WAITING with values back)
+            self._mirror.forget(trial_id)
+            return done
         # The end of a trial: its state, values and end time, its last records and the
         # removal of hpo's tokens still on it, in one transaction (RDBStorage's own write,
         # plus the records and the tokens).
