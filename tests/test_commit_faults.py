@@ -259,7 +259,7 @@ def test_a_write_whose_commit_fails_is_stored_once_and_succeeds(faulty, write, m
 def test_the_fault_makes_stock_optuna_store_a_trial_twice(faulty):
     """The fault is real: stock RDBStorage, whose own loop retries the creation, stores a
     second trial after a lost acknowledgement (which hpo's storage must not)."""
-    storage, faults = faulty
+    storage, _ = faulty
     stock = optuna.storages.RDBStorage(storage.engine.url.render_as_string(hide_password=False),
                                        skip_compatibility_check=True)
     try:
@@ -281,6 +281,7 @@ def test_a_lost_study_creation_is_not_a_duplicated_study_through_optuna(faulty):
     name = f"api-{uuid.uuid4().hex[:8]}"
     faults.mode = "lost"
     study = optuna.create_study(study_name=name, storage=storage)
+    assert storage.get_study_system_attrs(study._study_id) == {}
     assert faults.injected and faults.mode is None
     assert [s.study_name for s in storage.get_all_studies()].count(name) == 1
     with pytest.raises(optuna.exceptions.DuplicatedStudyError):  # a real duplicate still is

@@ -87,18 +87,18 @@ OPTUNA_INTERNALS: tuple[str, ...] = (
     # LazyTrialCache: Optuna's trial cache, subclassed
     "optuna.storages._cached_storage:_CachedStorage.__init__(self, backend)",
     "optuna.storages._cached_storage:_CachedStorage#_backend",
-    "optuna.storages._cached_storage:_CachedStorage.get_all_trials(self, study_id, deepcopy, "
-    "states)",
+    ("optuna.storages._cached_storage:_CachedStorage.get_all_trials(self, study_id, deepcopy, "
+     "states)"),
     "optuna.storages._cached_storage:_CachedStorage.get_n_trials(self, study_id, state)",
     # hpo's own transactions on Optuna's tables
-    "optuna.storages._rdb.storage:_create_scoped_session(scoped_session, "
-    "ignore_integrity_error)",
+    ("optuna.storages._rdb.storage:_create_scoped_session(scoped_session, "
+     "ignore_integrity_error)"),
     "optuna.storages._rdb.storage:RDBStorage#scoped_session",
     "optuna.storages._rdb.storage:RDBStorage#engine",
-    "optuna.storages._rdb.storage:RDBStorage._set_trial_attr_without_commit(self, session, "
-    "model_cls, trial_id, key, value)",
-    "optuna.storages._rdb.storage:RDBStorage._set_trial_value_without_commit(self, session, "
-    "trial, objective, value)",
+    ("optuna.storages._rdb.storage:RDBStorage._set_trial_attr_without_commit(self, session, "
+     "model_cls, trial_id, key, value)"),
+    ("optuna.storages._rdb.storage:RDBStorage._set_trial_value_without_commit(self, session, "
+     "trial, objective, value)"),
     "optuna.storages._base:DEFAULT_STUDY_NAME_PREFIX",
     "optuna.storages._rdb.models:StudyModel.study_id",
     "optuna.storages._rdb.models:StudyModel.study_name",
@@ -110,16 +110,16 @@ OPTUNA_INTERNALS: tuple[str, ...] = (
     "optuna.storages._rdb.models:StudySystemAttributeModel.study_id",
     "optuna.storages._rdb.models:StudySystemAttributeModel.key",
     "optuna.storages._rdb.models:StudySystemAttributeModel.value_json",
-    "optuna.storages._rdb.models:StudySystemAttributeModel.find_by_study_and_key(study, key, "
-    "session)",
+    ("optuna.storages._rdb.models:StudySystemAttributeModel.find_by_study_and_key(study, key, "
+     "session)"),
     "optuna.storages._rdb.models:TrialModel.trial_id",
     "optuna.storages._rdb.models:TrialModel.study_id",
     "optuna.storages._rdb.models:TrialModel.number",
     "optuna.storages._rdb.models:TrialModel.state",
     "optuna.storages._rdb.models:TrialModel.datetime_start",
     "optuna.storages._rdb.models:TrialModel.datetime_complete",
-    "optuna.storages._rdb.models:TrialModel.find_or_raise_by_id(trial_id, session, "
-    "for_update)",
+    ("optuna.storages._rdb.models:TrialModel.find_or_raise_by_id(trial_id, session, "
+     "for_update)"),
     "optuna.storages._rdb.models:TrialSystemAttributeModel.trial_id",
     "optuna.storages._rdb.models:TrialSystemAttributeModel.key",
     "optuna.storages._rdb.models:TrialSystemAttributeModel.value_json",
@@ -141,10 +141,10 @@ OPTUNA_INTERNALS: tuple[str, ...] = (
     "optuna.storages._rdb.storage:RDBStorage.__getstate__(self)",
     "optuna.storages._rdb.storage:RDBStorage.__setstate__(self, state)",
     "optuna.storages._rdb.storage:RDBStorage._create_new_trial(self, study_id, template_trial)",
-    "optuna.storages._rdb.storage:RDBStorage._get_prepared_new_trial(self, study_id, "
-    "template_trial, session)",
-    "optuna.storages._rdb.storage:RDBStorage._set_trial_param(self, trial_id, param_name, "
-    "param_value_internal, distribution, previous_distribution)",
+    ("optuna.storages._rdb.storage:RDBStorage._get_prepared_new_trial(self, study_id, "
+     "template_trial, session)"),
+    ("optuna.storages._rdb.storage:RDBStorage._set_trial_param(self, trial_id, param_name, "
+     "param_value_internal, distribution, previous_distribution)"),
     "optuna.storages._rdb.storage:RDBStorage._get_trials(self, study_id, states)",
     "optuna.storages._rdb.storage:RDBStorage._get_best_trial_id(self, study_id, direction)",
     "optuna.storages._rdb.storage:RDBStorage._get_stale_trial_ids(self, study_id)",

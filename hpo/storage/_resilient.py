@@ -351,7 +351,8 @@ class ResilientRDBStorage(RDBStorage):
         token = None if template_trial is None else template_trial.system_attrs.get(_TOKEN)
         if token is not None:
             with self._spent_lock:
-                retry, _ = token in self._tried, self._tried.add(token)
+                retry = token in self._tried
+                self._tried.add(token)
             if retry:
                 stored = trial_with_system_attr_in(session, study_id, _TOKEN, token)
                 if stored is not None:
@@ -590,9 +591,7 @@ class ResilientRDBStorage(RDBStorage):
     get_study_name_from_id = _retried(RDBStorage.get_study_name_from_id)
     get_study_directions = _retried(RDBStorage.get_study_directions)
     get_study_user_attrs = _retried(RDBStorage.get_study_user_attrs)
-    get_study_system_attrs = _retried(RDBStorage.get_study_system_attrs)
     get_trial_user_attrs = _retried(RDBStorage.get_trial_user_attrs)
-    get_all_studies = _retried(RDBStorage.get_all_studies)
     get_trial_param = _retried(RDBStorage.get_trial_param)
     get_trial_id_from_study_id_trial_number = _retried(
         RDBStorage.get_trial_id_from_study_id_trial_number)
