@@ -106,7 +106,9 @@ def test_a_trial_created_whose_acknowledgement_was_lost_is_created_once(tmp_path
     study = optuna.create_study(storage=storage)
     trial = study.ask()
     study.tell(trial, 1.0)
-    assert len(calls) == 1  # the retry found the stored trial instead of creating another
+    # the retry found the stored trial, in its own transaction, instead of creating another
+    # (the same fault at the commit itself, beneath Optuna's own retries: test_commit_faults)
+    assert len(calls) == 2
     assert [(t.number, t.state) for t in study.get_trials()] == [(0, TrialState.COMPLETE)]
 
 
@@ -379,3 +381,16 @@ def test_stale_heartbeats_are_not_believed_right_after_a_database_outage(tmp_pat
     time.sleep(2.2)  # one grace period after the outage
     assert reap_dead_trials(study) == [trial.number]
     assert storage.get_trial(trial._trial_id).state == TrialState.FAIL
+
+
+def test_a_trial_this_worker_sets_waiting_is_read_as_stored(tmp_path):
+    """A state change that does not end the trial (re-queued WAITING, with or without
+    values) is read back as stored, not as this worker's copy of it from before (Optuna
+    4.9's storage contract reads the values of a trial set WAITING with values)."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'w.db'}")
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "w")
+    tid = storage.create_new_trial(study_id)
+    assert storage.get_trial(tid).state == TrialState.RUNNING  # this worker's copy
+    storage.set_trial_state_values(tid, TrialState.WAITING, [0.1, 0.2])
+    stored = storage.get_trial(tid)
+    assert (stored.state, stored.values) == (TrialState.WAITING, [0.1, 0.2])

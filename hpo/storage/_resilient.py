@@ -8,10 +8,18 @@ backoff, for up to ``outage_timeout`` seconds; training threads simply wait on t
 write. One warning says when an outage starts and one line when it ends.
 
 A write that failed while its COMMIT was in flight may nevertheless have been stored (a
-"lost acknowledgement"). Retrying it must not store it twice:
+"lost acknowledgement"). Retrying it must not store it twice, nor turn its success into an
+error; the check sits in the transaction that writes, so that every retry makes it, hpo's
+and Optuna's own (``RDBStorage._create_new_trial`` retries a failed commit up to five times
+by itself, beneath hpo's retries):
 
-* creating a trial carries a unique token (system attribute ``hpo:create_token``); a retry
-  first looks for a trial with that token and returns it instead of creating another;
+* creating a trial carries a unique token (system attribute ``hpo:create_token``, written
+  with the trial); every try after the first looks for a trial with that token, in its own
+  transaction under the study's row lock, and returns it instead of creating another;
+* creating a study carries such a token too (a study system attribute, removed once the
+  creation is acknowledged); a retry that finds the study's name taken by a study with its
+  token returns that study instead of raising DuplicatedStudyError;
+* deleting a study, retried, takes a study already gone as deleted (not a KeyError);
 * a state change retried after a lost acknowledgement is taken as done when the stored trial
   already has that state and those values;
 * every other write is an upsert (attributes, intermediate values, heartbeats) or is
@@ -44,9 +52,12 @@ from hpo.storage import _mirror
 from hpo.storage._mirror import TrialMirror
 from hpo.storage._optuna import (
     claim_waiting_trial,
+    create_study_once,
+    delete_study_once,
+    delete_study_system_attrs,
     delete_trial_system_attrs,
     finish_trial,
-    trial_with_system_attr,
+    trial_with_system_attr_in,
     write_trial_user_attrs,
 )
 
@@ -167,6 +178,10 @@ def _without_tokens(trial: FrozenTrial) -> FrozenTrial:
 class ResilientRDBStorage(RDBStorage):
     """:class:`optuna.storages.RDBStorage` that retries calls through database outages.
 
+    It overrides and calls private methods of RDBStorage (``_create_new_trial``,
+    ``_get_prepared_new_trial``, ``_set_trial_param``, ``_get_trials``, ...): Optuna
+    internals, listed in ``hpo.storage._optuna.OPTUNA_INTERNALS`` and checked by a test.
+
     It is a plain RDBStorage to Optuna (``optuna.create_study`` wraps it in its cache as
     usual) and to the database (same schema): only the behaviour on a lost connection
     differs.
@@ -192,6 +207,7 @@ class ResilientRDBStorage(RDBStorage):
         self._spent: dict[int, tuple[str, ...]] = {}  # trial id -> acknowledged tokens
         self._mirror = TrialMirror()  # this worker's trials, read without a query
         self._at_end: dict[int, dict[str, Any]] = {}  # records written with a trial's end
+        self._tried: set[str] = set()  # creation tokens whose first try has begun
         super().__init__(url, **kwargs)
 
     def __getstate__(self) -> dict[Any, Any]:
@@ -201,6 +217,7 @@ class ResilientRDBStorage(RDBStorage):
         state.pop("_mirror", None)  # another process writes trials this one cannot see
         state["_spent"] = {}
         state["_at_end"] = {}
+        state["_tried"] = set()
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
@@ -303,14 +320,15 @@ class ResilientRDBStorage(RDBStorage):
             template = copy.copy(template_trial)
         template.system_attrs = {**template.system_attrs, _TOKEN: token}
 
-        def attempt(retry: bool) -> FrozenTrial:
-            if retry:
-                stored = self._trial_with_token(study_id, token)
-                if stored is not None:
-                    return stored
-            return RDBStorage._create_new_trial(self, study_id, template)
-
-        trial = self.call_with_retries("create_new_trial", attempt)
+        # Optuna's own loop retries a failed commit (up to five times) before hpo's retries
+        # see anything: each of its tries, and each of hpo's, goes through
+        # _get_prepared_new_trial below, which looks for the token first.
+        try:
+            trial = self.call_with_retries("create_new_trial", lambda retry:
+                                           RDBStorage._create_new_trial(self, study_id, template))
+        finally:
+            with self._spent_lock:
+                self._tried.discard(token)
         # The token has done its work once the creation is acknowledged: it leaves a RUNNING
         # trial with the trial's next write of its own (its first records or its end: no
         # transaction of its own), and no read through this storage shows it meanwhile, so
@@ -322,6 +340,24 @@ class ResilientRDBStorage(RDBStorage):
         else:  # finished, or WAITING for whichever worker, if any, claims it
             self.forget_tokens(trial._trial_id)
         return _without_tokens(trial)
+
+    def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None,
+                                session: Any) -> Any:
+        """RDBStorage's insert of a new trial (in the transaction that holds the study's row
+        lock), which first, on every try after the first of one creation, looks for the
+        trial that an earlier try stored although its answer was lost, and returns it
+        instead (Optuna's ``TrialModel``): nothing is written then, and Optuna's
+        ``_create_new_trial`` makes its FrozenTrial from the template as for a new one."""
+        token = None if template_trial is None else template_trial.system_attrs.get(_TOKEN)
+        if token is not None:
+            with self._spent_lock:
+                retry = token in self._tried
+                self._tried.add(token)
+            if retry:
+                stored = trial_with_system_attr_in(session, study_id, _TOKEN, token)
+                if stored is not None:
+                    return stored
+        return RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
 
     def forget_tokens(self, trial_id: int) -> None:
         """Removes hpo's tokens from a trial now, whoever wrote them (a trial made finished,
@@ -372,18 +408,19 @@ class ResilientRDBStorage(RDBStorage):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         return self._create_new_trial(study_id, template_trial)._trial_id
 
-    def _trial_with_token(self, study_id: int, token: str) -> FrozenTrial | None:
-        found = trial_with_system_attr(self, study_id, _TOKEN, token)
-        return None if found is None else RDBStorage.get_trial(self, found)
-
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
             return self._claim(trial_id)
         if not state.is_finished():  # RUNNING with values, WAITING: Optuna's own checks
-            return self.call_with_retries("set_trial_state_values", lambda retry:
+            done = self.call_with_retries("set_trial_state_values", lambda retry:
                                           RDBStorage.set_trial_state_values(
                                               self, trial_id, state, values))
+            # read from the database from now on: this worker's copy is not this state (a
+            # trial re-queued is no longer this worker's; Optuna 4.9's StorageTestCase reads
+            # the values of a trial set WAITING with values back)
+            self._mirror.forget(trial_id)
+            return done
         # The end of a trial: its state, values and end time, its last records and the
         # removal of hpo's tokens still on it, in one transaction (RDBStorage's own write,
         # plus the records and the tokens).
@@ -499,25 +536,62 @@ class ResilientRDBStorage(RDBStorage):
             self._mirror.saw_waiting(trials)
         return trials
 
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        attrs = self.call_with_retries(
+            "get_study_system_attrs",
+            lambda retry: RDBStorage.get_study_system_attrs(self, study_id))
+        return {k: v for k, v in attrs.items() if k not in _HIDDEN}
+
+    def get_all_studies(self) -> list[optuna.study.FrozenStudy]:
+        studies = self.call_with_retries("get_all_studies",
+                                         lambda retry: RDBStorage.get_all_studies(self))
+        for study in studies:
+            if _TOKEN in study.system_attrs:
+                study.system_attrs = {k: v for k, v in study.system_attrs.items()
+                                      if k not in _HIDDEN}
+        return studies
+
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
         attrs = self.call_with_retries(
             "get_trial_system_attrs",
             lambda retry: RDBStorage.get_trial_system_attrs(self, trial_id))
         return {k: v for k, v in attrs.items() if k not in _HIDDEN}
 
+    # -- studies -----------------------------------------------------------------------
+
+    def create_new_study(self, directions: Sequence[optuna.study.StudyDirection],
+                         study_name: str | None = None) -> int:
+        """RDBStorage's, with a creation token written with the study: a retry after a lost
+        acknowledgement returns the study its earlier try stored (not DuplicatedStudyError,
+        nor a second study under another generated name: the name is chosen once, here).
+        The token leaves the study once the creation is acknowledged."""
+        from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX  # Optuna internal
+
+        name = DEFAULT_STUDY_NAME_PREFIX + str(uuid.uuid4()) if study_name is None else study_name
+        token = uuid.uuid4().hex
+        created = self.call_with_retries("create_new_study", lambda retry: create_study_once(
+            self, directions, name, _TOKEN, token, retry=retry))
+        self.call_with_retries("create_new_study", lambda retry: delete_study_system_attrs(
+            self, created, (_TOKEN,)))
+        optuna.logging.get_logger("optuna.storages._rdb.storage").info(
+            "A new study created in RDB with name: %s", name)
+        return created
+
+    def delete_study(self, study_id: int) -> None:
+        """RDBStorage's; a retry after a lost acknowledgement finds the study gone and takes
+        it as deleted (a KeyError only when the first try finds no such study)."""
+        self.call_with_retries("delete_study", lambda retry: delete_study_once(
+            self, study_id, retry=retry))
+
     # -- everything else is safe to repeat ---------------------------------------------
 
-    create_new_study = _retried(RDBStorage.create_new_study)
-    delete_study = _retried(RDBStorage.delete_study)
     set_study_user_attr = _retried(RDBStorage.set_study_user_attr)
     set_study_system_attr = _retried(RDBStorage.set_study_system_attr)
     get_study_id_from_name = _retried(RDBStorage.get_study_id_from_name)
     get_study_name_from_id = _retried(RDBStorage.get_study_name_from_id)
     get_study_directions = _retried(RDBStorage.get_study_directions)
     get_study_user_attrs = _retried(RDBStorage.get_study_user_attrs)
-    get_study_system_attrs = _retried(RDBStorage.get_study_system_attrs)
     get_trial_user_attrs = _retried(RDBStorage.get_trial_user_attrs)
-    get_all_studies = _retried(RDBStorage.get_all_studies)
     get_trial_param = _retried(RDBStorage.get_trial_param)
     get_trial_id_from_study_id_trial_number = _retried(
         RDBStorage.get_trial_id_from_study_id_trial_number)
