@@ -128,7 +128,7 @@ def to_space(config: StudyConfig, params: Mapping[str, Any], trained_with: Mappi
         try:
             value = int(value) if spec.integer else float(value) if spec.choices is None \
                 else value
-            inside = dist._contains(dist.to_internal_repr(value))
+            inside = dist._contains(dist.to_internal_repr(value))  # Optuna internal
         except (TypeError, ValueError):
             inside = False
         if not inside:

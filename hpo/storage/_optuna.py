@@ -103,6 +103,13 @@ OPTUNA_INTERNALS: tuple[str, ...] = (
      "trial, objective, value)"),
     "optuna.storages._base:DEFAULT_STUDY_NAME_PREFIX",
     "optuna.storages._rdb.models:StudyModel.study_id",
+    # heartbeat_ages: the reaper reads each RUNNING trial's last heartbeat
+    "optuna.storages._rdb.models:TrialHeartbeatModel.trial_id",
+    "optuna.storages._rdb.models:TrialHeartbeatModel.heartbeat",
+    # hpo.search: whether a grid value lies inside a space's distribution
+    "optuna.distributions:FloatDistribution._contains(self, param_value_in_internal_repr)",
+    "optuna.distributions:IntDistribution._contains(self, param_value_in_internal_repr)",
+    "optuna.distributions:CategoricalDistribution._contains(self, param_value_in_internal_repr)",
     "optuna.storages._rdb.models:StudyModel.study_name",
     "optuna.storages._rdb.models:StudyModel.directions",
     "optuna.storages._rdb.models:StudyModel.find_by_name(study_name, session)",
@@ -707,7 +714,7 @@ def heartbeat_ages(storage: optuna.storages.BaseStorage, trial_ids: Sequence[int
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
-    beat = models.TrialHeartbeatModel
+    beat = models.TrialHeartbeatModel  # Optuna internal (OPTUNA_INTERNALS)
 
     def read() -> dict[int, float]:
         with _create_scoped_session(backend.scoped_session) as session:
