@@ -70,7 +70,9 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
 
 
 def best(study: str, storage: str | None = None) -> optuna.trial.FrozenTrial:
-    """The best finished trial of ``study``.
+    """The best finished trial of ``study``: over it and the study linked to it (a grid
+    and the search beyond it), as ``hpo best`` shows it; ``trial.user_attrs`` and
+    ``hpo.load_study`` of its study (``S`` or ``S.search``) tell which.
 
     For a multi-objective study, the trial with the best metric (its first objective);
     ``hpo.load_study(name).best_trials`` is its Pareto front.
@@ -79,9 +81,12 @@ def best(study: str, storage: str | None = None) -> optuna.trial.FrozenTrial:
         StudyError: No such study, or no completed trial yet.
     """
     from hpo.errors import StudyError
+    from hpo.reporting import pair_best
     from hpo.study import best_by_metric
 
-    trial = best_by_metric(load_study(study, storage))
+    loaded = load_study(study, storage)
+    found = pair_best(loaded) if len(loaded.directions) == 1 else None
+    trial = found[1] if found is not None else best_by_metric(loaded)
     if trial is None:
         raise StudyError(f"study {study!r} has no completed trial yet; run it first")
     return trial

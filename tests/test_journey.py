@@ -127,8 +127,9 @@ def test_quick_start_grid_search_repeats_compare_report_export_dashboard(tmp_pat
 
     # 7. Export the best model: the trial `hpo best` named, and the file is a model.
     out = hpo("export", name, "--model", "best", "--out", "best.keras", step="export")
-    exported = int(re.search(r"\(trial (\d+)\)", out).group(1))
-    assert exported == shown["number"]
+    exported = re.search(r"\(trial (\d+)(?: of (\S+))?\)", out)
+    assert int(exported.group(1)) == shown["number"], out
+    assert (exported.group(2) or name) == shown["study"], (out, shown["study"])
     assert (tmp_path / "best.keras").stat().st_size > 0
 
     # 8. The dashboard lists both studies with their stored trial counts.

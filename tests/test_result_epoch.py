@@ -71,7 +71,7 @@ def test_value_test_metrics_and_kept_model_come_from_one_epoch(
     assert attrs["best_epoch"] == best
     assert trial.value == losses[epoch - 1]
 
-    model = keras.saving.load_model(model_path(artifacts, config.name, trial.number))
+    model = keras.saving.load_model(model_path(artifacts, study, trial.number))
     data = load_dataset(config.data, config.architectures["small_cnn"].image_size,
                         seed=config.seed)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])

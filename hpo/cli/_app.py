@@ -604,9 +604,16 @@ def export(
     from hpo.trial import export_model
 
     loaded = load_existing_study(study, _existing_storage(storage))
-    number = export_model(loaded, artifacts.resolve(), out,
-                          model=int(model) if model.isdigit() else model)
-    typer.echo(f"wrote {out} (trial {number})")
+    target: int | str = int(model) if model.isdigit() else model
+    if model == "best" and len(loaded.directions) == 1:
+        from hpo.reporting import pair_best  # the trial `hpo best` names: over the grid and
+
+        found = pair_best(loaded)  # the search linked to it
+        if found is not None:
+            loaded, target = found[0], found[1].number
+    number = export_model(loaded, artifacts.resolve(), out, model=target)
+    where = "" if loaded.study_name == study else f" of {loaded.study_name}"
+    typer.echo(f"wrote {out} (trial {number}{where})")
 
 
 @app.command()
