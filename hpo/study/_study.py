@@ -37,6 +37,7 @@ from hpo.storage import (
     unwrap_storage,
 )
 from hpo.study import _attrs as attrs
+from hpo.study._notes import keep_trial_notes
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "finished_trials", "reap_dead_trials", "claim_grid_point", "grid_key", "check_data",
@@ -112,6 +113,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
             "file, or use $study_name to start a new study with the edited one"
         )
     _check_result_epoch(study, config, name)
+    keep_trial_notes(study, config.objective_names)  # each trial's, with its end
     return study
 
 
@@ -288,6 +290,7 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1) -> list[int]:
     """
     reaped = []
     storage = storage_of(study)
+    keep_trial_notes(study)  # the trials failed here get their dashboard notes too
     host = socket.gethostname()
     # RUNNING trials straight from the database (a handful), not filtered out of every
     # trial the study's cache holds
