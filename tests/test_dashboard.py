@@ -63,6 +63,21 @@ def test_the_dashboard_serves_the_study_and_refuses_writes(served):
     assert len(still["study_summaries"]) == 1
 
 
+def test_the_dashboard_api_returns_each_trials_note(served):
+    base, _ = served
+    studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=10))
+    study_id = studies["study_summaries"][0]["study_id"]
+    detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{study_id}?after=0",
+                                              timeout=10))
+    notes = {t["number"]: t["note"] for t in detail["trials"]}
+    assert sorted(notes) == [0, 1]
+    for number, note in notes.items():
+        assert note["version"] == 1
+        assert note["body"].startswith(f"### Trial {number}: COMPLETE\n")
+        assert "**val_accuracy** " in note["body"] and "| learning_rate |" in note["body"]
+        assert "numbers from epoch 1 (policy final)" in note["body"]
+
+
 def test_a_trial_page_shows_its_figures_in_a_real_browser(served, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -377,6 +377,8 @@ def test_sighup_fails_the_trial_and_exits_129(tmp_path, image_folder):
     assert trials[victim.number].state == TrialState.FAIL
     assert trials[victim.number].user_attrs["fail_reason"] == "stopped (SIGHUP)"
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+    from tests.test_notes import _note  # the dashboard's note says why, too
+    assert "- fail reason: stopped (SIGHUP)" in _note(storage, "hup", victim.number)
 
 
 def test_the_supervisor_passes_sighup_on_to_its_workers(tmp_path, image_folder):

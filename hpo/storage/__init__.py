@@ -1,9 +1,10 @@
 """Where studies live: opening SQLite / PostgreSQL / journal storages, the RDB storage that
 rides out database outages and reads a worker's own trials from what it wrote, the
-study-wide lock, and trial heartbeats."""
+study-wide lock, trial heartbeats, and the dashboard note written with each trial's end."""
 
 from hpo.storage._heartbeat import Heartbeat, StaleTrialRetry
 from hpo.storage._locks import study_lock
+from hpo.storage._notes import NOTE_LIMIT, TrialNote, note_records, set_trial_notes
 from hpo.storage._open import (
     DEFAULT_STORAGE,
     STATE_INDEX,
@@ -67,4 +68,8 @@ __all__ = [
     "withdraw_waiting_trial",
     "annotate_finished_trial",
     "heartbeat_ages",
+    "TrialNote",
+    "NOTE_LIMIT",
+    "note_records",
+    "set_trial_notes",
 ]

@@ -319,10 +319,12 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
         if not os.path.isdir(parent):
             raise StorageError(f"journal storage folder {parent!r} does not exist; create it "
                                "or choose another path")
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        from hpo.storage._notes import NotedJournalStorage
 
         try:
-            return JournalStorage(JournalFileBackend(path))
+            return NotedJournalStorage(JournalFileBackend(path))
         except (OSError, ValueError) as exc:  # a NUL in the path, a file it may not open
             raise StorageError(f"cannot open journal storage {url!r}: {exc}; expected a "
                                "writable file, e.g. journal:///path/to/study.log") from None

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 __all__ = ["OPTUNA_INTERNALS",
            "storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", "journal_file",
+           "journal_study_id", "insert_study_system_attrs",
            "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
            "write_trial_user_attrs", "set_user_attrs", "withheld_user_attrs",
            "claim_waiting_trial", "finish_trial", "delete_trial_system_attrs",
@@ -62,6 +63,12 @@ def unwrap_storage(storage: Any) -> Any:
 def journal_file(storage: Any) -> str | None:
     """The log file of a JournalStorage over a file backend, else None."""
     return getattr(getattr(storage, "_backend", None), "_file_path", None)  # Optuna internal
+
+
+def journal_study_id(storage: Any, trial_id: int) -> int:
+    """The id of the study trial ``trial_id`` belongs to, in a JournalStorage (its replayed
+    log's map; the storage API has no accessor)."""
+    return storage._replay_result._trial_id_to_study_id[trial_id]
 
 
 def _read(storage: Any, name: str, query: Any) -> Any:
@@ -289,6 +296,50 @@ def _drop_system_attrs(session: Any, trial_id: int, keys: Sequence[str]) -> None
             synchronize_session=False)
 
 
+def _insert_study_system_attrs(storage: optuna.storages.RDBStorage, session: Any,
+                               study_id: int, attrs: dict[str, Any]) -> None:
+    """``attrs`` as new study system attributes, in ``session``; a key the study already
+    has keeps its value. One statement where the database has an upsert."""
+    import json
+    import sqlite3
+
+    from optuna.storages._rdb import models
+
+    model = models.StudySystemAttributeModel
+    rows = [{"study_id": study_id, "key": key, "value_json": json.dumps(value)}
+            for key, value in attrs.items()]
+    if not rows:
+        return
+    dialect = storage.engine.name
+    if dialect == "postgresql" or dialect == "sqlite" and \
+            sqlite3.sqlite_version_info >= (3, 24, 0):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        session.execute(insert(model).values(rows).on_conflict_do_nothing(
+            index_elements=[model.study_id, model.key]))
+    elif dialect == "mysql":
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        statement = mysql_insert(model).values(rows)
+        session.execute(statement.on_duplicate_key_update(value_json=model.value_json))
+    else:
+        stored = {key for (key,) in session.query(model.key).filter(
+            model.study_id == study_id, model.key.in_(list(attrs)))}
+        session.add_all(model(**row) for row in rows if row["key"] not in stored)
+
+
+def insert_study_system_attrs(storage: optuna.storages.RDBStorage, study_id: int,
+                              attrs: dict[str, Any]) -> None:
+    """Adds study system attributes in one transaction; a key already there keeps its
+    value (idempotent)."""
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        _insert_study_system_attrs(storage, session, study_id, attrs)
+
+
 def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int,
                    attrs: dict[str, Any], *, with_end: bool = False) -> None:
     """Sets user attributes of a RUNNING trial: in one transaction on hpo's RDB storage,
@@ -348,12 +399,14 @@ def claim_waiting_trial(storage: optuna.storages.RDBStorage, trial_id: int, key:
 
 def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: TrialState,
                  values: Sequence[float] | None, completed: datetime,
-                 drop: Sequence[str] = (), user_attrs: dict[str, Any] | None = None) -> bool:
+                 drop: Sequence[str] = (), user_attrs: dict[str, Any] | None = None,
+                 study_attrs: dict[str, Any] | None = None) -> bool:
     """RDBStorage's ``set_trial_state_values`` to a finished ``state``, with its end time
     ``completed`` chosen by the caller (who then knows the trial as stored without reading
-    it back); the trial's last ``user_attrs`` written and the system attributes named in
-    ``drop`` removed in the same transaction. False where RDBStorage returns False (an
-    integrity error).
+    it back); the trial's last ``user_attrs`` written, the system attributes named in
+    ``drop`` removed and the new study system attributes ``study_attrs`` (the trial's
+    dashboard note; a key already there keeps its value) added in the same transaction.
+    False where RDBStorage returns False (an integrity error).
 
     This check is the fence of a worker's claim: the trial's row is locked and must still
     be RUNNING in the transaction that ends it. A trial another worker failed as stale (its
@@ -380,6 +433,8 @@ def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: Tria
             trial.state = state
             trial.datetime_complete = completed
             _drop_system_attrs(session, trial_id, drop)
+            if study_attrs:
+                _insert_study_system_attrs(storage, session, trial.study_id, study_attrs)
     except sqlalchemy.exc.IntegrityError:
         return False
     return True

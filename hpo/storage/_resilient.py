@@ -50,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import StorageError
 from hpo.storage import _mirror
 from hpo.storage._mirror import TrialMirror
+from hpo.storage._notes import TrialNote, render_note
 from hpo.storage._optuna import (
     claim_waiting_trial,
     create_study_once,
@@ -57,6 +58,7 @@ from hpo.storage._optuna import (
     delete_study_system_attrs,
     delete_trial_system_attrs,
     finish_trial,
+    insert_study_system_attrs,
     trial_with_system_attr_in,
     write_trial_user_attrs,
 )
@@ -208,6 +210,10 @@ class ResilientRDBStorage(RDBStorage):
         self._mirror = TrialMirror()  # this worker's trials, read without a query
         self._at_end: dict[int, dict[str, Any]] = {}  # records written with a trial's end
         self._tried: set[str] = set()  # creation tokens whose first try has begun
+        #: Renders the dashboard note written with each trial's end (hpo.storage._notes);
+        #: None: no notes.
+        self.trial_notes: TrialNote | None = None
+        self._stale: set[int] = set()  # trials found stale, for their notes
         super().__init__(url, **kwargs)
 
     def __getstate__(self) -> dict[Any, Any]:
@@ -218,6 +224,7 @@ class ResilientRDBStorage(RDBStorage):
         state["_spent"] = {}
         state["_at_end"] = {}
         state["_tried"] = set()
+        state["_stale"] = set()
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
@@ -339,6 +346,11 @@ class ResilientRDBStorage(RDBStorage):
             self._mirror.hold(_without_tokens(copy.deepcopy(trial)))
         else:  # finished, or WAITING for whichever worker, if any, claims it
             self.forget_tokens(trial._trial_id)
+        if trial.state.is_finished():  # made finished (a recovered result): its note now
+            note = render_note(self.trial_notes, _without_tokens(copy.deepcopy(trial)))
+            if note:
+                self.call_with_retries("insert_study_system_attrs", lambda retry:
+                                       insert_study_system_attrs(self, study_id, note))
         return _without_tokens(trial)
 
     def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None,
@@ -421,18 +433,19 @@ class ResilientRDBStorage(RDBStorage):
             # the values of a trial set WAITING with values back)
             self._mirror.forget(trial_id)
             return done
-        # The end of a trial: its state, values and end time, its last records and the
-        # removal of hpo's tokens still on it, in one transaction (RDBStorage's own write,
-        # plus the records and the tokens).
+        # The end of a trial: its state, values and end time, its last records, its
+        # dashboard note and the removal of hpo's tokens still on it, in one transaction
+        # (RDBStorage's own write, plus the records, the note and the tokens).
         spent = self._spent_tokens(trial_id)
         with self._spent_lock:
             ending = self._at_end.pop(trial_id, {})
         completed = datetime.now()
+        note = self._note_of_end(trial_id, state, values, completed, ending)
 
         def attempt(retry: bool) -> bool:
             try:
                 done = finish_trial(self, trial_id, state, values, completed, drop=spent,
-                                    user_attrs=ending)
+                                    user_attrs=ending, study_attrs=note)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if retry and self._has_state(trial_id, state, values):
                     return True  # the earlier try was stored; its answer was lost
@@ -454,6 +467,33 @@ class ResilientRDBStorage(RDBStorage):
         else:
             self._mirror.forget(trial_id)
         return done
+
+    def _note_of_end(self, trial_id: int, state: TrialState, values: Sequence[float] | None,
+                     completed: datetime, ending: dict[str, Any]) -> dict[str, Any]:
+        """The dashboard note of the trial as its end will leave it: this worker's copy of
+        its own trial, or (a trial another worker ran: a reaped one) the trial read now."""
+        with self._spent_lock:
+            stale = trial_id in self._stale
+            self._stale.discard(trial_id)
+        if self.trial_notes is None:
+            return {}
+        trial = self._mirror.get(trial_id)
+        if trial is None:
+            trial = _without_tokens(self.call_with_retries(
+                "get_trial", lambda retry: RDBStorage.get_trial(self, trial_id)))
+            if trial.state.is_finished():  # the end will be refused: no note
+                return {}
+        _mirror.finished(state, values, completed, ending)(trial)
+        return render_note(self.trial_notes, trial, stale and state == TrialState.FAIL)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """RDBStorage's, noting the trials for their notes (``fail_stale_trials`` fails
+        each next)."""
+        stale = self.call_with_retries("_get_stale_trial_ids", lambda retry:
+                                       RDBStorage._get_stale_trial_ids(self, study_id))
+        with self._spent_lock:
+            self._stale.update(stale)
+        return stale
 
     def _has_state(self, trial_id: int, state: TrialState,
                    values: Sequence[float] | None) -> bool:
@@ -599,4 +639,3 @@ class ResilientRDBStorage(RDBStorage):
     get_best_trial = _retried(RDBStorage.get_best_trial)
     _get_best_trial_id = _retried(RDBStorage._get_best_trial_id)
     record_heartbeat = _retried(RDBStorage.record_heartbeat)
-    _get_stale_trial_ids = _retried(RDBStorage._get_stale_trial_ids)

@@ -1,10 +1,11 @@
 """One Optuna study as hpo uses it: open or resume it, grid coverage and exactly-once
-claims, reaping lost trials, and reading its objective values (best trial, Pareto front)."""
+claims, reaping lost trials, each finished trial's dashboard note, and reading its objective values (best trial, Pareto front)."""
 
 from hpo.study import _attrs as attrs
 from hpo.study._claims import GridClaims
 from hpo.study._identity import study_identity
 from hpo.study._links import GridHistory, linked_studies, take_grid_history
+from hpo.study._notes import keep_trial_notes, trial_note
 from hpo.study._study import (
     FRESH_HEARTBEATS,
     GridCoverage,
@@ -55,4 +56,6 @@ __all__ = [
     "objective_names",
     "best_by_metric",
     "pareto_front",
+    "trial_note",
+    "keep_trial_notes",
 ]

@@ -47,6 +47,7 @@ from hpo.storage import (
 from hpo.study import _attrs as attrs
 from hpo.study._identity import check_identity, merge_identity, study_identity
 from hpo.study._links import family_of, hpo_created, link, pick_study_name, refuse_foreign
+from hpo.study._notes import keep_trial_notes
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "finished_trials", "reap_dead_trials", "claim_grid_point", "grid_key", "check_data",
@@ -149,6 +150,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
     _check_result_epoch(study, config, name)
     _record_identity(study, existing, identity)
     link(storage, study, family, base)
+    keep_trial_notes(study, config.objective_names)  # each trial's, with its end
     return study
 
 
@@ -420,6 +422,7 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
     """
     reaped: list[int] = []
     storage = storage_of(study)
+    keep_trial_notes(study)  # the trials failed here get their dashboard notes too
     backend = unwrap_storage(storage)
     host = socket.gethostname()
     if grace is None:
