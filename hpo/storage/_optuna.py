@@ -68,7 +68,7 @@ def journal_file(storage: Any) -> str | None:
 def journal_study_id(storage: Any, trial_id: int) -> int:
     """The id of the study trial ``trial_id`` belongs to, in a JournalStorage (its replayed
     log's map; the storage API has no accessor)."""
-    return storage._replay_result._trial_id_to_study_id[trial_id]
+    return storage._replay_result._trial_id_to_study_id[trial_id]  # Optuna internal
 
 
 def _read(storage: Any, name: str, query: Any) -> Any:
@@ -92,6 +92,7 @@ OPTUNA_INTERNALS: tuple[str, ...] = (
     "optuna.trial:Trial#_trial_id",
     "optuna.trial:FrozenTrial#_trial_id",
     "optuna.storages.journal:JournalStorage#_backend",
+    "optuna.storages.journal:JournalStorage#_replay_result._trial_id_to_study_id",
     "optuna.storages.journal:JournalFileBackend#_file_path",
     # LazyTrialCache: Optuna's trial cache, subclassed
     "optuna.storages._cached_storage:_CachedStorage.__init__(self, backend)",
