@@ -551,15 +551,17 @@ def export(
     storage: StorageOpt = DEFAULT_STORAGE,
     artifacts: Annotated[Path, typer.Option(help="The runs' --artifacts folder.")]
     = Path("hpo-artifacts"),
+    force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
-    """Copy the trained model of the best trial (or of trial N) to a .keras file."""
+    """Copy the trained model of the best trial (or of trial N) to a .keras file (into
+    --out as STUDY-trialN.keras when --out is a folder)."""
     from hpo.study import load_existing_study
     from hpo.trial import export_model
 
     loaded = load_existing_study(study, _existing_storage(storage))
-    number = export_model(loaded, artifacts.resolve(), out,
-                          model=int(model) if model.isdigit() else model)
-    typer.echo(f"wrote {out} (trial {number})")
+    number, written = export_model(loaded, artifacts.resolve(), out,
+                                   model=int(model) if model.isdigit() else model, force=force)
+    typer.echo(f"wrote {written} (trial {number})")
 
 
 @app.command()

@@ -222,18 +222,22 @@ def disk_usage(directory: Path) -> dict[str, int]:
 
 
 def export_model(study: optuna.Study, directory: Path, out: Path,
-                 model: int | str = "best") -> int:
+                 model: int | str = "best", *, force: bool = False) -> tuple[int, Path]:
     """Copies the kept model of trial ``model`` (a number, or ``"best"`` by the metric, also
-    in a multi-objective study) to ``out``; returns the trial's number.
+    in a multi-objective study) to ``out``, or into it as ``STUDY-trialN.keras`` when ``out``
+    is a folder; an existing file is replaced only with ``force``.
+
+    Returns:
+        The trial's number and the file written.
 
     Raises:
         ConfigError: ``model`` is neither ``"best"`` nor a trial number.
         StudyError: No completed trial yet, or no model kept for that trial.
-        OutputError: ``out`` cannot be written.
+        OutputError: ``out`` exists (without ``force``) or cannot be written.
     """
     import shutil
 
-    from hpo.errors import ConfigError, StudyError, writing
+    from hpo.errors import ConfigError, OutputError, StudyError, writing
 
     if model == "best":
         found = best_by_metric(study)
@@ -249,7 +253,16 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
         raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
                          "kept for the $keep_models best trials only); export one of those, "
                          "or rerun with a larger $keep_models")
+    if out.is_dir():
+        out = out / f"{study.study_name}-trial{number}.keras"
+    if (out.exists() or out.is_symlink()) and not force:
+        kind = "a folder" if out.is_dir() else "a file"
+        raise OutputError(f"$out {str(out)!r} exists ({kind}); pass $force to replace it, or "
+                          "another $out")
+    if out.is_dir():
+        raise OutputError(f"$out {str(out)!r} is a folder that the model file would replace; "
+                          "pass another $out")
     with writing(out, "the model"):
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out)
-    return number
+    return number, out
