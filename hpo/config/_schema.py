@@ -146,7 +146,7 @@ class StudyFile(_Section):
                           "n_params.",
         json_schema_extra=lambda s: _replace(s, {
             "type": "array", "minItems": 1, "uniqueItems": True,
-            "prefixItems": [{"enum": list(METRICS)}], "items": {"enum": list(OBJECTIVES)}}))
+            "items": {"enum": list(OBJECTIVES)}}))
     data: DataSection | None = Field(None, description="[data]: where the images come "
                                                         "from (required).")
     training: dict[str, Value] = Field({}, description="Default of every parameter the grid "
@@ -218,6 +218,27 @@ class StudyFile(_Section):
         return str(self.objectives[0]) if self.objectives else "val_accuracy"
 
 
+def _without_null(schema: Any) -> Any:
+    """``schema`` without the ``null`` alternatives of optional fields: TOML has no null, a
+    key is set or left out."""
+    if isinstance(schema, list):
+        return [_without_null(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {k: _without_null(v) for k, v in schema.items()}
+    options = result.get("anyOf")
+    if isinstance(options, list):
+        kept = [o for o in options if o != {"type": "null"}]
+        if len(kept) == 1:
+            del result["anyOf"]
+            result = {**kept[0], **result}
+        else:
+            result["anyOf"] = kept
+    if result.get("default", 0) is None:
+        del result["default"]
+    return result
+
+
 def _replace(schema: dict[str, Any], new: dict[str, Any]) -> None:
     """Replaces a field's generated schema (keeping its title, description and default):
     TOML has no null, and the rules are tighter than the Python type."""
@@ -256,11 +277,10 @@ def _architecture_schema(name: str) -> dict[str, Any]:
     """``[architectures.NAME]``: image size (at least the architecture's minimum), weights,
     and its hyperparameters."""
     spec = MODELS[name]
-    (min_h, min_w) = spec.min_image_size
     properties: dict[str, Any] = {
+        # [height, width]; both minimums are equal (no tuple schema: every draft reads it)
         "image_size": {"type": "array", "minItems": 2, "maxItems": 2,
-                       "prefixItems": [{"type": "integer", "minimum": min_h},
-                                       {"type": "integer", "minimum": min_w}]},
+                       "items": {"type": "integer", "minimum": min(spec.min_image_size)}},
         "weights": {"type": "string"} if spec.transfer else {"enum": ["none"]},
     }
     for param in sorted(spec.hyperparameters):
@@ -273,7 +293,8 @@ def _architecture_schema(name: str) -> dict[str, Any]:
 
 def study_file_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (for editors that validate TOML)."""
-    schema = StudyFile.model_json_schema()
+    schema = _without_null(StudyFile.model_json_schema())
+    schema["required"] = ["data"]  # optional in the model only so that its message is ours
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "hpo study file"
     return schema
