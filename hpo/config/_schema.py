@@ -270,7 +270,16 @@ def _space_schema(name: str) -> dict[str, Any]:
                                 else {"type": "number", "exclusiveMinimum": 0})
         properties.update(low=param_schema(name), high=param_schema(name),
                           log={"type": "boolean"}, step=step)
-    return {"type": "object", "additionalProperties": False, "properties": properties}
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                              "properties": properties}
+    if PARAMS[name].numeric:  # choices, or a range: not both
+        schema["anyOf"] = [
+            {"required": ["choices"], "properties": {k: False for k in
+                                                     ("low", "high", "step", "log")}},
+            {"required": ["low", "high"], "properties": {"choices": False}}]
+    else:
+        schema["required"] = ["choices"]
+    return schema
 
 
 def _architecture_schema(name: str) -> dict[str, Any]:
@@ -295,6 +304,12 @@ def study_file_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (for editors that validate TOML)."""
     schema = _without_null(StudyFile.model_json_schema())
     schema["required"] = ["data"]  # optional in the model only so that its message is ours
+    schema["anyOf"] = [{"required": ["grid"]}, {"required": ["space"]}]
+    for table in ("grid", "space"):
+        schema["properties"][table]["minProperties"] = 1
+    source = schema["$defs"]["DataSection"]["properties"]["source"]
+    source["anyOf"] = [{"enum": [f"bundled:{b}" for b in BUNDLED_DATA]},
+                       {"not": {"pattern": "^bundled:"}}]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "hpo study file"
     return schema
