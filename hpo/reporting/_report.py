@@ -302,7 +302,9 @@ def write_report(report: Report, fmt: str, out: Path | None) -> str:
     render, extension = renderers[fmt]
     text = render(report)
     if out is not None:
-        if out.exists() and not out.is_dir():
+        with writing(out, "the report"):  # a name too long, say
+            is_file = out.exists() and not out.is_dir()
+        if is_file:
             raise OutputError(f"$out {str(out)!r} is a file; expected a folder, which "
                               f"report.{extension} is written into")
         with writing(out / f"report.{extension}", "the report"):

@@ -253,13 +253,15 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
         raise StudyError(f"no saved model for trial {number} in {source.parent} (models are "
                          "kept for the $keep_models best trials only); export one of those, "
                          "or rerun with a larger $keep_models")
-    if out.is_dir():
-        out = out / f"{study.study_name}-trial{number}.keras"
-    if (out.exists() or out.is_symlink()) and not force:
-        kind = "a folder" if out.is_dir() else "a file"
+    with writing(out, "the model"):  # a name too long, say
+        if out.is_dir():
+            out = out / f"{study.study_name}-trial{number}.keras"
+        exists, is_dir = out.exists() or out.is_symlink(), out.is_dir()
+    if exists and not force:
+        kind = "a folder" if is_dir else "a file"
         raise OutputError(f"$out {str(out)!r} exists ({kind}); pass $force to replace it, or "
                           "another $out")
-    if out.is_dir():
+    if is_dir:
         raise OutputError(f"$out {str(out)!r} is a folder that the model file would replace; "
                           "pass another $out")
     with writing(out, "the model"):
