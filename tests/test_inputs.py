@@ -148,7 +148,7 @@ def test_values_at_the_edges_of_their_ranges_load_and_build(tmp_path):
     ("artifacts", lambda d: _file(d / "f") / "sub", "above it is a file"),
     ("cache_dir", lambda d: _file(d / "f"), "it is a file"),
     ("data", lambda d: _file(d / "f"), "it is a file"),
-    ("data", lambda d: d / "missing", "nothing is there"),
+    ("data", lambda d: d / "missing", "it does not exist"),
 ])
 def test_a_path_setting_naming_the_wrong_thing_is_refused(tmp_path, setting, make, words):
     with pytest.raises(InvalidSetting) as caught:

@@ -143,7 +143,7 @@ class RunSettings(BaseModel):
             if not found:
                 raise InvalidSetting("data", "must be an image folder (or bundled:NAME); "
                                              + ("it is a file" if exists else
-                                                "nothing is there"), str(self.data))
+                                                "it does not exist"), str(self.data))
 
     def replace(self, **changes: Any) -> RunSettings:
         """A validated copy with ``changes``."""
