@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hpo.errors import StorageError
-from hpo.storage import open_storage
-from hpo.storage._url import check_storage_url
+from hpo.storage import check_storage_url, open_storage
 
 
 @pytest.mark.parametrize("url", [

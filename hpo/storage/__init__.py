@@ -32,6 +32,7 @@ from hpo.storage._resilient import (
     ResilientRDBStorage,
     is_connection_error,
 )
+from hpo.storage._url import DIALECTS, check_storage_url
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -59,4 +60,6 @@ __all__ = [
     "new_trial",
     "unwrap_storage",
     "journal_file",
+    "DIALECTS",
+    "check_storage_url",
 ]
