@@ -164,6 +164,17 @@ def test_path_settings_that_can_be_made_are_accepted(tmp_path):
     assert RunSettings.create(study="demo", data="bundled:digits").data is not None
 
 
+def test_the_default_cache_folder_naming_a_file_is_refused_before_any_trial(tmp_path,
+                                                                           monkeypatch):
+    import hpo
+
+    monkeypatch.setenv("HPO_CACHE_DIR", str(_file(tmp_path / "cache")))
+    with pytest.raises(ConfigError, match=r"\(\$HPO_CACHE_DIR or ~/.cache/hpo\) cannot be "
+                                          r"used: it is a file; pass cache_dir"):
+        hpo.run("demo", storage=f"sqlite:///{tmp_path / 'c.db'}", n_trials=1)
+    assert not (tmp_path / "c.db").exists()
+
+
 def _file(path: Path) -> Path:
     path.write_text("x")
     return path
