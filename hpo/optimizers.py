@@ -75,4 +75,7 @@ def build_optimizer(name: str, learning_rate: float, **internals: Any) -> "keras
             f"{', '.join(OPTIMIZERS[canonical])}"
         )
     cls = getattr(keras.optimizers, canonical)
+    # a study file may write momentum = 0; Keras's SGD takes only a float
+    internals = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                 for k, v in internals.items()}
     return cls(learning_rate=float(learning_rate), **internals)

@@ -129,7 +129,11 @@ def test_the_published_json_schema_is_current_and_strict():
         "studies/study.schema.json is stale: run 'hpo schema > studies/study.schema.json'"
     assert printed["additionalProperties"] is False
     assert {"data", "training", "grid", "space", "architectures"} <= set(printed["properties"])
-    assert printed["$defs"]["SpaceParam"]["additionalProperties"] is False
+    space = printed["properties"]["space"]
+    assert space["additionalProperties"] is False
+    assert all(p["additionalProperties"] is False for p in space["properties"].values())
+    assert printed["properties"]["training"]["properties"]["dropout"] == {
+        "type": "number", "minimum": 0, "exclusiveMaximum": 1}
 
 
 def test_study_settings_are_frozen():

@@ -598,8 +598,10 @@ def export(
     storage: StorageOpt = DEFAULT_STORAGE,
     artifacts: Annotated[Path, typer.Option(help="The runs' --artifacts folder.")]
     = Path("hpo-artifacts"),
+    force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
-    """Copy the trained model of the best trial (or of trial N) to a .keras file."""
+    """Copy the trained model of the best trial (or of trial N) to a .keras file (into
+    --out as STUDY-trialN.keras when --out is a folder)."""
     from hpo.study import load_existing_study
     from hpo.trial import export_model
 
@@ -611,9 +613,10 @@ def export(
         found = pair_best(loaded)  # the search linked to it
         if found is not None:
             loaded, target = found[0], found[1].number
-    number = export_model(loaded, artifacts.resolve(), out, model=target)
+    number, written = export_model(loaded, artifacts.resolve(), out, model=target,
+                                   force=force)
     where = "" if loaded.study_name == study else f" of {loaded.study_name}"
-    typer.echo(f"wrote {out} (trial {number}{where})")
+    typer.echo(f"wrote {written} (trial {number}{where})")
 
 
 @app.command()

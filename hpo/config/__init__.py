@@ -22,6 +22,7 @@ from hpo.config._run import (
     SETTINGS_ENV,
     RunSettings,
     flag,
+    folder_problem,
     settings_from_env,
 )
 from hpo.config._schema import StudyFile, study_file_schema
@@ -45,6 +46,7 @@ __all__ = [
     "SETTINGS_ENV",
     "settings_from_env",
     "flag",
+    "folder_problem",
     "StudyFile",
     "study_file_schema",
 ]

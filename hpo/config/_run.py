@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hpo.errors import ConfigError, InvalidSetting
 
-__all__ = ["RunSettings", "DEFAULT_RECYCLE_AFTER", "SETTINGS_ENV", "settings_from_env", "flag"]
+__all__ = ["RunSettings", "DEFAULT_RECYCLE_AFTER", "SETTINGS_ENV", "settings_from_env", "flag",
+           "folder_problem"]
 
 #: Trials after which a TensorFlow worker replaces its process (``recycle_after``).
 DEFAULT_RECYCLE_AFTER = 20
@@ -113,9 +114,36 @@ class RunSettings(BaseModel):
             if isinstance(values.get(key), str):
                 values[key] = Path(values[key])
         try:
-            return cls(**values)
+            settings = cls(**values)
         except pydantic.ValidationError as exc:
             raise _one_line(exc, values) from None
+        settings.check_paths()
+        return settings
+
+    def check_paths(self) -> None:
+        """Refuses, before any trial, a path setting that names the wrong kind of thing:
+        ``artifacts`` and ``cache_dir`` must be folders or paths where one can be made,
+        ``data`` an existing folder (or bundled:NAME).
+
+        Raises:
+            InvalidSetting: The first such path.
+        """
+        for setting in ("artifacts", "cache_dir"):
+            path = getattr(self, setting)
+            problem = None if path is None else folder_problem(path)
+            if problem is not None:
+                raise InvalidSetting(setting, f"must be a folder, or a path where one can be "
+                                              f"made; {problem}", str(path))
+        if self.data is not None and not str(self.data).startswith("bundled:"):
+            try:
+                found = self.data.expanduser().is_dir()
+                exists = self.data.expanduser().exists()
+            except (OSError, ValueError):
+                found = exists = False
+            if not found:
+                raise InvalidSetting("data", "must be an image folder (or bundled:NAME); "
+                                             + ("it is a file" if exists else
+                                                "it does not exist"), str(self.data))
 
     def replace(self, **changes: Any) -> RunSettings:
         """A validated copy with ``changes``."""
@@ -130,6 +158,27 @@ class RunSettings(BaseModel):
         """These settings as the environment of a child process (the storage URL included:
         the environment, unlike the command line, is not shown by ``ps``)."""
         return {SETTINGS_ENV: self.model_dump_json()}
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why no folder can be at ``path`` (a file is there, or above it; a folder above it
+    is not writable), or None when one is there or can be made."""
+    try:
+        path = path.expanduser().absolute()
+        if path.exists() and not path.is_dir():
+            return "it is a file"
+        if path.is_dir():
+            return None if os.access(path, os.W_OK | os.X_OK) else "it is not writable"
+        above = path.parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            return f"{str(above)!r} above it is a file"
+        if not os.access(above, os.W_OK | os.X_OK):
+            return f"the folder {str(above)!r} above it is not writable"
+    except (OSError, ValueError) as exc:  # a NUL in the name, a name too long
+        return f"it is not a usable path ({exc})"
+    return None
 
 
 def flag(setting: str) -> str:

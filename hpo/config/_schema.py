@@ -25,6 +25,7 @@ from hpo.config._constants import (
     TRAINING_DEFAULTS,
     TRAINING_PARAMS,
 )
+from hpo.config._params import ARCHITECTURE_MINIMUMS, PARAMS, param_schema, value_problem
 from hpo.errors import ConfigError, HpoError
 from hpo.models import MODELS
 from hpo.optimizers import OPTIMIZER_INTERNALS, OPTIMIZERS, canonical_optimizer
@@ -64,7 +65,11 @@ class DataSection(_Section):
                                     + ").")
     channels: Literal[1, 3] = Field(3, description="1 (grayscale) or 3 (RGB).")
     split: list[Value] = Field([0.70, 0.15, 0.15], description="Train, validation and test "
-                               "fractions of a folder that is not pre-split, summing to 1.")
+                               "fractions of a folder that is not pre-split, summing to 1.",
+                               json_schema_extra={
+                                   "items": {"type": "number", "exclusiveMinimum": 0,
+                                             "exclusiveMaximum": 1},
+                                   "minItems": 3, "maxItems": 3})
 
     @model_validator(mode="after")
     def _rules(self) -> DataSection:
@@ -74,8 +79,8 @@ class DataSection(_Section):
                        + ", ".join(f"bundled:{b}" for b in BUNDLED_DATA) + " or a folder")
         split = self.split
         if (len(split) != 3
-                or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0
-                           for s in split)
+                or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                           and math.isfinite(s) and s > 0 for s in split)
                 or not math.isclose(sum(split), 1.0, abs_tol=1e-6)):
             raise Rule("split", "expected [train, validation, test] fractions, each > 0, "
                                 f"summing to 1; received {split!r}")
@@ -106,15 +111,16 @@ class SpaceParam(_Section):
         if "low" not in given or "high" not in given:
             raise Rule("", "expected 'choices' or both 'low' and 'high'")
         for key, bound in (("low", self.low), ("high", self.high)):
-            if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-                raise Rule(key, f"expected a number, received {bound!r}")
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)) or \
+                    not math.isfinite(bound):
+                raise Rule(key, f"expected a finite number, received {bound!r}")
         if not self.low < self.high:
             raise Rule("", f"expected low < high, received low={self.low}, high={self.high}")
         if self.log and self.low <= 0:
             raise Rule("low", f"a log range needs low > 0, received {self.low}")
         step = self.step
         if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
-                                 or step <= 0 or self.log):
+                                 or not math.isfinite(step) or step <= 0 or self.log):
             raise Rule("step", "expected a positive number, and no step with log = true; "
                                f"received {step!r}")
         return self
@@ -123,7 +129,9 @@ class SpaceParam(_Section):
 class StudyFile(_Section):
     """A study file (TOML): data, metric, training defaults, architectures, grid, space."""
 
-    name: str | None = Field(None, description="Study name (default: the file's stem).")
+    name: str | None = Field(None, description="Study name (default: the file's stem).",
+                             json_schema_extra=lambda s: _replace(s, {
+                                 "type": "string", "pattern": r"^\S+$"}))
     description: str = Field("", description="One line about the study.")
     metric: Literal["val_accuracy", "val_loss"] | None = Field(
         None, description="The validation metric the best epoch is chosen by.")
@@ -140,17 +148,28 @@ class StudyFile(_Section):
                                               "seed+1, ...); the value is their mean.")
     objectives: list[Value] | None = Field(
         None, description="Multi-objective search: the metric first, then train_time and/or "
-                          "n_params.")
+                          "n_params.",
+        json_schema_extra=lambda s: _replace(s, {
+            "type": "array", "minItems": 1, "uniqueItems": True,
+            "items": {"enum": list(OBJECTIVES)}}))
     data: DataSection | None = Field(None, description="[data]: where the images come "
                                                         "from (required).")
     training: dict[str, Value] = Field({}, description="Default of every parameter the grid "
-                                                       "or space does not set.")
+                                                       "or space does not set.",
+                                       json_schema_extra=lambda s: _properties(
+                                           s, {n: param_schema(n) for n in PARAMS}))
     architectures: dict[str, dict[str, Value]] = Field(
-        {}, description="Per architecture: image_size = [h, w], weights, hyperparameters.")
+        {}, description="Per architecture: image_size = [h, w], weights, hyperparameters.",
+        json_schema_extra=lambda s: _properties(s, {n: _architecture_schema(n)
+                                                    for n in sorted(MODELS)}))
     grid: dict[str, ValueList] = Field({}, description="Parameter -> values, for "
-                                                       "$sampler grid.")
+                                                       "$sampler grid.",
+                                       json_schema_extra=lambda s: _properties(
+                                           s, {n: _values_schema(n) for n in PARAMS}))
     space: dict[str, SpaceParam] = Field({}, description="Parameters for TPE and the other "
-                                                         "samplers, in sampling order.")
+                                                         "samplers, in sampling order.",
+                                         json_schema_extra=lambda s: _properties(
+                                             s, {n: _space_schema(n) for n in PARAMS}))
 
     @model_validator(mode="after")
     def _rules(self) -> StudyFile:
@@ -204,9 +223,98 @@ class StudyFile(_Section):
         return str(self.objectives[0]) if self.objectives else "val_accuracy"
 
 
+def _without_null(schema: Any) -> Any:
+    """``schema`` without the ``null`` alternatives of optional fields: TOML has no null, a
+    key is set or left out."""
+    if isinstance(schema, list):
+        return [_without_null(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {k: _without_null(v) for k, v in schema.items()}
+    options = result.get("anyOf")
+    if isinstance(options, list):
+        kept = [o for o in options if o != {"type": "null"}]
+        if len(kept) == 1:
+            del result["anyOf"]
+            result = {**kept[0], **result}
+        else:
+            result["anyOf"] = kept
+    if result.get("default", 0) is None:
+        del result["default"]
+    return result
+
+
+def _replace(schema: dict[str, Any], new: dict[str, Any]) -> None:
+    """Replaces a field's generated schema (keeping its title, description and default):
+    TOML has no null, and the rules are tighter than the Python type."""
+    kept = {k: schema[k] for k in ("title", "description", "default") if k in schema}
+    schema.clear()
+    schema.update(kept, **new)
+
+
+def _properties(schema: dict[str, Any], properties: dict[str, Any]) -> None:
+    """A table whose keys are known: each with its own schema, no other key."""
+    schema.pop("additionalProperties", None)
+    schema.update(type="object", properties=properties, additionalProperties=False)
+
+
+def _values_schema(name: str) -> dict[str, Any]:
+    """A non-empty list of distinct values of parameter ``name``."""
+    return {"type": "array", "minItems": 1, "uniqueItems": True, "items": param_schema(name)}
+
+
+def _space_schema(name: str) -> dict[str, Any]:
+    """``[space.NAME]``: choices, or (for a number) a low/high range with a step or log."""
+    properties: dict[str, Any] = {
+        "choices": _values_schema(name),
+        "when": {"type": "object", "additionalProperties": False,
+                 "properties": {c: _values_schema(c) for c in CONDITION_KEYS}},
+    }
+    if PARAMS[name].numeric:
+        step: dict[str, Any] = ({"type": "integer", "minimum": 1} if PARAMS[name].kind == "int"
+                                else {"type": "number", "exclusiveMinimum": 0})
+        properties.update(low=param_schema(name), high=param_schema(name),
+                          log={"type": "boolean"}, step=step)
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                              "properties": properties}
+    if PARAMS[name].numeric:  # choices, or a range: not both
+        schema["anyOf"] = [
+            {"required": ["choices"], "properties": {k: False for k in
+                                                     ("low", "high", "step", "log")}},
+            {"required": ["low", "high"], "properties": {"choices": False}}]
+    else:
+        schema["required"] = ["choices"]
+    return schema
+
+
+def _architecture_schema(name: str) -> dict[str, Any]:
+    """``[architectures.NAME]``: image size (at least the architecture's minimum), weights,
+    and its hyperparameters."""
+    spec = MODELS[name]
+    properties: dict[str, Any] = {
+        # [height, width]; both minimums are equal (no tuple schema: every draft reads it)
+        "image_size": {"type": "array", "minItems": 2, "maxItems": 2,
+                       "items": {"type": "integer", "minimum": min(spec.min_image_size)}},
+        "weights": {"type": "string"} if spec.transfer else {"enum": ["none"]},
+    }
+    for param in sorted(spec.hyperparameters):
+        properties[param] = param_schema(param)
+        least = ARCHITECTURE_MINIMUMS.get((name, param))
+        if least is not None:
+            properties[param]["minimum"] = least
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
 def study_file_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (for editors that validate TOML)."""
-    schema = StudyFile.model_json_schema()
+    schema = _without_null(StudyFile.model_json_schema())
+    schema["required"] = ["data"]  # optional in the model only so that its message is ours
+    schema["anyOf"] = [{"required": ["grid"]}, {"required": ["space"]}]
+    for table in ("grid", "space"):
+        schema["properties"][table]["minProperties"] = 1
+    source = schema["$defs"]["DataSection"]["properties"]["source"]
+    source["anyOf"] = [{"enum": [f"bundled:{b}" for b in BUNDLED_DATA]},
+                       {"not": {"pattern": "^bundled:"}}]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "hpo study file"
     return schema
@@ -256,14 +364,11 @@ def check_value(key: str, name: str, value: Any) -> Any:
             return canonical_optimizer(value)
         except HpoError as exc:
             raise Rule(key, str(exc)) from None
-    if name in ("batch_size", "epochs"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise Rule(key, f"expected a positive integer, received {value!r}")
-        return value
-    if name == "learning_rate":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise Rule(key, f"expected a positive number, received {value!r}")
-        return float(value)
+    if name in PARAMS:
+        problem = value_problem(name, value)
+        if problem is not None:
+            raise Rule(key, problem)
+        return float(value) if name == "learning_rate" else value
     if not isinstance(value, (str, int, float, bool)):
         raise Rule(key, f"expected a string, number or boolean, received {value!r}")
     return value
@@ -288,15 +393,34 @@ def _check_space_param(name: str, spec: SpaceParam, earlier: list[str]) -> None:
         if len(set(values)) != len(values):
             raise Rule(key + ".choices", f"has duplicate values: {spec.choices!r}")
         return
-    integer = is_integer_range(name, spec)
-    for probe in (spec.low, spec.high):
-        check_value(key, name, int(probe) if integer else float(probe))
+    kind = PARAMS[name].kind
+    if kind in ("bool", "str"):
+        raise Rule(key, f"{name} takes {PARAMS[name].words}, not a low/high range; "
+                        "give choices = [...] instead")
+    for bound in ("low", "high"):
+        check_value(f"{key}.{bound}", name, getattr(spec, bound))
+    if spec.step is None:
+        return
+    span, step = spec.high - spec.low, spec.step
+    if kind == "int" and not isinstance(step, int):
+        raise Rule(key + ".step", f"{name} is an integer; expected an integer step >= 1, "
+                                  f"received {step!r}")
+    if step > span:
+        raise Rule(key + ".step", f"step {step} is larger than high - low = {span}, which "
+                                  "leaves one value; use a smaller step or drop the "
+                                  "parameter from [space]")
+    count = span / step
+    if not math.isclose(count, round(count), rel_tol=0, abs_tol=1e-9):
+        fitting = spec.low + math.floor(count + 1e-9) * step
+        raise Rule(key + ".step", f"step {step} does not divide high - low = {span} "
+                                  f"(Optuna would move high to {fitting:g}); set high = "
+                                  f"{fitting:g} or a step that divides the range")
 
 
 def is_integer_range(name: str, spec: SpaceParam) -> bool:
-    """Whether a ``low``/``high`` range samples integers (both bounds are)."""
-    return isinstance(spec.low, int) and isinstance(spec.high, int) and \
-        name != "learning_rate"
+    """Whether a ``low``/``high`` range samples integers: the parameter is an integer one
+    (batch_size, epochs, dense_units, ...), whatever the bounds look like."""
+    return name in PARAMS and PARAMS[name].kind == "int"
 
 
 def possible_values(name: str, training: dict[str, Any], grid: dict[str, list[Any]],
@@ -392,6 +516,49 @@ def _check_architectures(file: StudyFile) -> None:
         if not spec.transfer and weights != "none":
             raise Rule(prefix + "weights", f"{name} is trained from scratch; expected "
                                            f"'none', received {weights!r}")
+        channels = file.data.channels if file.data is not None else 3
+        if spec.transfer and weights not in ("none", "") and channels != 3:
+            raise Rule("data.channels", f"{name} starts from pretrained weights "
+                                        f"({weights!r}), which need 3-channel images; set "
+                                        f"channels = 3, or weights = \"none\" in "
+                                        f"[architectures.{name}]")
+        for key in spec.hyperparameters:
+            if key in body:
+                check_value(prefix + key, key, body[key])
+            for where, value in _values_for(file, key, name):
+                least = ARCHITECTURE_MINIMUMS.get((name, key))
+                if least is not None and isinstance(value, (int, float)) and value < least:
+                    raise Rule(where, f"{name} needs {key} >= {least} (it always has that "
+                                      f"layer), received {value!r}")
+        if name == "small_cnn":
+            # each conv block halves the image (2x2 max pooling): it must stay >= 1 pixel
+            for where, value in _values_for(file, "conv_blocks", name):
+                if isinstance(value, int) and 2 ** min(value, 64) > min(size):
+                    raise Rule(where, f"{value} conv blocks halve a {size[0]}x{size[1]} image "
+                                      f"{value} times, to nothing; use at most "
+                                      f"{int(math.log2(min(size)))} blocks or a larger "
+                                      f"[architectures.small_cnn] image_size")
+
+
+def _values_for(file: StudyFile, name: str, architecture: str) -> list[tuple[str, Any]]:
+    """Every value of model hyperparameter ``name`` the file may train ``architecture``
+    with, and where it is written: the architecture's table, [training], the grid, and the
+    space's choices or bounds (unless its ``when`` leaves the architecture out)."""
+    found: list[tuple[str, Any]] = []
+    body = file.architectures.get(architecture, {})
+    if name in body:
+        found.append((f"architectures.{architecture}.{name}", body[name]))
+    if name in file.training:
+        found.append((f"training.{name}", file.training[name]))
+    for value in file.grid.get(name, []) if isinstance(file.grid.get(name), list) else []:
+        found.append((f"grid.{name}", value))
+    spec = file.space.get(name)
+    if spec is not None:
+        allowed = spec.when.get("architecture")
+        if allowed is None or architecture in allowed:
+            values = spec.choices if spec.choices is not None else [spec.low, spec.high]
+            found.extend((f"space.{name}", v) for v in values)
+    return found
 
 
 # --- one line per validation error ------------------------------------------------------------

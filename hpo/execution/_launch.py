@@ -25,6 +25,7 @@ from hpo.config import (
     RunSettings,
     StudyConfig,
     flag,
+    folder_problem,
     load_study_config,
     settings_from_env,
 )
@@ -141,6 +142,12 @@ def plan_run(settings: RunSettings, config: StudyConfig | None = None,
     from hpo.data import default_cache_dir
     from hpo.trial import Artifacts, ObjectiveOptions, enable_compile_cache
 
+    if settings.cache_dir is None:  # the default: $HPO_CACHE_DIR or ~/.cache/hpo
+        problem = folder_problem(default_cache_dir())
+        if problem is not None:
+            raise ConfigError(f"the image cache folder {str(default_cache_dir())!r} "
+                              f"($HPO_CACHE_DIR or ~/.cache/hpo) cannot be used: {problem}; "
+                              "pass $cache_dir, or set HPO_CACHE_DIR to a folder")
     if settings.compile_cache:  # before any backend is imported: workers inherit it
         enable_compile_cache((settings.cache_dir or default_cache_dir()) / "compile")
     if settings.grace is not None and settings.grace < FRESH_HEARTBEATS * settings.heartbeat:

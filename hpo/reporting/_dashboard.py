@@ -26,7 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, InvalidSetting
 
 __all__ = ["read_only", "with_token", "new_token", "is_loopback", "check_host",
            "make_dashboard_server", "TOKEN_COOKIE", "dashboard_token"]
@@ -91,6 +91,9 @@ def dashboard_token(host: str, token_file: Path | None,
     if given:
         return given, False
     if token_file is not None:
+        if token_file.is_dir():
+            raise ConfigError(f"$token_file {str(token_file)!r} is a folder; expected a file "
+                              "holding the token")
         try:
             text = token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -171,6 +174,11 @@ def make_dashboard_server(storage: optuna.storages.BaseStorage, artifacts: Path 
     """
     import optuna_dashboard
 
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidSetting("port", "must be from 1 to 65535, or 0 for any free port", port)
+    if artifacts is not None and artifacts.exists() and not artifacts.is_dir():
+        raise InvalidSetting("artifacts", "must be the runs' artifacts folder; it is a file",
+                             str(artifacts))
     check_host(host, token=token)
     store = None
     if artifacts is not None and artifacts.is_dir():

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import ConfigError, writing
+from hpo.errors import ConfigError, OutputError, writing
 from hpo.optimizers import default_learning_rate
 from hpo.study import attrs, best_by_metric, metric_maximized, metric_value
 
@@ -319,6 +319,11 @@ def write_report(report: Report, fmt: str, out: Path | None) -> str:
     render, extension = renderers[fmt]
     text = render(report)
     if out is not None:
+        with writing(out, "the report"):  # a name too long, say
+            is_file = out.exists() and not out.is_dir()
+        if is_file:
+            raise OutputError(f"$out {str(out)!r} is a file; expected a folder, which "
+                              f"report.{extension} is written into")
         with writing(out / f"report.{extension}", "the report"):
             out.mkdir(parents=True, exist_ok=True)
             (out / f"report.{extension}").write_text(text, encoding="utf-8")

@@ -37,6 +37,7 @@ from hpo.storage._resilient import (
     ResilientRDBStorage,
     is_connection_error,
 )
+from hpo.storage._url import DIALECTS, check_storage_url
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -72,4 +73,6 @@ __all__ = [
     "NOTE_LIMIT",
     "note_records",
     "set_trial_notes",
+    "DIALECTS",
+    "check_storage_url",
 ]

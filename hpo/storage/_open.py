@@ -32,6 +32,7 @@ from hpo.storage._resilient import (
     ResilientRDBStorage,
     is_connection_limit,
 )
+from hpo.storage._url import check_storage_url
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "STATE_INDEX", "StorageOptions",
            "mask_url", "is_sqlite", "open_storage", "close_storage"]
@@ -307,6 +308,7 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
     import sqlalchemy.exc
 
     options = options or StorageOptions()
+    check_storage_url(url)
     if url.startswith("journal://"):
         path = url[len("journal://"):]
         if not path:

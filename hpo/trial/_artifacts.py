@@ -244,20 +244,24 @@ def disk_usage(directory: Path) -> dict[str, int]:
 
 
 def export_model(study: optuna.Study, directory: Path, out: Path,
-                 model: int | str = "best") -> int:
+                 model: int | str = "best", *, force: bool = False) -> tuple[int, Path]:
     """Copies the kept model of trial ``model`` (a number, or ``"best"`` by the metric, also
-    in a multi-objective study) to ``out``; returns the trial's number.
+    in a multi-objective study) to ``out``, or into it as ``STUDY-trialN.keras`` when ``out``
+    is a folder; an existing file is replaced only with ``force``.
+
+    Returns:
+        The trial's number and the file written.
 
     Raises:
         ConfigError: ``model`` is neither ``"best"`` nor a trial number.
         StudyError: No completed trial yet, or no model of that trial here, with the reason:
             no such trial; it did not complete (failed, pruned, running); it was never kept
             or was pruned from the best; it was kept in another artifacts folder.
-        OutputError: ``out`` cannot be written.
+        OutputError: ``out`` exists (without ``force``) or cannot be written.
     """
     import shutil
 
-    from hpo.errors import ConfigError, StudyError, writing
+    from hpo.errors import ConfigError, OutputError, StudyError, writing
 
     if model == "best":
         found = best_by_metric(study)
@@ -275,10 +279,21 @@ def export_model(study: optuna.Study, directory: Path, out: Path,
         source = _kept_model(grid, directory, _trial_numbered(grid, int(taken["trial"])))
     else:
         source = _kept_model(study, directory, trial)
+    with writing(out, "the model"):  # a name too long, say
+        if out.is_dir():
+            out = out / f"{study.study_name}-trial{trial.number}.keras"
+        exists, is_dir = out.exists() or out.is_symlink(), out.is_dir()
+    if exists and not force:
+        kind = "a folder" if is_dir else "a file"
+        raise OutputError(f"$out {str(out)!r} exists ({kind}); pass $force to replace it, or "
+                          "another $out")
+    if is_dir:
+        raise OutputError(f"$out {str(out)!r} is a folder that the model file would replace; "
+                          "pass another $out")
     with writing(out, "the model"):
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out)
-    return trial.number
+    return trial.number, out
 
 
 def _trial_numbered(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
