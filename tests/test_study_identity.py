@@ -234,9 +234,15 @@ def test_kept_models_rank_the_search_s_own_trials_and_export_finds_a_grid_one(
         tmp_path, url):
     from hpo.trial import Artifacts, export_model, model_path
 
+    from hpo.storage import storage_of
+
     storage = f"sqlite:///{tmp_path / 'k.db'}" if url else None
     study = optuna.create_study(study_name="s.search", storage=storage, direction="maximize")
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    grid = optuna.create_study(study_name="s", storage=storage_of(study), direction="maximize")
+    for value in (0.1, 0.2, 0.3, 0.4, 0.9):  # grid trial 4 is the one the search took
+        grid.add_trial(optuna.trial.create_trial(value=value, params={"x": value},
+                                                 distributions=dist))
     for number, (value, taken) in enumerate([(0.9, {"study": "s", "trial": 4}), (0.5, None),
                                              (0.7, None)]):
         study.add_trial(optuna.trial.create_trial(
@@ -244,8 +250,9 @@ def test_kept_models_rank_the_search_s_own_trials_and_export_finds_a_grid_one(
             user_attrs={attrs.IMPORTED_FROM: taken} if taken else {}))
     artifacts = Artifacts(directory=tmp_path / "a", keep_models=1)
     assert artifacts._top(study) == [(2, 0.7)]  # the grid's 0.9 has its model elsewhere
-    kept = model_path(artifacts.directory, "s", 4)
+    kept = model_path(artifacts.directory, grid, 4)
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"model")
-    assert export_model(study, artifacts.directory, tmp_path / "best.keras") == 0
+    assert export_model(study, artifacts.directory, tmp_path / "best.keras") == \
+        (0, tmp_path / "best.keras")
     assert (tmp_path / "best.keras").read_bytes() == b"model"
