@@ -116,8 +116,9 @@ def _epoch_times(times: list[float] | None) -> list[str]:
     compiled for the trial)."""
     if not times:
         return ["", ""]
-    later = sorted(times[1:])
-    return [f"{times[0]:.2f}", f"{later[len(later) // 2]:.2f}" if later else ""]
+    import statistics
+
+    return [f"{times[0]:.2f}", f"{statistics.median(times[1:]):.2f}" if times[1:] else ""]
 
 
 def _number(value: Any, digits: int) -> str:
