@@ -126,6 +126,24 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
         "gpu_busy_pct_study": busy.facts().get("gpu_busy_pct"),
         "gpu_busy_pct_fit_mean": round(statistics.fmean(fit_busy), 1) if fit_busy else None,
     }
+    # Compile seconds (JAX) of trials whose worker had compiled their steps before (the
+    # steps reused) and of the others; first and later epochs' wall times.
+    compiled = [(t.user_attrs["compile_s"], t.user_attrs.get("steps_reused", False))
+                for t in trials if "compile_s" in t.user_attrs]
+    first_of_shape = [c for c, reused in compiled if not reused]
+    on_reused = [c for c, reused in compiled if reused]
+    epochs = [t.user_attrs["epoch_times_s"] for t in trials if t.user_attrs.get("epoch_times_s")]
+    result.update({
+        "trials_on_reused_steps": len(on_reused) if compiled else None,
+        "compile_s_first_of_shape_median": round(statistics.median(first_of_shape), 3)
+        if first_of_shape else None,
+        "compile_s_reused_median": round(statistics.median(on_reused), 3)
+        if on_reused else None,
+        "first_epoch_s_median": round(statistics.median(e[0] for e in epochs), 3)
+        if epochs else None,
+        "later_epoch_s_median": round(statistics.median(x for e in epochs for x in e[1:]), 3)
+        if any(len(e) > 1 for e in epochs) else None,
+    })
     if workers > 1:  # several fits overlap: per-trial and in-loop figures don't apply
         for key in ("outside_fit_s_per_trial", "steady_overhead_s_median",
                     "first_over_steady"):
@@ -157,6 +175,9 @@ def main() -> None:
     parser.add_argument("--warm-trials", type=int, default=1,
                         help="trials of that untimed run (0: the whole study, so that no "
                              "timed run compiles a program the other did not)")
+    parser.add_argument("--extra", default="",
+                        help="more hpo run arguments for every side, e.g. "
+                             "'--sampler tpe --pruner hyperband --n-trials 16'")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if Path(args.study).is_file():  # a study file: the runs start in a temporary folder
@@ -188,8 +209,10 @@ def main() -> None:
         if args.before_tree is None and "before" in order:
             _export(args.before, before)
         cache = Path(tmp) / "cache"
-        sides = {"before": (before, ()), "after": (ROOT, ()),
-                 "packed": (ROOT, ("--gpus", "0", "--trials-per-gpu", str(args.packed)))}
+        common = tuple(args.extra.split())
+        sides = {"before": (before, common), "after": (ROOT, common),
+                 "packed": (ROOT, (*common, "--gpus", "0", "--trials-per-gpu",
+                                   str(args.packed)))}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in order}
         try:
             for name in order:  # builds the image cache, warms the disk and compile caches
@@ -220,7 +243,8 @@ def main() -> None:
 
     keys = ("study_wall_s", "trials_per_hour", "outside_fit_s_per_trial",
             "steady_overhead_s_median", "first_over_steady", "worker_start_s",
-            "gpu_busy_pct_study", "gpu_busy_pct_fit_mean")
+            "gpu_busy_pct_study", "gpu_busy_pct_fit_mean", "compile_s_first_of_shape_median",
+            "compile_s_reused_median", "first_epoch_s_median", "later_epoch_s_median")
     summary = {key: {name: median(name, key) for name in order} for key in keys}
     if "before" in order:
         for key, row in summary.items():

@@ -243,6 +243,13 @@ def test_jax_compiles_once_per_host_into_the_cache_folder(tmp_path, tiny_study):
     assert result.returncode == 0, result.stderr
     compiled = list((tmp_path / "cache" / "compile" / "jax").iterdir())
     assert compiled, "the first trial's XLA programs are kept for the next worker"
+    # the trial's seconds spent compiling (JAX's compile events) and each epoch's seconds
+    stored = optuna.load_study(study_name=optuna.get_all_study_names(
+        f"sqlite:///{tmp_path / 's.db'}")[0], storage=f"sqlite:///{tmp_path / 's.db'}")
+    attrs = stored.trials[0].user_attrs
+    assert 0 < attrs["compile_s"] < attrs["wall_time_s"]
+    assert len(attrs["epoch_times_s"]) == attrs["epochs_trained"]
+    assert attrs["steps_reused"] is False
 
 
 def test_the_compile_cache_is_on_by_default_and_can_be_turned_off(tmp_path, tiny_study,

@@ -33,7 +33,8 @@ __all__ = ["trial_record", "trials_table", "trials_csv", "study_summaries", "stu
 
 _ATTRS = ("test_accuracy", "tp", "tn", "roc_auc", "epochs_trained", "result_epoch",
           "result_epoch_policy", "best_epoch", "n_params",
-          "wall_time_s", "outside_fit_s", "images_per_s", "gpu_busy_pct",
+          "wall_time_s", "outside_fit_s", "compile_s", "steps_reused", "epoch_times_s",
+          "images_per_s", "gpu_busy_pct",
           "gpu_peak_memory_mb", "fail_reason")
 
 
@@ -79,9 +80,13 @@ def trials_table(trials: list[FrozenTrial], metric: str,
     repeated = any("value_std" in t.user_attrs for t in trials)
     gpu = any("gpu_busy_pct" in t.user_attrs for t in trials)
     imported = any(attrs.IMPORTED_FROM in t.user_attrs for t in trials)
+    compiled = any("compile_s" in t.user_attrs for t in trials)  # JAX only
+    timed = any(t.user_attrs.get("epoch_times_s") for t in trials)
     header = ["#", *(["from"] if imported else []), "state", metric, *other_objectives,
               *(["std", "ci95"] if repeated else []),
-              "test_acc", "epoch", *params, "time_s", "outside_fit_s", "img/s",
+              "test_acc", "epoch", *params, "time_s", "outside_fit_s",
+              *(["compile_s"] if compiled else []),
+              *(["epoch1_s", "epoch_s"] if timed else []), "img/s",
               *(["gpu%", "gpu_mb"] if gpu else [])]
     rows = [header]
     for t in trials:
@@ -103,7 +108,10 @@ def trials_table(trials: list[FrozenTrial], metric: str,
                      *[format_value(t.params[p]) if p in t.params else "" for p in params],
                      "" if wall is None else f"{wall:.1f}",
                      *[_number(t.user_attrs.get(key), digits) for key, digits in
-                       (("outside_fit_s", 2), ("images_per_s", 0),
+                       (("outside_fit_s", 2), *((("compile_s", 2),) if compiled else ()))],
+                     *(_epoch_times(t.user_attrs.get("epoch_times_s")) if timed else []),
+                     *[_number(t.user_attrs.get(key), digits) for key, digits in
+                       (("images_per_s", 0),
                         *((("gpu_busy_pct", 0), ("gpu_peak_memory_mb", 0)) if gpu else ()))]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -118,6 +126,16 @@ def _epoch(user_attrs: dict[str, Any]) -> str:
     trained = user_attrs.get("epochs_trained")
     policy = user_attrs.get(attrs.RESULT_EPOCH_POLICY, "")
     return f"{epoch}/{trained} {policy}" if trained is not None else f"{epoch} {policy}"
+
+
+def _epoch_times(times: list[float] | None) -> list[str]:
+    """The first epoch's seconds and the median of the later ones (the first holds what is
+    compiled for the trial)."""
+    if not times:
+        return ["", ""]
+    import statistics
+
+    return [f"{times[0]:.2f}", f"{statistics.median(times[1:]):.2f}" if times[1:] else ""]
 
 
 def _number(value: Any, digits: int) -> str:

@@ -50,6 +50,8 @@ class EpochRecorder(keras.callbacks.Callback):
                  epochs: int) -> None:
         super().__init__()
         self.history: dict[str, list[float]] = {}
+        #: Wall seconds of each epoch ended (its steps and its validation).
+        self.epoch_times: list[float] = []
         self._report = report
         self._epochs = epochs
         self._start = 0.0
@@ -63,11 +65,13 @@ class EpochRecorder(keras.callbacks.Callback):
             self.first_step_at = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        seconds = time.perf_counter() - self._start
+        self.epoch_times.append(seconds)
         values = {k: float(v) for k, v in (logs or {}).items()}
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
         if self._report is not None:
-            self._report(epoch + 1, self._epochs, values, time.perf_counter() - self._start)
+            self._report(epoch + 1, self._epochs, values, seconds)
 
 
 class ResultEpoch(keras.callbacks.Callback):

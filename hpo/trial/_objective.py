@@ -49,6 +49,7 @@ from hpo.trial._gpu import (
     utilization_reader,
 )
 from hpo.trial._reuse import ModelPool
+from hpo.trial._steps import compile_seconds, prepare_steps, steps_key
 from hpo.trial._writer import ModelWriter
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ class ObjectiveOptions:
         on_epoch: Called after every epoch (progress output), or None.
         worker: A name for the worker running the trial, recorded with it.
         artifacts: Where figures and the best models go; None keeps neither.
+        steps_per_execution: Training steps per compiled call (Keras's
+            ``steps_per_execution``); epochs, history, pruning and callbacks at epoch ends
+            are the same for any value.
     """
 
     grid: bool = True
@@ -100,6 +104,7 @@ class ObjectiveOptions:
     on_epoch: EpochReport | None = field(default=None, compare=False)
     worker: str = ""
     artifacts: Artifacts | None = None
+    steps_per_execution: int = 1
 
 
 def evaluate_classifier(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -174,6 +179,7 @@ class Objective:
         configure_gpus()  # before the backend initialises a GPU
         self._precision = resolve_precision(self._options.precision)  # imports Keras
         self._gpu_reader = utilization_reader() if gpu_count() > 0 else None
+        compile_seconds()  # starts counting compile time (JAX) before the first trial
         import sklearn.metrics  # noqa: F401 -- evaluate_classifier's, on every trial
 
         if self._options.artifacts is not None and self._options.artifacts.figures:
@@ -222,6 +228,7 @@ class Objective:
         started = time.perf_counter()
         self._fit_seconds = 0.0
         self.warm_up()
+        compiled_before = compile_seconds()
         sampled = suggest(trial, self._config, grid=self._options.grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
@@ -269,6 +276,9 @@ class Objective:
             wall = time.perf_counter() - started
             self._note(attrs.WALL_TIME, round(wall, 3))
             self._note("outside_fit_s", round(wall - self._fit_seconds, 3))
+            compiled_after = compile_seconds()
+            if compiled_before is not None and compiled_after is not None:
+                self._note("compile_s", round(compiled_after - compiled_before, 3))
             self._flush(trial, with_end=True)  # written with the trial's end, by its tell
             _collect_garbage()
 
@@ -338,7 +348,9 @@ class Objective:
                                **params.model_kwargs)
 
         built = time.perf_counter()
-        model, reused = self._models.acquire(shape_key, build)
+        model, reused = self._models.acquire(
+            shape_key, build, steps_key(params.optimizer, params.optimizer_kwargs,
+                                        self._options.steps_per_execution))
         self._note("model_reused", reused)
         self._note("build_s", round(time.perf_counter() - built, 3))
         try:
@@ -351,16 +363,12 @@ class Objective:
                           model: "keras.Model", started: float, *, seed: int, first: bool
                           ) -> tuple[dict[str, float], dict[str, Any]]:
         from hpo.data import ArrayBatches
-        from hpo.optimizers import build_optimizer
         from hpo.trial._callbacks import EpochRecorder, NanGuard, ResultEpoch, pruning_callback
 
         self._note("n_params", int(model.count_params()))
-        model.compile(
-            optimizer=build_optimizer(params.optimizer, params.learning_rate,
-                                      **params.optimizer_kwargs),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        self._note("steps_reused", prepare_steps(
+            self._models, model, params.optimizer, params.learning_rate,
+            params.optimizer_kwargs, steps_per_execution=self._options.steps_per_execution))
         on_epoch = self._options.on_epoch
         recorder = EpochRecorder(
             (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,
@@ -388,6 +396,7 @@ class Objective:
             epochs = len(recorder.history.get("loss", []))
             if first:  # a pruned run's too: its value is its result epoch's metric
                 self._note("history", recorder.history)
+                self._note("epoch_times_s", [round(t, 3) for t in recorder.epoch_times])
                 self._note("epochs_trained", epochs)
                 if result.epoch is not None:
                     self._note(attrs.RESULT_EPOCH, result.epoch)

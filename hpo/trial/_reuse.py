@@ -56,6 +56,9 @@ class Resettable:
     drawn: list[tuple[Any, Any, int]] = field(default_factory=list)  # variable, init, draw
     generators: list[tuple[Any, int]] = field(default_factory=list)  # state variable, draw
     loaded: list[tuple[Any, np.ndarray]] = field(default_factory=list)  # variable, value
+    #: The model's compiled optimizer and steps (:class:`hpo.trial._steps.CompiledSteps`),
+    #: set by the trial that compiled it; None before.
+    steps: Any = None
 
     def reset(self) -> None:
         """Gives the model the weights a fresh build would have after the caller's
@@ -172,14 +175,20 @@ class ModelPool:
         self.builds = 0
         self.reuses = 0
 
-    def acquire(self, key: Hashable, build: Callable[[], "keras.Model"]
-                ) -> tuple["keras.Model", bool]:
+    def acquire(self, key: Hashable, build: Callable[[], "keras.Model"],
+                steps_key: Hashable = None) -> tuple["keras.Model", bool]:
         """A model for ``key`` with a fresh build's weights under the seed just set (call
         right after ``keras.utils.set_random_seed``); returns it and whether it was reused.
+        Of the idle models, one compiled under ``steps_key`` is taken first (see
+        :meth:`steps`).
         """
         with self._lock:
             idle = self._idle.get(key)
-            entry = idle.pop() if idle else None
+            entry = None
+            if idle:
+                matching = [i for i, e in enumerate(idle)
+                            if e.steps is not None and e.steps.key == steps_key]
+                entry = idle.pop(matching[-1] if matching else -1)
         if entry is not None:
             entry.reset()
             with self._lock:
@@ -194,6 +203,13 @@ class ModelPool:
             if resettable is not None:
                 self._owned[id(model)] = (key, resettable)
         return model, False
+
+    def entry(self, model: "keras.Model") -> Resettable | None:
+        """The pool's record of ``model`` (where its compiled steps are kept), or None for
+        a single-use model."""
+        with self._lock:
+            owned = self._owned.get(id(model))
+        return owned[1] if owned is not None else None
 
     def hold(self, model: "keras.Model") -> None:
         """Keeps ``model`` out of the pool until ``release(model, held=True)`` (its save)."""

@@ -1,0 +1,139 @@
+"""Compiled steps reused across trials train exactly as freshly compiled ones
+(hpo.trial._steps), on JAX in a child interpreter (this process may hold TensorFlow's Keras)
+and on the default backend in this one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Trials of one model shape, in order: (optimizer, learning rate, internals). Same steps key
+# twice in a row (reused steps), internals changed between trials (beta_1, rho, momentum:
+# a new compile).
+_TRIALS = [
+    ("Adam", 0.01, {}),
+    ("Adam", 0.003, {}),
+    ("Adam", 0.01, {"beta_1": 0.5}),
+    ("SGD", 0.05, {"momentum": 0.9}),
+    ("SGD", 0.02, {"momentum": 0.9}),
+    ("SGD", 0.05, {"momentum": 0.5}),
+    ("RMSprop", 0.01, {"rho": 0.8}),
+    ("RMSprop", 0.003, {"rho": 0.8}),
+]
+
+_SCRIPT = textwrap.dedent("""
+    import json, os, sys, tempfile
+    import keras
+    import numpy as np
+    from hpo.models import build_model
+    from hpo.trial._device import enable_compile_cache
+    from hpo.trial._reuse import ModelPool
+    from hpo.trial._steps import compile_model, prepare_steps, steps_key
+
+    trials = json.loads(sys.argv[1])
+    from pathlib import Path
+    enable_compile_cache(Path(tempfile.mkdtemp()))  # a fresh compile fetches one made
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 16, 16, 1), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+
+    def build():
+        keras.backend.clear_session(free_memory=False)
+        return build_model("small_cnn", input_shape=(16, 16, 1), num_classes=3,
+                           dense_units=8, dropout=0.3)
+
+    def train(model, batch_size):
+        history = model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False,
+                            validation_data=(x[:8], y[:8]), verbose=0)
+        return {"history": history.history,
+                "weights": [w.tolist() for w in model.get_weights()]}
+
+    pool, results = ModelPool(keys=2, per_key=1), []
+    for seed, (optimizer, lr, internals) in enumerate(trials):
+        batch = 16 if seed == 4 else 8  # a new input shape on reused steps
+        keras.utils.set_random_seed(seed)
+        model, _ = pool.acquire("shape", build, steps_key(optimizer, internals))
+        reused = prepare_steps(pool, model, optimizer, lr, internals)
+        kept = train(model, batch)
+        pool.release(model)
+        keras.utils.set_random_seed(seed)
+        fresh = build()
+        compile_model(fresh, optimizer, lr, internals)
+        results.append({"reused": reused, "kept": kept, "fresh": train(fresh, batch)})
+    print(json.dumps(results))
+""")
+
+
+def _run(backend: str) -> list[dict]:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(_TRIALS)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_a_trial_on_reused_steps_trains_exactly_as_a_fresh_compile(backend):
+    pytest.importorskip(backend)
+    results = _run(backend)
+    reused = [r["reused"] for r in results]
+    # the same optimizer and internals as the model's last trial: steps kept; else compiled
+    assert reused == [False, True, False, False, True, False, False, True]
+    for (optimizer, lr, internals), result in zip(_TRIALS, results):
+        assert result["kept"]["history"] == result["fresh"]["history"], (optimizer, lr,
+                                                                         internals)
+        assert result["kept"]["weights"] == result["fresh"]["weights"], (optimizer, lr,
+                                                                         internals)
+
+
+_HAZARD = textwrap.dedent("""
+    import json, sys
+    import keras
+    import numpy as np
+    from hpo.models import build_model
+    from hpo.trial._steps import compile_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 16, 16, 1), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+
+    def model():
+        keras.utils.set_random_seed(1)
+        return build_model("small_cnn", input_shape=(16, 16, 1), num_classes=3,
+                           dense_units=8)
+
+    def weights(m):
+        m.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        return [w.tolist() for w in m.get_weights()]
+
+    same = model()
+    compile_model(same, "Adam", 0.05, {"beta_1": 0.9})
+    weights(same)
+    old = same.train_function  # a live reference to the old trace, as the hazard needs
+    start = [v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in model().weights]
+    same.set_weights(start)
+    compile_model(same, "Adam", 0.05, {"beta_1": 0.1})
+    recompiled = weights(same)
+    fresh = model()
+    compile_model(fresh, "Adam", 0.05, {"beta_1": 0.1})
+    print(json.dumps(recompiled == weights(fresh)))
+""")
+
+
+def test_a_model_compiled_again_with_another_beta_1_does_not_train_with_the_old_trace():
+    """Keras 3.15 on JAX caches ``jit(model.train_step)`` on the bound method: without
+    hpo's fresh step functions the recompiled model trains with beta_1 = 0.9."""
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _HAZARD], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) is True
