@@ -16,15 +16,15 @@ import pytest
 # Trials of one model shape, in order: (optimizer, learning rate, internals). Same steps key
 # twice in a row (reused steps), internals changed between trials (beta_1, rho, momentum:
 # a new compile).
+# Six trials (each trained twice: on the pool's model and on a fresh one) keep the test's
+# cost down on 2 cores; every kind of change is in them once.
 _TRIALS = [
     ("Adam", 0.01, {}),
     ("Adam", 0.003, {}),
     ("Adam", 0.01, {"beta_1": 0.5}),
     ("SGD", 0.05, {"momentum": 0.9}),
     ("SGD", 0.02, {"momentum": 0.9}),
-    ("SGD", 0.05, {"momentum": 0.5}),
     ("RMSprop", 0.01, {"rho": 0.8}),
-    ("RMSprop", 0.003, {"rho": 0.8}),
 ]
 
 _SCRIPT = textwrap.dedent("""
@@ -85,7 +85,7 @@ def test_a_trial_on_reused_steps_trains_exactly_as_a_fresh_compile(backend):
     results = _run(backend)
     reused = [r["reused"] for r in results]
     # the same optimizer and internals as the model's last trial: steps kept; else compiled
-    assert reused == [False, True, False, False, True, False, False, True]
+    assert reused == [False, True, False, False, True, False]
     for (optimizer, lr, internals), result in zip(_TRIALS, results):
         assert result["kept"]["history"] == result["fresh"]["history"], (optimizer, lr,
                                                                          internals)
