@@ -8,6 +8,7 @@ progress is dropped instead).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import unicodedata
@@ -430,8 +431,15 @@ def status(
     except ConfigError:
         config = None  # a study stored by name only: no grid to compare with
     name = study_name or (config.name if config else study)
-    report = study_status(load_existing_study(name, _existing_storage(storage)), config,
-                          artifacts.resolve())
+    loaded = load_existing_study(name, _existing_storage(storage))
+    if config is None:  # by name: the study file it was created from, if it is still there
+        from hpo.search import space_hash  # and still describes the stored grid
+
+        with contextlib.suppress(ConfigError):
+            stored = load_study_config(str(loaded.user_attrs.get(attrs.STUDY_FILE, "")))
+            if loaded.user_attrs.get("hpo:space_hash:grid") == space_hash(stored, grid=True):
+                config = stored
+    report = study_status(loaded, config, artifacts.resolve())
     if json:
         typer.echo(to_json(report))
         return
