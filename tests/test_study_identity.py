@@ -256,3 +256,61 @@ def test_kept_models_rank_the_search_s_own_trials_and_export_finds_a_grid_one(
     assert export_model(study, artifacts.directory, tmp_path / "best.keras") == \
         (0, tmp_path / "best.keras")
     assert (tmp_path / "best.keras").read_bytes() == b"model"
+
+
+def _first_draws(study: optuna.Study, n: int = 3) -> list[float]:
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    return [study.sampler.sample_independent(study, optuna.trial.create_trial(
+        state=TrialState.RUNNING, params={}, distributions={}), "x", dist) for _ in range(n)]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_every_process_that_opens_a_search_draws_its_own_sampler_stream(tmp_path, tiny_study,
+                                                                        sampler):
+    """Workers, recycled processes and resumes each drew the seed's one sequence again
+    (the same configurations trained several times); the first process keeps the seed as
+    given, so a study run once by one process is reproduced by its seed."""
+    config = load_study_config(tiny_study)
+    storage = open_storage(f"sqlite:///{tmp_path / 'streams.db'}")
+    opened = [open_study(config, storage, sampler=sampler, seed=7) for _ in range(3)]
+    draws = [_first_draws(study) for study in opened]
+    assert len({tuple(d) for d in draws}) == 3, draws  # three processes, three streams
+    alone = open_study(config, open_storage(f"sqlite:///{tmp_path / 'alone.db'}"),
+                       sampler=sampler, seed=7)
+    assert _first_draws(alone) == draws[0]  # the first process: the seed as given
+
+
+@pytest.mark.parametrize("change", ["repeats", "result_epoch"])
+def test_a_search_never_takes_a_grid_whose_values_mean_something_else(tmp_path, tiny_study,
+                                                                     change):
+    """The grid's one-run, final-epoch values are not the search's means or best epochs:
+    the pair shares one identity, refused naming the key (a resume of either as well)."""
+    from dataclasses import replace
+
+    from hpo.errors import StudyError
+
+    config = load_study_config(tiny_study)
+    storage = open_storage(f"sqlite:///{tmp_path / 'pair.db'}")
+    open_study(config, storage, sampler="grid")
+    other = config.with_repeats(2) if change == "repeats" else \
+        replace(config, result_epoch="best")
+    with pytest.raises(StudyError, match=change):
+        open_study(other, storage, sampler="tpe")
+    assert [s.study_name for s in storage.get_all_studies()] == [config.name]
+
+
+def test_other_pictures_under_the_same_file_names_are_other_data(tmp_path):
+    """--data at another folder whose files are named as the study's (0001.png, ...) but
+    hold other pictures: data.images differs (it hashes the decoded pixels too)."""
+    from hpo.config import DataConfig
+    from hpo.data import load_dataset
+
+    ours = make_image_folder(tmp_path / "ours", per_class=6, seed=0)
+    theirs = make_image_folder(tmp_path / "theirs", per_class=6, seed=5)
+    copy = tmp_path / "copy"
+    shutil.copytree(ours, copy)
+    hashes = [load_dataset(DataConfig(source=str(folder)), (16, 16),
+                           cache_dir=tmp_path / "cache").split_hash
+              for folder in (ours, copy, theirs)]
+    assert hashes[0] == hashes[1]  # a copy elsewhere: the same data
+    assert hashes[0] != hashes[2]  # other pictures under the same names

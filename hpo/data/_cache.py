@@ -376,5 +376,10 @@ def _decode_all(folder: Path, splits: dict[str, tuple[Sequence[Path], Sequence[i
     duplicates = find_duplicates(
         (job.digests[i], job.split, int(job.labels[i]), str(job.paths[i]))
         for job in jobs for i in range(len(job.paths)) if job.ok[i])
-    return {"duplicates": duplicates,
+    # what the images are, not only what they are called: a study's identity holds it, so
+    # that --data at other pictures under the same names is refused (hpo.study._identity)
+    content = hashlib.sha256(json.dumps(sorted(
+        (job.split, int(job.labels[i]), str(job.digests[i]))
+        for job in jobs for i in range(len(job.paths)) if job.ok[i])).encode()).hexdigest()
+    return {"duplicates": duplicates, "content": content[:16],
             "wide": {"images": len(ranges), "modes": modes, "low": low, "high": high}}

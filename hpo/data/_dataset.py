@@ -99,7 +99,8 @@ def _open(entry: Path) -> Dataset:
                              "skipped": len(meta.get("skipped", ())),
                              "carved": meta.get("carved") or {},
                              "duplicates": meta.get("duplicates") or {},
-                             "wide_images": meta.get("wide") or {}}
+                             "wide_images": meta.get("wide") or {},
+                             "content": meta.get("content")}
     return Dataset(classes=classes, train=splits["train"],
                    validation=splits["validation"], test=splits["test"], cache=entry,
                    skipped=tuple(meta.get("skipped", ())), facts=facts,
@@ -212,9 +213,11 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
               "layout": index.layout, "carved": index.carved},
         strict=strict,
     )
-    dataset = replace(_open(entry), split_hash=_digest(
+    opened = _open(entry)
+    dataset = replace(opened, split_hash=_digest(
         [[split, path.relative_to(index.root).as_posix(), label]
-         for split in SPLITS for path, label in index.files[split]]))
+         for split in SPLITS for path, label in index.files[split]]
+        + [opened.facts.get("content")]))  # the pixels too: other images, same names
     _say_facts(dataset, str(index.root), strict)
     return dataset
 

@@ -13,9 +13,13 @@ Decisions:
   set), so it is part of the identity there (``data.split``, with the fractions); the
   command-line ``--seed`` drives the sampler and the weights' initialisation only, never the
   split. A pre-split folder's split is its folders: its seed and fractions are not recorded.
-* ``data.images`` is a hash of which image (path relative to the data folder) is in which
-  split with which label: ``--data`` may point at a copy of the folder elsewhere (another
-  host), but not at other images. The folder's path itself is not compared.
+* ``data.images`` is a hash of which image (path relative to the data folder, and its decoded
+  pixels' content hash) is in which split with which label: ``--data`` may point at a copy
+  of the folder elsewhere (another host), but not at other images, even under the same file
+  names. The folder's path itself is not compared.
+* ``result_epoch`` (the final or the best epoch's numbers) and ``repeats`` (one run's value
+  or a mean) are part of it too, so that a search linked to a grid never takes the grid's
+  trials as history when their values mean something else.
 * ``image_size`` is compared for the architectures both the stored study and the file use;
   an architecture the file adds is recorded (its trials are new, nothing earlier changes
   meaning). The space hash (``hpo:space_hash:*``) still covers the rest of the file.
@@ -49,6 +53,8 @@ _WHY = {
     "metric": "a trial's value would be another metric",
     "objectives": "a trial's values would be other objectives",
     "directions": "the objectives would be optimised the other way",
+    "result_epoch": "a trial's numbers would come from another epoch (final or best)",
+    "repeats": "a trial's value would be a mean over another number of runs",
 }
 
 
@@ -62,6 +68,8 @@ def study_identity(config: StudyConfig, dataset: "Dataset | None" = None) -> dic
         "metric": config.metric,
         "objectives": list(config.objective_names),
         "directions": list(config.directions),
+        "result_epoch": config.result_epoch,
+        "repeats": int(config.repeats),
     }
     if dataset is not None:
         identity["data.classes"] = list(dataset.classes)

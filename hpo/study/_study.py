@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -54,6 +55,9 @@ __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "pid_alive", "process_space", "check_reap_grace", "heartbeat_interval", "FRESH_HEARTBEATS"]
 
 _log = logging.getLogger("hpo.study")
+#: Study system attribute: how many processes have opened the study to search it (each
+#: draws its own sampler stream, :func:`_own_sampler_stream`).
+SAMPLER_STREAMS = "hpo:sampler_streams"
 
 
 def _max_epochs(config: StudyConfig) -> int:
@@ -151,7 +155,28 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
     _record_identity(study, existing, identity)
     link(storage, study, family, base)
     keep_trial_notes(study, config.objective_names)  # each trial's, with its end
+    if not is_grid:
+        _own_sampler_stream(study, kind, config, config.seed if seed is None else seed)
     return study
+
+
+def _own_sampler_stream(study: optuna.Study, kind: str, config: StudyConfig,
+                        seed: int) -> None:
+    """Gives this process a sampler seed no other process of the study had: the k-th
+    process to open the study (counted in the study system attribute
+    :data:`SAMPLER_STREAMS`, under the study lock) draws stream k of ``seed``.
+
+    With the seed alone, every worker, every recycled process and every resume drew the
+    same sequence again: a random search's workers trained the same configurations, a
+    resumed TPE search repeated its first suggestions. The first process of a study keeps
+    the seed as given, so a study run once by one process is reproduced by its seed.
+    """
+    storage = storage_of(study)
+    stream = int(storage.get_study_system_attrs(study_id(study)).get(SAMPLER_STREAMS, 0))
+    storage.set_study_system_attr(study_id(study), SAMPLER_STREAMS, stream + 1)
+    if stream:
+        derived = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+        study.sampler = make_sampler(kind, config, derived)
 
 
 def _check_result_epoch(study: optuna.Study, config: StudyConfig, name: str) -> None:
