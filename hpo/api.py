@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 
@@ -54,9 +55,51 @@ def run(study: str | Path | StudyConfig, settings: RunSettings | None = None,
         settings = RunSettings.create(**{"quiet": True, **values, "study": name})
     else:
         settings = settings.replace(**values, study=name)
+    _refuse_process_settings(settings)
     config, options, reporter = plan_run(settings, config)
-    with worker_signals(embedded=True):  # a second Ctrl-C never ends the caller's process
-        return run_study(config, options, reporter)
+    with worker_signals(embedded=True), _quiet():  # a second Ctrl-C never ends the caller's
+        return run_study(config, options, reporter)  # process
+
+
+#: Settings that start or replace processes, which a call in someone's interpreter does not:
+#: (setting, the value that means "this process only").
+_PROCESS_SETTINGS = (("workers", 1), ("gpus", None), ("trials_per_gpu", 1),
+                     ("isolate", False), ("recycle_after", None))
+
+
+def _refuse_process_settings(settings: RunSettings) -> None:
+    """:func:`run` trains in the caller's process: a setting that would start or replace
+    processes is refused with one line, never ignored.
+
+    Raises:
+        InvalidSetting: ``workers``, ``gpus``, ``trials_per_gpu``, ``isolate`` or
+            ``recycle_after`` asks for other processes.
+    """
+    from hpo.errors import InvalidSetting
+
+    for setting, alone in _PROCESS_SETTINGS:
+        value = getattr(settings, setting)
+        if value != alone and not (setting == "recycle_after" and value == 0):
+            raise InvalidSetting(
+                setting, "starts or replaces processes, which hpo.run (one worker in this "
+                "process) does not do; run 'hpo run' with it from a shell, or start "
+                "several hpo.run / 'hpo worker' processes on one storage", value)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """As quiet as the CLI while the run lasts: Optuna's INFO lines and its experimental-
+    feature warnings off (hpo prints each trial itself), the caller's settings back after."""
+    import warnings
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def load_study(name: str, storage: str | None = None) -> optuna.Study:

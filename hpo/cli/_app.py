@@ -20,7 +20,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from hpo.config import DEFAULT_RECYCLE_AFTER
-from hpo.errors import ConfigError, NoStudies, writing
+from hpo.errors import ConfigError, NoStudies, StudyError, writing
 from hpo.storage import DEFAULT_STORAGE, mask_url
 from hpo.study import attrs
 
@@ -432,10 +432,17 @@ def status(
         config = None  # a study stored by name only: no grid to compare with
     name = study_name or (config.name if config else study)
     loaded = load_existing_study(name, _existing_storage(storage))
-    if config is None:  # by name: the study file it was created from, if it is still there
-        from hpo.search import space_hash  # and still describes the stored grid
+    from hpo.search import space_hash
 
-        with contextlib.suppress(ConfigError):
+    stored_grid = loaded.user_attrs.get("hpo:space_hash:grid")
+    if config is not None and config.grid and stored_grid is not None and \
+            stored_grid != space_hash(config, grid=True):
+        raise StudyError(f"study {name!r} was created from a different grid (hash "
+                         f"{stored_grid}) than {config.path} now describes; its coverage "
+                         "would count points it never had: pass the study's name, or the "
+                         "file as it was")
+    if config is None:  # by name: the study file it was created from, if it is still there
+        with contextlib.suppress(ConfigError):  # and still describes the stored grid
             stored = load_study_config(str(loaded.user_attrs.get(attrs.STUDY_FILE, "")))
             if loaded.user_attrs.get("hpo:space_hash:grid") == space_hash(stored, grid=True):
                 config = stored
@@ -495,6 +502,12 @@ def reap(
     from hpo.storage import StorageOptions, open_storage
     from hpo.study import check_reap_grace, load_existing_study, reap_dead_trials
 
+    from hpo.errors import InvalidSetting
+
+    if grace < 1:
+        raise InvalidSetting("grace", "must be at least 1 second", grace)
+    if max_retry < 0:
+        raise InvalidSetting("max_retry", "must be 0 or more", max_retry)
     opened = open_storage(storage, StorageOptions(heartbeat_interval=max(1, grace // 3),
                                                   grace_period=grace, max_retry=max_retry),
                           create=False)

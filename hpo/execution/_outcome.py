@@ -28,11 +28,11 @@ def failure_line(exc: BaseException, name: Callable[[str], str] = str) -> tuple[
     if isinstance(exc, TooManyFailures):
         return str(exc), 1
     if isinstance(exc, KeyboardInterrupt):
-        return ("interrupted: the running trial was marked FAIL and is re-run when you resume "
-                "with the same command", 130)
+        return ("interrupted: a trial that was running is marked FAIL and re-run when you "
+                "resume with the same command", 130)
     if isinstance(exc, Stopped):
-        return (f"{exc}: the running trial was marked FAIL and its grid point is free for "
-                "another worker, or for the same command when you resume", exc.exit_code)
+        return (f"{exc}: a trial that was running is marked FAIL, free for another worker or "
+                "for the same command when you resume", exc.exit_code)
     # The database failed after the storage was opened, in a way hpo's storage does not
     # retry: one line, masked; the running trial is reaped on resume.
     cause = exc.__cause__ or exc

@@ -22,10 +22,18 @@ def compare_trials(study: optuna.Study, a: int, b: int, alpha: float = 0.05) -> 
             compared (fewer than two each).
     """
     numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if a == b:
+        raise StudyError(f"received trial {a} twice; expected two different trials of "
+                         f"{study.study_name!r} to compare (see 'hpo trials {study.study_name}')")
     samples = {}
     for number in (a, b):
         trial = numbers.get(number)
-        if trial is None or attrs.REPEAT_VALUES not in trial.user_attrs:
+        if trial is None:
+            raise StudyError(f"study {study.study_name!r} has no trial {number} (received "
+                             f"trial {number}, expected one of 0..{len(numbers) - 1}); see "
+                             f"'hpo trials {study.study_name}'" if numbers else
+                             f"study {study.study_name!r} has no trials yet")
+        if attrs.REPEAT_VALUES not in trial.user_attrs:
             raise StudyError(f"trial {number} of {study.study_name!r} has no repeated runs to "
                              "compare; run the study with $repeats 2 or more (trials: "
                              f"0..{len(numbers) - 1})")

@@ -225,8 +225,14 @@ def pair_best(study: optuna.Study) -> tuple[optuna.Study, FrozenTrial] | None:
             found.append((candidate, pick(trials, key=metric_value)))
     if not found:
         return None
-    pick = max if metric_maximized(study) else min
-    return pick(found, key=lambda pair: metric_value(pair[1]))
+    # a tie goes to the grid's trial (the first trained), whichever of the pair was asked
+    if metric_maximized(study):
+        return max(found, key=lambda pair: (metric_value(pair[1]), _is_grid(pair[0])))
+    return min(found, key=lambda pair: (metric_value(pair[1]), not _is_grid(pair[0])))
+
+
+def _is_grid(study: optuna.Study) -> bool:
+    return study.user_attrs.get(attrs.FAMILY, "grid") == "grid"
 
 
 def to_json(value: Any) -> str:

@@ -382,7 +382,9 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
             return storage
 
     try:
-        with _said_when_slow(url, options.connect_timeout):
+        slow = contextlib.nullcontext() if is_sqlite(url) else \
+            _said_when_slow(url, options.connect_timeout)  # a server that does not answer
+        with slow:
             return _open_with_retries(make, url, options.outage_timeout)
     except RuntimeError as exc:  # Optuna's schema version check
         problem = _schema_problem(exc, url)

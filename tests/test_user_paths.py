@@ -1,0 +1,64 @@
+"""Small refusals found by trying the session's features as a user would: each one line and
+exit 2 (or an exception naming the setting), never a quiet wrong answer."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+import hpo
+from hpo.errors import InvalidSetting, StudyError
+from hpo.reporting import compare_trials
+from hpo.storage import open_storage
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("setting, value", [("workers", 2), ("gpus", "all"), ("isolate", True),
+                                            ("trials_per_gpu", 2), ("recycle_after", 5)])
+def test_hpo_run_refuses_settings_that_start_processes_instead_of_ignoring_them(
+        tiny_study, sqlite_url, setting, value):
+    with pytest.raises(InvalidSetting) as refused:
+        hpo.run(tiny_study, storage=sqlite_url, n_trials=1, **{setting: value})
+    assert refused.value.setting == setting
+    assert "hpo run" in refused.value.render(str)
+
+
+def test_compare_names_a_missing_trial_and_refuses_a_trial_against_itself(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'c.db'}")
+    study = optuna.create_study(study_name="c", storage=storage, direction="maximize")
+    for values in ([0.5, 0.6], [0.7, 0.8]):
+        study.add_trial(optuna.create_trial(value=sum(values) / 2,
+                                            user_attrs={"repeat_values": values}))
+    assert compare_trials(study, 0, 1)["a"]["trial"] == 0
+    with pytest.raises(StudyError, match="no trial 99"):
+        compare_trials(study, 0, 99)
+    with pytest.raises(StudyError, match="twice"):
+        compare_trials(study, 1, 1)
+
+
+@pytest.mark.parametrize("option, value", [("--grace", "0"), ("--grace", "-1"),
+                                           ("--max-retry", "-1")])
+def test_reap_refuses_an_out_of_range_option_naming_it(tmp_path, option, value):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    optuna.create_study(study_name="r", storage=open_storage(url))
+    done = run_cli("reap", "r", "--storage", url, option, value, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert option in line and "storage" not in line, line
+
+
+def test_status_with_an_edited_grid_is_refused_not_counted(tmp_path, tiny_study):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    from hpo.config import load_study_config
+    from hpo.study import open_study
+
+    config = load_study_config(tiny_study)
+    open_study(config, open_storage(url), sampler="grid")
+    edited = tiny_study.read_text().replace('learning_rate = [0.01, 0.001]',
+                                            'learning_rate = [0.01, 0.001, 0.1]')
+    assert edited != tiny_study.read_text()
+    tiny_study.write_text(edited)
+    done = run_cli("status", str(tiny_study), "--storage", url, cwd=tmp_path)
+    assert done.returncode == 2 and "different grid" in done.stderr, done.stdout
+    by_name = run_cli("status", config.name, "--storage", url, "--json", cwd=tmp_path)
+    assert by_name.returncode == 0 and '"grid"' not in by_name.stdout  # the file moved on
