@@ -62,3 +62,23 @@ def test_status_with_an_edited_grid_is_refused_not_counted(tmp_path, tiny_study)
     assert done.returncode == 2 and "different grid" in done.stderr, done.stdout
     by_name = run_cli("status", config.name, "--storage", url, "--json", cwd=tmp_path)
     assert by_name.returncode == 0 and '"grid"' not in by_name.stdout  # the file moved on
+
+
+def test_a_class_missing_from_the_test_split_is_said(tmp_path, caplog):
+    """train/{x,y,z} with test/{x,y}: the test accuracy covers two of three classes."""
+    import logging
+    import shutil
+
+    from hpo.config import DataConfig
+    from hpo.data import load_dataset
+    from hpo.testing import make_image_folder
+
+    folder = make_image_folder(tmp_path / "d", classes=("x", "y", "z"), per_class=4,
+                               layout="pre-split")
+    shutil.rmtree(folder / "test" / "z")
+    with caplog.at_level(logging.WARNING, logger="hpo"):
+        dataset = load_dataset(DataConfig(source=str(folder)), (16, 16),
+                               cache_dir=tmp_path / "cache")
+    assert dataset.classes == ("x", "y", "z")
+    said = [r.getMessage() for r in caplog.records if "no image of class" in r.getMessage()]
+    assert len(said) == 1 and "test split" in said[0] and "z" in said[0], said

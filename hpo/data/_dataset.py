@@ -152,6 +152,14 @@ def _say_facts(dataset: Dataset, source: str, strict: bool) -> None:
             "the same image in two splits (%d images) or under two classes (%d images) of %s, "
             "e.g. %s: test and validation scores count seen images as unseen; remove the "
             "copies (--strict stops on them)", leaks[0], leaks[1], source, example)
+    for name, split in (("validation", dataset.validation), ("test", dataset.test)):
+        if split is None or not len(split):
+            continue
+        absent = [c for i, c in enumerate(dataset.classes) if not np.any(split.y == i)]
+        if absent:  # its accuracy, matrix and AUC then cover fewer classes than training
+            _log.warning("the %s split of %s has no image of class(es) %s: its scores cover "
+                         "the other classes only; add images of them there", name, source,
+                         ", ".join(absent))
 
 
 def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0,
