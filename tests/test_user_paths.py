@@ -82,3 +82,25 @@ def test_a_class_missing_from_the_test_split_is_said(tmp_path, caplog):
     assert dataset.classes == ("x", "y", "z")
     said = [r.getMessage() for r in caplog.records if "no image of class" in r.getMessage()]
     assert len(said) == 1 and "test split" in said[0] and "z" in said[0], said
+
+
+def test_a_cache_build_killed_midway_leaves_no_folder_for_good(tmp_path):
+    """kill -9 during the cache build left .tmp-KEY-* (as large as the images decoded so
+    far) in the cache folder forever; the next build on the host removes it, not a live
+    build's."""
+    import socket
+    import subprocess
+    import sys
+
+    from hpo.data._cache import _remove_dead_builds
+
+    host = socket.gethostname().replace("-", "_")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    gone = tmp_path / f".tmp-abc-{host}-{dead}-x1"
+    live = tmp_path / f".tmp-abc-{host}-{__import__('os').getpid()}-x2"
+    other_host = tmp_path / f".tmp-abc-elsewhere-{dead}-x3"
+    for folder in (gone, live, other_host):
+        folder.mkdir()
+    _remove_dead_builds(tmp_path)
+    assert not gone.exists() and live.exists() and other_host.exists()

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections import defaultdict
@@ -325,7 +326,8 @@ def build_entry(
         return entry
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir))
+        _remove_dead_builds(cache_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{_BUILDER}-", dir=cache_dir))
     except OSError as exc:
         raise DataError(f"cannot write the image cache in {cache_dir} ({exc}); pass "
                         "$cache_dir to a writable folder or set HPO_CACHE_DIR") from None
@@ -349,6 +351,27 @@ def build_entry(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return entry
+
+
+#: Who builds: host and process, in the name of a build's temporary folder, so that the
+#: folder of a build killed mid-way (``kill -9``, the OOM killer) is found and removed.
+_BUILDER = f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+
+
+def _remove_dead_builds(cache_dir: Path) -> None:
+    """Removes the temporary folders of builds on this host whose process is gone (they
+    would otherwise stay for good, as large as the images decoded so far)."""
+    host = socket.gethostname().replace("-", "_")
+    for folder in cache_dir.glob(".tmp-*"):
+        parts = folder.name.split("-")  # .tmp, key, host, pid, random
+        if len(parts) < 5 or parts[2] != host or not parts[3].isdigit():
+            continue
+        try:
+            os.kill(int(parts[3]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue  # another user's live process
 
 
 def _decode_all(folder: Path, splits: dict[str, tuple[Sequence[Path], Sequence[int]]],
