@@ -11,9 +11,8 @@ trials never change, so each is counted once per process. The grid's points are 
 once, a point's key computed only when the cursor reaches it; the next never-started point
 is found from a cursor that only moves forward (a point, once started, stays started).
 
-The rules are those of :func:`hpo.study.claim_grid_point`, which this replaces in the
-worker loop: a WAITING trial first; then a point whose every trial failed, while it has
-failed at most ``retries`` times; then the next point never started.
+The rules of a claim: a WAITING trial first; then a point whose every trial failed, while
+it has failed at most ``retries`` times; then the next point never started.
 
 A point never started is not queued as a WAITING trial for ``Study.ask`` to find and claim
 (a transaction to queue it, one to remove its creation token, a read of the WAITING trials
@@ -158,7 +157,7 @@ class GridClaims:
 
     def queue(self) -> None:
         """Queues the claimed point as a WAITING trial, for whichever worker asks first
-        (:func:`hpo.study.claim_grid_point`'s contract); nothing when none is claimed."""
+        instead of taking it; nothing when none is claimed."""
         if self._next is not None:
             self._study.add_trial(self._template(TrialState.WAITING))
             self._next = None
