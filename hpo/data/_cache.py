@@ -51,7 +51,7 @@ from hpo.errors import DataError
 __all__ = ["CACHE_VERSION", "default_cache_dir", "cache_key", "build_entry", "decode_image",
            "decode_threads", "DecodedImage", "scale_to_uint8", "find_duplicates"]
 
-_log = logging.getLogger("hpo.data")
+_log = logging.getLogger(__name__)
 #: 2: wide images scaled by the folder's range (were clipped at 255), transparency over
 #: white (was dropped), content hashes in meta.json.
 CACHE_VERSION = 2

@@ -67,7 +67,7 @@ __all__ = [
     "run_worker",
 ]
 
-_log = logging.getLogger("hpo.runner")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -458,7 +458,7 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
                 if options.recycle_after is not None and ran >= options.recycle_after:
                     return ran, True  # a claimed grid point is left to the fresh process
                 with warnings.catch_warnings():
-                    # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
+                    # hpo records heartbeats itself (hpo.storage._heartbeat) around ask-and-tell.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask() if claims is None else claims.take()
                 if budget is not None:

@@ -30,7 +30,7 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def pareto_front_lines(study: optuna.Study, front: list[FrozenTrial]) -> list[str]:
-    """``front`` (:func:`hpo.objectives.pareto_front`), a heading and one line per trial;
+    """``front`` (:func:`hpo.study.pareto_front`), a heading and one line per trial;
     empty before any trial completes."""
     if not front:
         return []

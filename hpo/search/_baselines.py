@@ -12,7 +12,7 @@ from hpo.optimizers import default_learning_rate
 
 __all__ = ["default_configurations", "enqueue_defaults", "is_default"]
 
-_log = logging.getLogger("hpo.baselines")
+_log = logging.getLogger(__name__)
 
 
 def _optimizers(config: StudyConfig, *, grid: bool) -> list[str]:

@@ -37,7 +37,7 @@ from hpo.storage._url import check_storage_url
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "STATE_INDEX", "StorageOptions",
            "mask_url", "is_sqlite", "open_storage", "close_storage"]
 
-_log = logging.getLogger("hpo.storage")
+_log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 _SCHEMA_LOCK = 0x68706F5F736368  # "hpo_sch": the advisory lock around schema creation
 #: Seconds a connection to a database server may take before the open fails (libpq's

@@ -66,7 +66,7 @@ from hpo.storage._optuna import (
 __all__ = ["ResilientRDBStorage", "is_connection_error", "is_connection_limit",
            "permanent_problem", "DEFAULT_OUTAGE_TIMEOUT"]
 
-_log = logging.getLogger("hpo.storage")
+_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Seconds a worker waits for an unreachable database before it gives up.

@@ -37,7 +37,7 @@ from hpo.study._study import _requeue as requeue
 
 __all__ = ["GridClaims"]
 
-_log = logging.getLogger("hpo.study")
+_log = logging.getLogger(__name__)
 _Key = tuple[Any, ...]
 
 

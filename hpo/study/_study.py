@@ -52,7 +52,7 @@ __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
            "finished_trials", "reap_dead_trials", "grid_key", "check_data",
            "pid_alive", "process_space", "check_reap_grace", "heartbeat_interval", "FRESH_HEARTBEATS"]
 
-_log = logging.getLogger("hpo.study")
+_log = logging.getLogger(__name__)
 
 
 def _max_epochs(config: StudyConfig) -> int:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Artifacts", "artifact_store", "disk_usage", "export_model", "model_path",
            "models_folder"]
 
-_log = logging.getLogger("hpo.artifacts")
+_log = logging.getLogger(__name__)
 _PART = ".part-"  # prefix of a model being written: never matches "trial-*.keras"
 _STALE_PART_S = 6 * 3600  # a part left by another host is removed after this long
 

@@ -23,7 +23,7 @@ __all__ = [
     "training_errors",
 ]
 
-_log = logging.getLogger("hpo.device")
+_log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelPool", "Resettable", "make_resettable"]
 
-_log = logging.getLogger("hpo.reuse")
+_log = logging.getLogger(__name__)
 _MAX_DRAWS = 100_000  # far above any model's count of seeded objects
 _KERAS_SEED_RANGE = (1, int(1e9))  # keras.src.random.seed_generator.make_default_seed
 
