@@ -162,8 +162,9 @@ class StudyFile(_Section):
         {}, description="Per architecture: image_size = [h, w], weights, hyperparameters.",
         json_schema_extra=lambda s: _properties(s, {n: _architecture_schema(n)
                                                     for n in sorted(MODELS)}))
-    grid: dict[str, ValueList] = Field({}, description="Parameter -> values, for "
-                                                       "$sampler grid.",
+    grid: dict[str, ValueList] = Field({}, description="Parameter -> values, searched "
+                                                       "point by point when the run's "
+                                                       "sampler is grid.",
                                        json_schema_extra=lambda s: _properties(
                                            s, {n: _values_schema(n) for n in PARAMS}))
     space: dict[str, SpaceParam] = Field({}, description="Parameters for TPE and the other "
