@@ -512,9 +512,6 @@ def dashboard(
     token_file: Annotated[Optional[Path], typer.Option(
         help="File holding the token a remote browser must present (else "
              "$HPO_DASHBOARD_TOKEN, else one is generated and printed once).")] = None,
-    allow_remote: Annotated[bool, typer.Option(
-        hidden=True, help="Accepted for compatibility: a non-loopback --host is always "
-                          "served behind a token now.")] = False,
 ) -> None:
     """Browse studies, trials and their figures in optuna-dashboard.
 
