@@ -336,9 +336,7 @@ def serve_until_signal(server: Any) -> int:
     received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if received:
-            if embedded and signum == signal.SIGINT:
-                raise KeyboardInterrupt
+        if received:  # the dashboard is a command of its own: never embedded
             _again(signum)
             return
         received.append(signum)
