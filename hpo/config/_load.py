@@ -90,6 +90,13 @@ class ParamSpec:
     integer: bool = False
     when: tuple[tuple[str, tuple[GridValue, ...]], ...] = ()
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a numeric range (a categorical parameter has none)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"parameter {self.name!r} has choices, not a range")
+        return self.low, self.high
+
     def applies(self, params: Mapping[str, Any]) -> bool:
         """Whether every condition holds for the parameters sampled so far."""
         return all(params.get(key) in allowed for key, allowed in self.when)

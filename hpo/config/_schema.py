@@ -248,7 +248,8 @@ def _without_null(schema: Any) -> Any:
 def _replace(schema: dict[str, Any], new: dict[str, Any]) -> None:
     """Replaces a field's generated schema (keeping its title, description and default):
     TOML has no null, and the rules are tighter than the Python type."""
-    kept = {k: schema[k] for k in ("title", "description", "default") if k in schema}
+    kept: dict[str, Any] = {k: schema[k] for k in ("title", "description", "default")
+                            if k in schema}
     schema.clear()
     schema.update(kept, **new)
 
@@ -308,7 +309,7 @@ def _architecture_schema(name: str) -> dict[str, Any]:
 
 def study_file_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (for editors that validate TOML)."""
-    schema = _without_null(StudyFile.model_json_schema())
+    schema: dict[str, Any] = _without_null(StudyFile.model_json_schema())
     schema["required"] = ["data"]  # optional in the model only so that its message is ours
     schema["anyOf"] = [{"required": ["grid"]}, {"required": ["space"]}]
     for table in ("grid", "space"):

@@ -150,19 +150,20 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> DecodedIma
                 plane = Image.fromarray(values.astype(np.float32))
                 if plane.size != (width, height):
                     plane = plane.resize((width, height), Image.Resampling.BILINEAR)
-                array = np.asarray(plane, dtype=np.float32).reshape(height, width, 1)
+                wide = np.asarray(plane, dtype=np.float32).reshape(height, width, 1)
                 if channels == 3:
-                    array = np.repeat(array, 3, axis=-1)
-                return DecodedImage(array, True, low, high, mode, digest)
+                    wide = np.repeat(wide, 3, axis=-1)
+                return DecodedImage(wide, True, low, high, mode, digest)
+            shown: Image.Image = image
             if _has_transparency(image):
-                image = Image.alpha_composite(Image.new("RGBA", image.size, _WHITE),
+                shown = Image.alpha_composite(Image.new("RGBA", image.size, _WHITE),
                                               image.convert("RGBA"))
-            rgb = image.convert("RGB")
+            rgb = shown.convert("RGB")
             digest = _hash("rgb", np.asarray(rgb))
-            image = rgb if channels == 3 else image.convert("L")
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+            shown = rgb if channels == 3 else shown.convert("L")
+            if shown.size != (width, height):
+                shown = shown.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(shown, dtype=np.uint8).reshape(height, width, channels)
     except Image.DecompressionBombError as exc:  # not an OSError: an unreadable image too
         raise ValueError(f"not decoded, a possible decompression bomb ({exc})") from None
     return DecodedImage(array, False, 0.0, 255.0, mode, digest)
@@ -374,7 +375,8 @@ def _decode_all(folder: Path, splits: dict[str, tuple[Sequence[Path], Sequence[i
             modes[mode] = modes.get(mode, 0) + n
         job.finish(low, high)
     duplicates = find_duplicates(
-        (job.digests[i], job.split, int(job.labels[i]), str(job.paths[i]))
-        for job in jobs for i in range(len(job.paths)) if job.ok[i])
+        (digest, job.split, int(job.labels[i]), str(job.paths[i]))
+        for job in jobs for i in range(len(job.paths))
+        if job.ok[i] and (digest := job.digests[i]) is not None)  # a decoded image has one
     return {"duplicates": duplicates,
             "wide": {"images": len(ranges), "modes": modes, "low": low, "high": high}}

@@ -69,7 +69,8 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(height, width, channels) of every image."""
-        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+        height, width, channels = self.train.x.shape[1:]
+        return int(height), int(width), int(channels)
 
 
 def _open(entry: Path) -> Dataset:
