@@ -8,6 +8,7 @@ progress is dropped instead).
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 import unicodedata
@@ -224,7 +225,7 @@ def _exit_with(code: int) -> None:
 @app.command("worker", help="Run one worker of a study in this process (same options as "
                             "'hpo run'; for job schedulers).")
 @handles_errors
-@wraps(run.__wrapped__)  # the same options as 'hpo run'
+@wraps(inspect.unwrap(run))  # the same options as 'hpo run'
 def worker(**options: Any) -> None:
     from hpo.execution import work
 

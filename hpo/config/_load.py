@@ -18,6 +18,7 @@ import pydantic
 
 from hpo.config._constants import (
     BUNDLED_DATA,
+    Direction,
     METRICS,
     OBJECTIVES,
     PRUNERS,
@@ -200,7 +201,7 @@ class StudyConfig:
         return self.objectives or (self.metric,)
 
     @property
-    def directions(self) -> tuple[str, ...]:
+    def directions(self) -> tuple[Direction, ...]:
         """``maximize`` / ``minimize`` per objective."""
         return tuple(OBJECTIVES[name] for name in self.objective_names)
 

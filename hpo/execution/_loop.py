@@ -17,7 +17,7 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -191,7 +191,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
     return told
 
 
-def _storable(value: float | list[float] | None) -> bool:
+def _storable(value: float | list[float] | None) -> TypeGuard[float | list[float]]:
     """Whether Optuna stores ``value`` as a COMPLETE trial's (it fails a NaN or a None)."""
     values = value if isinstance(value, (list, tuple)) else [value]
     return all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
@@ -209,7 +209,7 @@ def _same_point(frozen: FrozenTrial, other: FrozenTrial) -> bool:
 
 
 def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial,
-                                 value: float | list[float] | None,
+                                 value: float | list[float],
                                  orphaned: dict[str, Any]) -> None:
     """The trial was failed under its worker while it ran (its heartbeat went stale: a
     paused process, a suspended host, a network cut), and its result came in late: the

@@ -67,6 +67,7 @@ class Reporter:
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     prefix: str = ""
     json_lines: bool = False
+    _live: bool = field(default=False, init=False, repr=False)  # an unended progress line
 
     def _print(self, text: str) -> None:
         if self._live:

@@ -143,7 +143,7 @@ def _add_importances(study: optuna.Study, report: Report) -> None:
                 importances = optuna.importance.get_param_importances(
                     study, evaluator=evaluator,
                     # a multi-objective study: importances for the metric (its first value)
-                    target=metric_value if len(study.directions) > 1 else None)
+                    target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
         except (ValueError, RuntimeError) as exc:
             report.notes.append(f"{name} importances unavailable: {exc}")
             continue

@@ -132,18 +132,18 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
     is_grid = kind == "grid"
     key = f"hpo:space_hash:{'grid' if is_grid else 'space'}"
     expected = space_hash(config, grid=is_grid)
-    stored = study.user_attrs.get(key)
-    if stored is None:
+    stored_hash = study.user_attrs.get(key)
+    if stored_hash is None:
         study.set_user_attr(key, expected)
         study.set_user_attr(attrs.STUDY_FILE, str(config.path))
         study.set_user_attr(attrs.METRIC, config.metric)
         study.set_user_attr(attrs.TRAINING, dict(config.training))
         if is_grid:
             study.set_user_attr(attrs.GRID_SIZE, config.grid_size)
-    elif stored != expected:
+    elif stored_hash != expected:
         raise StudyError(
             f"study {name!r} was created from a different {'grid' if is_grid else 'space'} "
-            f"(hash {stored}) than {config.path} now describes (hash {expected}); restore the "
+            f"(hash {stored_hash}) than {config.path} now describes (hash {expected}); restore the "
             "file, or use $study_name to start a new study with the edited one"
         )
     _check_result_epoch(study, config, name)

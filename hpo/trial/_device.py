@@ -31,7 +31,7 @@ def backend() -> str:
     """The Keras backend in use (``tensorflow``, ``jax`` or ``torch``)."""
     import keras
 
-    return keras.backend.backend()
+    return str(keras.backend.backend())
 
 
 def configured_backend() -> str:
@@ -67,7 +67,7 @@ def gpu_count() -> int:
     if name == "torch":
         import torch
 
-        return torch.cuda.device_count()
+        return int(torch.cuda.device_count())
     return 0
 
 

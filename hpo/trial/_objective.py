@@ -437,7 +437,7 @@ class Objective:
             if dataset.test is not None:
                 probabilities = _predict(model, dataset.test.x, params.batch_size)
                 evaluation.update(evaluate_classifier(probabilities, dataset.test.y))
-            if drawn:
+            if artifacts is not None and drawn:
                 drawn.append(painter.submit(
                     artifacts.draw_evaluation, folder, title, evaluation,
                     dataset.test.y if dataset.test is not None else None, probabilities))
