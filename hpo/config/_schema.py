@@ -143,6 +143,7 @@ class StudyFile(_Section):
                              "method), or the epoch with the best metric (its weights "
                              "restored before evaluating and saving).")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Base random seed of every trial.")
+    # A Literal built from the tuple (pydantic reads it at run time; mypy wants literals)
     pruner: Literal[PRUNERS] = Field("none", description="Optuna pruner.")  # type: ignore[valid-type]
     repeats: int = Field(1, ge=1, description="Training runs per configuration (seeds seed, "
                                               "seed+1, ...); the value is their mean.")

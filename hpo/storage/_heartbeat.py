@@ -50,6 +50,8 @@ class Heartbeat:
 
         while True:
             try:
+                # BaseStorage declares no heartbeat; every storage given one (RDB, journal)
+                # implements Optuna's BaseHeartbeat, as the interval read above
                 self._storage.record_heartbeat(self._trial_id)  # type: ignore[attr-defined]
             except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
                     StorageError) as exc:
