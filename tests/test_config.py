@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,19 @@ def test_the_published_json_schema_is_current_and_strict():
     assert json.loads(published.read_text()) == printed, \
         "studies/study.schema.json is stale: run 'hpo schema > studies/study.schema.json'"
     assert printed["additionalProperties"] is False
+
+    def descriptions(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["description"]] if isinstance(node.get("description"), str) else []
+            return own + [d for v in node.values() for d in descriptions(v)]
+        if isinstance(node, list):
+            return [d for v in node for d in descriptions(v)]
+        return []
+
+    # A library message's "$setting" becomes "--setting" in the CLI; the schema is for study
+    # files, where no such rendering happens.
+    written = descriptions(printed)
+    assert written and not [d for d in written if re.search(r"\$[a-z_]", d)]
     assert {"data", "training", "grid", "space", "architectures"} <= set(printed["properties"])
     space = printed["properties"]["space"]
     assert space["additionalProperties"] is False

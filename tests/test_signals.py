@@ -126,6 +126,36 @@ def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
     assert "Traceback" not in err
 
 
+SLOW_SHUTDOWN_SCRIPT = """
+import sys, threading, time
+from hpo.execution import serve_until_signal
+
+class Server:  # a server whose shutdown hangs, as one stuck in a request can
+    def serve_forever(self):
+        print("serving", flush=True)
+        threading.Event().wait()
+    def shutdown(self):
+        print("stopping", flush=True)
+        time.sleep(60)
+    def server_close(self):
+        pass
+
+sys.exit(serve_until_signal(Server()))
+"""
+
+
+def test_a_second_sigterm_ends_a_server_stuck_in_its_shutdown_at_once():
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SHUTDOWN_SCRIPT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "serving\n"  # the handlers are in place
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline() == "stopping\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert err.strip() == "hpo: SIGTERM again: stopping at once"
+
+
 @pytest.mark.parametrize("sampler", ["grid", "random"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_just_after_a_trial_is_created_still_ends_that_trial(

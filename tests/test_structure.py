@@ -64,6 +64,7 @@ def test_an_installed_wheel_finds_the_shipped_studies(tmp_path):
         names = set(archive.namelist())
     shipped = {p.name for p in (ROOT / "studies").glob("*.toml")}
     assert {f"hpo/_studies/{n}" for n in shipped} <= names
+    assert "hpo/py.typed" in names  # PEP 561: a user's type checker reads hpo's types
     # Unpacked as an installer would, hpo finds them without the checkout.
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:

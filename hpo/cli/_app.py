@@ -9,6 +9,7 @@ progress is dropped instead).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
 import sys
 import unicodedata
@@ -225,7 +226,7 @@ def _exit_with(code: int) -> None:
 @app.command("worker", help="Run one worker of a study in this process (same options as "
                             "'hpo run'; for job schedulers).")
 @handles_errors
-@wraps(run.__wrapped__)  # the same options as 'hpo run'
+@wraps(inspect.unwrap(run))  # the same options as 'hpo run'
 def worker(**options: Any) -> None:
     from hpo.execution import work
 
@@ -533,9 +534,6 @@ def dashboard(
     token_file: Annotated[Optional[Path], typer.Option(
         help="File holding the token a remote browser must present (else "
              "$HPO_DASHBOARD_TOKEN, else one is generated and printed once).")] = None,
-    allow_remote: Annotated[bool, typer.Option(
-        hidden=True, help="Accepted for compatibility: a non-loopback --host is always "
-                          "served behind a token now.")] = False,
 ) -> None:
     """Browse studies, trials and their figures in optuna-dashboard.
 

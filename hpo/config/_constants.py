@@ -3,6 +3,8 @@ data, and the parameters a condition (``when``) may name."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from hpo.models import MODELS
 
 __all__ = ["TRAINING_PARAMS", "METRICS", "OBJECTIVES", "PRUNERS", "BUNDLED_DATA",
@@ -12,10 +14,12 @@ __all__ = ["TRAINING_PARAMS", "METRICS", "OBJECTIVES", "PRUNERS", "BUNDLED_DATA"
 TRAINING_PARAMS: tuple[str, ...] = ("architecture", "optimizer", "learning_rate", "batch_size",
                                     "epochs")
 #: Metric -> the direction that is better.
-METRICS: dict[str, str] = {"val_accuracy": "maximize", "val_loss": "minimize"}
+#: Which way an objective is better (Optuna's names).
+Direction = Literal["minimize", "maximize"]
+METRICS: dict[str, Direction] = {"val_accuracy": "maximize", "val_loss": "minimize"}
 #: What a multi-objective study can optimise together -> the direction that is better: the
 #: validation metric, the training time of the trial (seconds of ``fit``), the model size.
-OBJECTIVES: dict[str, str] = {**METRICS, "train_time": "minimize", "n_params": "minimize"}
+OBJECTIVES: dict[str, Direction] = {**METRICS, "train_time": "minimize", "n_params": "minimize"}
 #: The training defaults a study file's [training] overrides.
 TRAINING_DEFAULTS: dict[str, object] = {"optimizer": "Adam", "learning_rate": 0.001,
                                         "batch_size": 32, "epochs": 10}

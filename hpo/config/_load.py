@@ -18,6 +18,7 @@ import pydantic
 
 from hpo.config._constants import (
     BUNDLED_DATA,
+    Direction,
     METRICS,
     OBJECTIVES,
     PRUNERS,
@@ -89,6 +90,13 @@ class ParamSpec:
     step: float | None = None
     integer: bool = False
     when: tuple[tuple[str, tuple[GridValue, ...]], ...] = ()
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a numeric range (a categorical parameter has none)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"parameter {self.name!r} has choices, not a range")
+        return self.low, self.high
 
     def applies(self, params: Mapping[str, Any]) -> bool:
         """Whether every condition holds for the parameters sampled so far."""
@@ -193,7 +201,7 @@ class StudyConfig:
         return self.objectives or (self.metric,)
 
     @property
-    def directions(self) -> tuple[str, ...]:
+    def directions(self) -> tuple[Direction, ...]:
         """``maximize`` / ``minimize`` per objective."""
         return tuple(OBJECTIVES[name] for name in self.objective_names)
 

@@ -143,6 +143,7 @@ class StudyFile(_Section):
                              "method), or the epoch with the best metric (its weights "
                              "restored before evaluating and saving).")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Base random seed of every trial.")
+    # A Literal built from the tuple (pydantic reads it at run time; mypy wants literals)
     pruner: Literal[PRUNERS] = Field("none", description="Optuna pruner.")  # type: ignore[valid-type]
     repeats: int = Field(1, ge=1, description="Training runs per configuration (seeds seed, "
                                               "seed+1, ...); the value is their mean.")
@@ -162,8 +163,9 @@ class StudyFile(_Section):
         {}, description="Per architecture: image_size = [h, w], weights, hyperparameters.",
         json_schema_extra=lambda s: _properties(s, {n: _architecture_schema(n)
                                                     for n in sorted(MODELS)}))
-    grid: dict[str, ValueList] = Field({}, description="Parameter -> values, for "
-                                                       "$sampler grid.",
+    grid: dict[str, ValueList] = Field({}, description="Parameter -> values, searched "
+                                                       "point by point when the run's "
+                                                       "sampler is grid.",
                                        json_schema_extra=lambda s: _properties(
                                            s, {n: _values_schema(n) for n in PARAMS}))
     space: dict[str, SpaceParam] = Field({}, description="Parameters for TPE and the other "
@@ -247,7 +249,8 @@ def _without_null(schema: Any) -> Any:
 def _replace(schema: dict[str, Any], new: dict[str, Any]) -> None:
     """Replaces a field's generated schema (keeping its title, description and default):
     TOML has no null, and the rules are tighter than the Python type."""
-    kept = {k: schema[k] for k in ("title", "description", "default") if k in schema}
+    kept: dict[str, Any] = {k: schema[k] for k in ("title", "description", "default")
+                            if k in schema}
     schema.clear()
     schema.update(kept, **new)
 
@@ -307,7 +310,7 @@ def _architecture_schema(name: str) -> dict[str, Any]:
 
 def study_file_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (for editors that validate TOML)."""
-    schema = _without_null(StudyFile.model_json_schema())
+    schema: dict[str, Any] = _without_null(StudyFile.model_json_schema())
     schema["required"] = ["data"]  # optional in the model only so that its message is ours
     schema["anyOf"] = [{"required": ["grid"]}, {"required": ["space"]}]
     for table in ("grid", "space"):

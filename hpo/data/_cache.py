@@ -52,7 +52,7 @@ from hpo.errors import DataError
 __all__ = ["CACHE_VERSION", "default_cache_dir", "cache_key", "build_entry", "decode_image",
            "decode_threads", "DecodedImage", "scale_to_uint8", "find_duplicates"]
 
-_log = logging.getLogger("hpo.data")
+_log = logging.getLogger(__name__)
 #: 2: wide images scaled by the folder's range (were clipped at 255), transparency over
 #: white (was dropped), content hashes in meta.json.
 CACHE_VERSION = 2
@@ -151,19 +151,20 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> DecodedIma
                 plane = Image.fromarray(values.astype(np.float32))
                 if plane.size != (width, height):
                     plane = plane.resize((width, height), Image.Resampling.BILINEAR)
-                array = np.asarray(plane, dtype=np.float32).reshape(height, width, 1)
+                wide = np.asarray(plane, dtype=np.float32).reshape(height, width, 1)
                 if channels == 3:
-                    array = np.repeat(array, 3, axis=-1)
-                return DecodedImage(array, True, low, high, mode, digest)
+                    wide = np.repeat(wide, 3, axis=-1)
+                return DecodedImage(wide, True, low, high, mode, digest)
+            shown: Image.Image = image
             if _has_transparency(image):
-                image = Image.alpha_composite(Image.new("RGBA", image.size, _WHITE),
+                shown = Image.alpha_composite(Image.new("RGBA", image.size, _WHITE),
                                               image.convert("RGBA"))
-            rgb = image.convert("RGB")
+            rgb = shown.convert("RGB")
             digest = _hash("rgb", np.asarray(rgb))
-            image = rgb if channels == 3 else image.convert("L")
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+            shown = rgb if channels == 3 else shown.convert("L")
+            if shown.size != (width, height):
+                shown = shown.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(shown, dtype=np.uint8).reshape(height, width, channels)
     except Image.DecompressionBombError as exc:  # not an OSError: an unreadable image too
         raise ValueError(f"not decoded, a possible decompression bomb ({exc})") from None
     return DecodedImage(array, False, 0.0, 255.0, mode, digest)
@@ -397,8 +398,9 @@ def _decode_all(folder: Path, splits: dict[str, tuple[Sequence[Path], Sequence[i
             modes[mode] = modes.get(mode, 0) + n
         job.finish(low, high)
     duplicates = find_duplicates(
-        (job.digests[i], job.split, int(job.labels[i]), str(job.paths[i]))
-        for job in jobs for i in range(len(job.paths)) if job.ok[i])
+        (digest, job.split, int(job.labels[i]), str(job.paths[i]))
+        for job in jobs for i in range(len(job.paths))
+        if job.ok[i] and (digest := job.digests[i]) is not None)  # a decoded image has one
     # what the images are, not only what they are called: a study's identity holds it, so
     # that --data at other pictures under the same names is refused (hpo.study._identity)
     content = hashlib.sha256(json.dumps(sorted(

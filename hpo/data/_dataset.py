@@ -19,7 +19,7 @@ from hpo.errors import DataError
 
 __all__ = ["Split", "Dataset", "load_dataset"]
 
-_log = logging.getLogger("hpo.data")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(height, width, channels) of every image."""
-        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+        height, width, channels = self.train.x.shape[1:]
+        return int(height), int(width), int(channels)
 
 
 def _open(entry: Path) -> Dataset:
@@ -170,7 +171,7 @@ def load_dataset(data: DataConfig, image_size: tuple[int, int], *, seed: int = 0
         data: The study's data settings (``source`` may be overridden by ``--data``).
         image_size: (height, width) to resize to.
         seed: Seed of the train/validation/test split of an unsplit folder.
-        cache_dir: Cache location; default :func:`hpo.data.cache.default_cache_dir`.
+        cache_dir: Cache location; default :func:`hpo.data.default_cache_dir`.
         strict: Fail on an unreadable image, or on the same image in two splits or under
             two classes, instead of warning.
 

@@ -107,7 +107,8 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float],
         parts[0] += idx[:n_train].tolist()
         parts[1] += idx[n_train:n_train + n_val].tolist()
         parts[2] += idx[n_train + n_val:].tolist()
-    return tuple(np.sort(np.asarray(p, dtype=np.int64)) for p in parts)  # type: ignore[return-value]
+    train, validation, test = (np.sort(np.asarray(p, dtype=np.int64)) for p in parts)
+    return train, validation, test
 
 
 def _check_classes(root: Path, classes: dict[str, list[Path]], where: str) -> None:

@@ -95,7 +95,7 @@ def survey_folder(root: str | Path, *, seed: int = 0) -> FolderSurvey:
 
     index = discover(root, fractions=(0.70, 0.15, 0.15), seed=seed)
 
-    def read(path: Path) -> DecodedImage | tuple[int, int] | None:
+    def read(path: Path) -> tuple[DecodedImage, tuple[int, int]] | None:
         try:
             with Image.open(path) as image:
                 image.verify()
@@ -104,7 +104,7 @@ def survey_folder(root: str | Path, *, seed: int = 0) -> FolderSurvey:
             decoded = decode_image(path, (8, 8), 3)  # its content hash; 8x8: cheap resize
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return None
-        return decoded, size  # type: ignore[return-value]
+        return decoded, size
 
     items = [(split, path, label) for split in SPLITS for path, label in index.files[split]]
     with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
@@ -117,7 +117,7 @@ def survey_folder(root: str | Path, *, seed: int = 0) -> FolderSurvey:
         if result is None:
             corrupt.append(str(path))
             continue
-        decoded, (width, height) = result  # type: ignore[misc]
+        decoded, (width, height) = result
         widths.append(width)
         heights.append(height)
         grayscale &= decoded.wide or decoded.mode in ("L", "1", "LA", "La")

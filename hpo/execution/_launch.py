@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["WorkerSpec", "plan_workers", "plan_run", "execute", "work", "launch_workers",
            "child_main"]
 
-_log = logging.getLogger("hpo.execution")
+_log = logging.getLogger(__name__)
 #: The exit status of a worker whose trials all failed (TooManyFailures).
 _TRIAL_FAILED = 1
 #: How hpo starts a worker process: settings come from the environment.

@@ -17,7 +17,7 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -67,7 +67,7 @@ __all__ = [
     "run_worker",
 ]
 
-_log = logging.getLogger("hpo.runner")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
     return told
 
 
-def _storable(value: float | list[float] | None) -> bool:
+def _storable(value: float | list[float] | None) -> TypeGuard[float | list[float]]:
     """Whether Optuna stores ``value`` as a COMPLETE trial's (it fails a NaN or a None)."""
     values = value if isinstance(value, (list, tuple)) else [value]
     return all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
@@ -209,7 +209,7 @@ def _same_point(frozen: FrozenTrial, other: FrozenTrial) -> bool:
 
 
 def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial,
-                                 value: float | list[float] | None,
+                                 value: float | list[float],
                                  orphaned: dict[str, Any]) -> None:
     """The trial was failed under its worker while it ran (its heartbeat went stale: a
     paused process, a suspended host, a network cut), and its result came in late: the
@@ -458,7 +458,7 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
                 if options.recycle_after is not None and ran >= options.recycle_after:
                     return ran, True  # a claimed grid point is left to the fresh process
                 with warnings.catch_warnings():
-                    # hpo records heartbeats itself (hpo.heartbeat) around ask-and-tell.
+                    # hpo records heartbeats itself (hpo.storage._heartbeat) around ask-and-tell.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask() if claims is None else claims.take()
                 if budget is not None:

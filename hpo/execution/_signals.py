@@ -336,9 +336,7 @@ def serve_until_signal(server: Any) -> int:
     received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if received:
-            if embedded and signum == signal.SIGINT:
-                raise KeyboardInterrupt
+        if received:  # the dashboard is a command of its own: never embedded
             _again(signum)
             return
         received.append(signum)
@@ -367,7 +365,7 @@ def _set_parent_death_signal(signum: int) -> bool:
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(1, signum, 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+        return bool(libc.prctl(1, signum, 0, 0, 0) == 0)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return False
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import layers, ops
 
@@ -12,7 +14,7 @@ __all__ = ["CaffePreprocessing", "inception_preprocessing"]
 class CaffePreprocessing(layers.Layer):
     """RGB -> BGR and ImageNet mean subtraction, as keras.applications' 'caffe' mode."""
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         mean = ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=inputs.dtype)
         return ops.flip(inputs, axis=-1) - mean
 

@@ -31,7 +31,7 @@ from hpo.errors import ConfigError, InvalidSetting
 __all__ = ["read_only", "with_token", "new_token", "is_loopback", "check_host",
            "make_dashboard_server", "TOKEN_COOKIE", "dashboard_token"]
 
-_log = logging.getLogger("hpo.dashboard")
+_log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: The cookie that carries the token once a browser has presented it.
 TOKEN_COOKIE = "hpo_dashboard_token"

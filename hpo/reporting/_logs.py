@@ -7,13 +7,14 @@ import logging
 import os
 import sys
 import warnings
+from typing import TextIO
 
 import optuna
 
 __all__ = ["quiet_backends", "setup_logging"]
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler[TextIO]):
     """Log lines to standard error; when it cannot be written (a closed pipe, a hung-up
     terminal) it is dropped, not reported with a traceback on that same stream."""
 

@@ -18,7 +18,7 @@ from typing import TextIO
 
 __all__ = ["write_or_drop", "drop_stream", "flush_or_drop"]
 
-_log = logging.getLogger("hpo.reporting")
+_log = logging.getLogger(__name__)
 #: Streams given up on that have no file descriptor to point elsewhere (by id).
 _dropped: set[int] = set()
 #: The descriptors pointed at /dev/null.

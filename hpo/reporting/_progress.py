@@ -30,7 +30,7 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def pareto_front_lines(study: optuna.Study, front: list[FrozenTrial]) -> list[str]:
-    """``front`` (:func:`hpo.objectives.pareto_front`), a heading and one line per trial;
+    """``front`` (:func:`hpo.study.pareto_front`), a heading and one line per trial;
     empty before any trial completes."""
     if not front:
         return []
@@ -67,6 +67,7 @@ class Reporter:
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     prefix: str = ""
     json_lines: bool = False
+    _live: bool = field(default=False, init=False, repr=False)  # an unended progress line
 
     def _print(self, text: str) -> None:
         if self._live:

@@ -111,7 +111,7 @@ def build_report(study: optuna.Study, training: Mapping[str, Any] | None = None)
             chosen = [t for t in baseline if int(_value(t, "epochs", training) or 0) == most]
             default_row = _row(max(chosen, key=lambda t: t.number), training)
             report.defaults.append(default_row)
-        best_row = _row(pick(trials, key=metric_value), training)  # type: ignore[arg-type]
+        best_row = _row(pick(trials, key=lambda t: t.values[0]), training)  # the metric
         if default_row and default_row["test_accuracy"] is not None \
                 and best_row["test_accuracy"] is not None:
             best_row["change"] = 100 * (best_row["test_accuracy"] - default_row["test_accuracy"])
@@ -143,7 +143,7 @@ def _add_importances(study: optuna.Study, report: Report) -> None:
                 importances = optuna.importance.get_param_importances(
                     study, evaluator=evaluator,
                     # a multi-objective study: importances for the metric (its first value)
-                    target=metric_value if len(study.directions) > 1 else None)
+                    target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
         except (ValueError, RuntimeError) as exc:
             report.notes.append(f"{name} importances unavailable: {exc}")
             continue

@@ -222,17 +222,17 @@ def pair_best(study: optuna.Study) -> tuple[optuna.Study, FrozenTrial] | None:
                   not in names]
         if trials:
             pick = max if metric_maximized(candidate) else min
-            found.append((candidate, pick(trials, key=metric_value)))
+            found.append((candidate, pick(trials, key=lambda t: t.values[0])))
     if not found:
         return None
     # a tie goes to the grid's trial (the first trained), whichever of the pair was asked
     if metric_maximized(study):
-        return max(found, key=lambda pair: (metric_value(pair[1]), _is_grid(pair[0])))
-    return min(found, key=lambda pair: (metric_value(pair[1]), not _is_grid(pair[0])))
+        return max(found, key=lambda pair: (pair[1].values[0], _is_grid(pair[0])))
+    return min(found, key=lambda pair: (pair[1].values[0], not _is_grid(pair[0])))
 
 
 def _is_grid(study: optuna.Study) -> bool:
-    return study.user_attrs.get(attrs.FAMILY, "grid") == "grid"
+    return bool(study.user_attrs.get(attrs.FAMILY, "grid") == "grid")
 
 
 def to_json(value: Any) -> str:
@@ -274,9 +274,9 @@ def study_status(study: optuna.Study, config: StudyConfig | None,
         coverage = grid_coverage(study, config)
         reasons: dict[tuple[Any, ...], list[str]] = {}
         for t in trials:
-            key = grid_key(t.params, config)
-            if key in coverage.failed:
-                reasons.setdefault(key, []).append(t.user_attrs.get(attrs.FAIL_REASON, "unknown"))
+            point = grid_key(t.params, config)
+            if point is not None and point in coverage.failed:
+                reasons.setdefault(point, []).append(t.user_attrs.get(attrs.FAIL_REASON, "unknown"))
         status["grid"] = {
             "size": coverage.size, "done": len(coverage.done),
             "running": len(coverage.running), "failed": len(coverage.failed),

@@ -12,7 +12,7 @@ from hpo.optimizers import default_learning_rate
 
 __all__ = ["default_configurations", "enqueue_defaults", "is_default"]
 
-_log = logging.getLogger("hpo.baselines")
+_log = logging.getLogger(__name__)
 
 
 def _optimizers(config: StudyConfig, *, grid: bool) -> list[str]:
@@ -43,8 +43,11 @@ def default_configurations(config: StudyConfig, *, grid: bool) -> list[dict[str,
             spec = next((s for s in config.space if s.name == name), None)
             if spec is None:
                 continue
-            inside = value in spec.choices if spec.choices is not None else \
-                spec.low <= value <= spec.high
+            if spec.choices is not None:
+                inside = value in spec.choices
+            else:
+                low, high = spec.bounds
+                inside = isinstance(value, (int, float)) and low <= value <= high
             if inside:
                 params[name] = value
         if params:

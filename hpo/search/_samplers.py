@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import optuna
 
@@ -40,11 +40,13 @@ class WorkerGridSampler(optuna.samplers.GridSampler):
     @property
     def search_space(self) -> dict[str, list[GridValue]]:
         """The grid, as GridSampler stores it (parameters sorted by name)."""
-        return self._search_space
+        # GridSampler's values may be None; an hpo grid holds none (TOML has no null).
+        return cast("dict[str, list[GridValue]]", self._search_space)
 
     def points(self) -> list[dict[str, GridValue]]:
         """Every grid point as parameters, in grid-id order."""
-        return [dict(zip(self._param_names, values)) for values in self._all_grids]
+        grids = cast("list[tuple[GridValue, ...]]", self._all_grids)  # as search_space
+        return [dict(zip(self._param_names, values)) for values in grids]
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                     state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:

@@ -73,12 +73,13 @@ def suggest(trial: "optuna.Trial", config: StudyConfig, *, grid: bool) -> dict[s
         if spec.choices is not None:
             params[spec.name] = trial.suggest_categorical(spec.name, list(spec.choices))
         elif spec.integer:
-            params[spec.name] = trial.suggest_int(spec.name, int(spec.low), int(spec.high),
+            low, high = spec.bounds
+            params[spec.name] = trial.suggest_int(spec.name, int(low), int(high),
                                                   step=int(spec.step or 1), log=spec.log)
         else:
-            params[spec.name] = trial.suggest_float(spec.name, float(spec.low),
-                                                    float(spec.high), step=spec.step,
-                                                    log=spec.log)
+            low, high = spec.bounds
+            params[spec.name] = trial.suggest_float(spec.name, float(low), float(high),
+                                                    step=spec.step, log=spec.log)
     return params
 
 
@@ -92,10 +93,10 @@ def distribution(spec: ParamSpec) -> "optuna.distributions.BaseDistribution":
 
     if spec.choices is not None:
         return CategoricalDistribution(list(spec.choices))
+    low, high = spec.bounds
     if spec.integer:
-        return IntDistribution(int(spec.low), int(spec.high), log=spec.log,
-                               step=int(spec.step or 1))
-    return FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=spec.step)
+        return IntDistribution(int(low), int(high), log=spec.log, step=int(spec.step or 1))
+    return FloatDistribution(float(low), float(high), log=spec.log, step=spec.step)
 
 
 def to_space(config: StudyConfig, params: Mapping[str, Any], trained_with: Mapping[str, Any]

@@ -3,7 +3,7 @@
 Optuna's own heartbeat thread stops for good on the first database error (optuna#4994), and
 the live trial is later failed as stale. This one logs the error and keeps beating, so a
 database outage costs nothing (hpo's storage itself also retries through one:
-:mod:`hpo.resilient_storage`).
+:mod:`hpo.storage._resilient`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hpo.storage._optuna import storage_of, trial_id, unwrap_storage
 
 __all__ = ["Heartbeat", "StaleTrialRetry"]
 
-_log = logging.getLogger("hpo.heartbeat")
+_log = logging.getLogger(__name__)
 _JOIN_TIMEOUT_S = 5.0
 
 
@@ -50,6 +50,8 @@ class Heartbeat:
 
         while True:
             try:
+                # BaseStorage declares no heartbeat; every storage given one (RDB, journal)
+                # implements Optuna's BaseHeartbeat, as the interval read above
                 self._storage.record_heartbeat(self._trial_id)  # type: ignore[attr-defined]
             except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
                     StorageError) as exc:

@@ -22,7 +22,7 @@ from hpo.storage._resilient import ResilientRDBStorage, is_connection_error
 
 __all__ = ["study_lock"]
 
-_log = logging.getLogger("hpo.locks")
+_log = logging.getLogger(__name__)
 
 
 def _lock_key(study_name: str) -> int:

@@ -27,12 +27,14 @@ import copy
 import threading
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["TrialMirror"]
+
+_T = TypeVar("_T")
 
 #: Finished trials kept after their end (tell reads the trial it has just ended once).
 _FINISHED_KEPT = 8
@@ -83,8 +85,8 @@ class TrialMirror:
         with self._lock:
             self._trials.pop(trial_id, None)
 
-    def write(self, trial_id: int, store: Callable[[], Any],
-              change: Callable[[FrozenTrial], None]) -> Any:
+    def write(self, trial_id: int, store: Callable[[], _T],
+              change: Callable[[FrozenTrial], None]) -> _T:
         """Calls ``store()`` (a committed write of ``trial_id``); once it returns, applies
         ``change`` to the copy. A write that raised (the trial failed under this worker, an
         outage past its timeout, a bad value) drops the copy: the database is the truth."""

@@ -30,7 +30,7 @@ from hpo.storage._optuna import journal_study_id, unwrap_storage
 __all__ = ["TrialNote", "NOTE_LIMIT", "note_records", "render_note", "set_trial_notes",
            "NotedJournalStorage"]
 
-_log = logging.getLogger("hpo.storage")
+_log = logging.getLogger(__name__)
 
 #: Renders a finished trial's note; the flag: the storage failed it for a stale heartbeat.
 TrialNote = Callable[[FrozenTrial, bool], str]

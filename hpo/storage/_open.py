@@ -37,7 +37,7 @@ from hpo.storage._url import check_storage_url
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "STATE_INDEX", "StorageOptions",
            "mask_url", "is_sqlite", "open_storage", "close_storage"]
 
-_log = logging.getLogger("hpo.storage")
+_log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///hpo.db"
 _SCHEMA_LOCK = 0x68706F5F736368  # "hpo_sch": the advisory lock around schema creation
 #: Seconds a connection to a database server may take before the open fails (libpq's
@@ -102,7 +102,7 @@ def _masked(url: str, text: str) -> str:
     return _scrub(mask_url(text), url)
 
 
-def _explain(exc: Exception, url: str, connect_timeout: float | None = None) -> str:
+def _explain(exc: BaseException, url: str, connect_timeout: float | None = None) -> str:
     text = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
     lowered = str(exc).lower()
     if "connection timeout expired" in lowered or "timed out" in lowered:
@@ -346,21 +346,23 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
             raise NoStudies(f"no study database at {path!r}; run a study first ('hpo run "
                             "--study demo') or pass $storage")
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    connect_args: dict[str, object] | None = None
     if is_sqlite(url):
-        engine_kwargs = {"connect_args": {"timeout": 60}}
+        connect_args = {"timeout": 60}
+        engine_kwargs = {"connect_args": connect_args}
     else:
         if url.startswith(("postgresql", "mysql")):
             # libpq and PyMySQL take whole seconds (libpq: at least 2)
-            engine_kwargs["connect_args"] = {
-                "connect_timeout": max(2, math.ceil(options.connect_timeout))}
+            connect_args = {"connect_timeout": max(2, math.ceil(options.connect_timeout))}
+            engine_kwargs["connect_args"] = connect_args
         # Per worker process at most pool_size + max_overflow = 4 connections (the heartbeat
         # thread, the study lock and the trial's own writes), plus one short-lived
         # connection while the schema is checked: N workers hold at most 4N + N.
         engine_kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
 
     def make() -> ResilientRDBStorage:
-        lock = _schema_lock(url, engine_kwargs.get("connect_args")) if create else \
-            contextlib.nullcontext()  # type: ignore[arg-type]
+        lock: contextlib.AbstractContextManager[None] = \
+            _schema_lock(url, connect_args) if create else contextlib.nullcontext()
         with warnings.catch_warnings(), lock:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if not create and not _has_schema(url, engine_kwargs):

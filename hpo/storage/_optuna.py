@@ -14,11 +14,15 @@ trial's end with its records) repeat RDBStorage's own checks and use its helpers
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import optuna
 from optuna.storages._cached_storage import _CachedStorage  # Optuna internal
 from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = ["OPTUNA_INTERNALS",
            "storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", "journal_file",
@@ -68,7 +72,7 @@ def journal_file(storage: Any) -> str | None:
 def journal_study_id(storage: Any, trial_id: int) -> int:
     """The id of the study trial ``trial_id`` belongs to, in a JournalStorage (its replayed
     log's map; the storage API has no accessor)."""
-    return storage._replay_result._trial_id_to_study_id[trial_id]  # Optuna internal
+    return int(storage._replay_result._trial_id_to_study_id[trial_id])  # Optuna internal
 
 
 def _read(storage: Any, name: str, query: Any) -> Any:
@@ -268,23 +272,28 @@ def _upsert_user_attrs(storage: optuna.storages.RDBStorage, session: Any, trial_
     dialect = storage.engine.name
     if rows and (dialect == "postgresql" or dialect == "sqlite" and
                  sqlite3.sqlite_version_info >= (3, 24, 0)):
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        statement = insert(model).values(rows)
+        statement = _upsert(dialect, model).values(rows)
         session.execute(statement.on_conflict_do_update(
             index_elements=[model.trial_id, model.key],
             set_={"value_json": statement.excluded.value_json}))
     elif rows and dialect == "mysql":
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-        statement = mysql_insert(model).values(rows)
-        session.execute(statement.on_duplicate_key_update(
-            value_json=statement.inserted.value_json))
+        on_mysql = mysql_insert(model).values(rows)
+        session.execute(on_mysql.on_duplicate_key_update(
+            value_json=on_mysql.inserted.value_json))
     else:
         for key, value in attrs.items():
             storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+
+def _upsert(dialect: str, model: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``model`` with the ON CONFLICT clause of PostgreSQL or SQLite."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if dialect == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 def _drop_system_attrs(session: Any, trial_id: int, keys: Sequence[str]) -> None:
@@ -314,11 +323,7 @@ def _insert_study_system_attrs(storage: optuna.storages.RDBStorage, session: Any
     dialect = storage.engine.name
     if dialect == "postgresql" or dialect == "sqlite" and \
             sqlite3.sqlite_version_info >= (3, 24, 0):
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        session.execute(insert(model).values(rows).on_conflict_do_nothing(
+        session.execute(_upsert(dialect, model).values(rows).on_conflict_do_nothing(
             index_elements=[model.study_id, model.key]))
     elif dialect == "mysql":
         from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -435,6 +440,8 @@ def finish_trial(storage: optuna.storages.RDBStorage, trial_id: int, state: Tria
             trial.datetime_complete = completed
             _drop_system_attrs(session, trial_id, drop)
             if study_attrs:
+                # Every trial row has its study: Optuna's column is nullable in type only.
+                assert trial.study_id is not None
                 _insert_study_system_attrs(storage, session, trial.study_id, study_attrs)
     except sqlalchemy.exc.IntegrityError:
         return False
@@ -543,7 +550,8 @@ def delete_trial_system_attrs(storage: optuna.storages.RDBStorage, trial_id: int
         _drop_system_attrs(session, trial_id, keys)
 
 
-class TrialGroup(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class TrialGroup:
     """Trials of one state with the same values of the parameters asked for: ``count`` of
     them, the newest with id ``last_id``. An unfinished trial is a group of its own
     (``trial_id`` set, ``count`` 1); finished ones are counted, not listed."""
@@ -604,7 +612,7 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
                 # the primary key's range does (PostgreSQL without fresh statistics read a
                 # 100,000-trial study through its study index: 5.6 ms, against 0.06 ms)
                 study = trial.study_id if by_study else trial.study_id + 0
-                return rows.filter(study == study_id, which).group_by(*columns).all()
+                return list(rows.filter(study == study_id, which).group_by(*columns).all())
 
             # Two queries, each a range or lookup on the primary key: one with
             # "id > after OR id IN (...)" was a scan of the study's trials (7.9 ms a claim
@@ -774,7 +782,7 @@ def heartbeat_ages(storage: optuna.storages.BaseStorage, trial_ids: Sequence[int
 
     def read() -> dict[int, float]:
         with _create_scoped_session(backend.scoped_session) as session:
-            now = session.execute(sqlalchemy.func.now()).scalar()
+            now = session.execute(sqlalchemy.func.now()).scalar_one()
             rows = session.query(beat.trial_id, beat.heartbeat).filter(
                 beat.trial_id.in_(list(trial_ids))).all()
         now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored one naive

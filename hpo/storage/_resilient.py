@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Callable, Container, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Container, Sequence, TypeVar
 
 import optuna
 import sqlalchemy.exc
@@ -48,6 +48,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import StorageError
+
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy  # BaseStorage's own annotation; not exported
 from hpo.storage import _mirror
 from hpo.storage._mirror import TrialMirror
 from hpo.storage._notes import TrialNote, render_note
@@ -66,7 +69,7 @@ from hpo.storage._optuna import (
 __all__ = ["ResilientRDBStorage", "is_connection_error", "is_connection_limit",
            "permanent_problem", "DEFAULT_OUTAGE_TIMEOUT"]
 
-_log = logging.getLogger("hpo.storage")
+_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Seconds a worker waits for an unreachable database before it gives up.
@@ -582,7 +585,7 @@ class ResilientRDBStorage(RDBStorage):
             lambda retry: RDBStorage.get_study_system_attrs(self, study_id))
         return {k: v for k, v in attrs.items() if k not in _HIDDEN}
 
-    def get_all_studies(self) -> list[optuna.study.FrozenStudy]:
+    def get_all_studies(self) -> list[FrozenStudy]:
         studies = self.call_with_retries("get_all_studies",
                                          lambda retry: RDBStorage.get_all_studies(self))
         for study in studies:

@@ -11,9 +11,8 @@ trials never change, so each is counted once per process. The grid's points are 
 once, a point's key computed only when the cursor reaches it; the next never-started point
 is found from a cursor that only moves forward (a point, once started, stays started).
 
-The rules are those of :func:`hpo.study.claim_grid_point`, which this replaces in the
-worker loop: a WAITING trial first; then a point whose every trial failed, while it has
-failed at most ``retries`` times; then the next point never started.
+The rules of a claim: a WAITING trial first; then a point whose every trial failed, while
+it has failed at most ``retries`` times; then the next point never started.
 
 A point never started is not queued as a WAITING trial for ``Study.ask`` to find and claim
 (a transaction to queue it, one to remove its creation token, a read of the WAITING trials
@@ -28,6 +27,7 @@ import logging
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
@@ -38,7 +38,7 @@ from hpo.study._study import _requeue as requeue
 
 __all__ = ["GridClaims"]
 
-_log = logging.getLogger("hpo.study")
+_log = logging.getLogger(__name__)
 _Key = tuple[Any, ...]
 
 
@@ -57,7 +57,6 @@ class GridClaims:
         self._study = study
         self._config = config
         self._sampler = sampler
-        self._key = lambda params: grid_key(params, config)  # noqa: E731
         points = sampler.points()
         self._order = list(enumerate(points))
         if defaults_first:  # the thesis's baseline first: each optimizer at its defaults
@@ -68,9 +67,13 @@ class GridClaims:
         self._done: set[_Key] = set()
         self._failures: dict[_Key, int] = {}
         self._last_failure: dict[_Key, int] = {}  # key -> trial id of its latest FAIL
-        self._distributions = {name: optuna.distributions.CategoricalDistribution(values)
-                               for name, values in sampler.search_space.items()}
+        self._distributions: dict[str, BaseDistribution] = {
+            name: optuna.distributions.CategoricalDistribution(values)
+            for name, values in sampler.search_space.items()}
         self._next: tuple[int, dict[str, Any]] | None = None  # claimed, not yet created
+
+    def _key(self, params: dict[str, Any]) -> _Key | None:
+        return grid_key(params, self._config)
 
     def _refresh(self) -> None:
         """Reads what changed since the last call (the first time: every trial, counted by
@@ -130,9 +133,9 @@ class GridClaims:
                 return True
         while self._cursor < len(self._order):
             grid_id, point = self._order[self._cursor]
-            key = self._key(point)  # computed as the cursor passes: a grid may be huge
+            at = self._key(point)  # computed as the cursor passes: a grid may be huge
             self._cursor += 1
-            if key in self._done or key in active or key in self._failures:
+            if at in self._done or at in active or at in self._failures:
                 continue
             self._next = (grid_id, point)
             return True
@@ -158,7 +161,7 @@ class GridClaims:
 
     def queue(self) -> None:
         """Queues the claimed point as a WAITING trial, for whichever worker asks first
-        (:func:`hpo.study.claim_grid_point`'s contract); nothing when none is claimed."""
+        instead of taking it; nothing when none is claimed."""
         if self._next is not None:
             self._study.add_trial(self._template(TrialState.WAITING))
             self._next = None

@@ -48,7 +48,7 @@ __all__ = ["GRID", "SEARCH", "family_of", "pick_study_name", "stored_family", "l
            "linked_studies", "take_grid_history", "GridHistory", "hpo_created",
            "refuse_foreign"]
 
-_log = logging.getLogger("hpo.study")
+_log = logging.getLogger(__name__)
 
 GRID = "grid"
 SEARCH = "search"

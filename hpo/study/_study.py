@@ -30,7 +30,6 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import StudyConfig
 from hpo.errors import StudyError
 from hpo.search import (
-    WorkerGridSampler,
     canonical_sampler,
     make_pruner,
     make_sampler,
@@ -51,10 +50,10 @@ from hpo.study._links import family_of, hpo_created, link, pick_study_name, refu
 from hpo.study._notes import keep_trial_notes
 
 __all__ = ["GridCoverage", "open_study", "load_existing_study", "grid_coverage",
-           "finished_trials", "reap_dead_trials", "claim_grid_point", "grid_key", "check_data",
+           "finished_trials", "reap_dead_trials", "grid_key", "check_data",
            "pid_alive", "process_space", "check_reap_grace", "heartbeat_interval", "FRESH_HEARTBEATS"]
 
-_log = logging.getLogger("hpo.study")
+_log = logging.getLogger(__name__)
 #: Study system attribute: how many processes have opened the study to search it (each
 #: draws its own sampler stream, :func:`_own_sampler_stream`).
 SAMPLER_STREAMS = "hpo:sampler_streams"
@@ -137,18 +136,18 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, sam
     is_grid = kind == "grid"
     key = f"hpo:space_hash:{'grid' if is_grid else 'space'}"
     expected = space_hash(config, grid=is_grid)
-    stored = study.user_attrs.get(key)
-    if stored is None:
+    stored_hash = study.user_attrs.get(key)
+    if stored_hash is None:
         study.set_user_attr(key, expected)
         study.set_user_attr(attrs.STUDY_FILE, str(config.path))
         study.set_user_attr(attrs.METRIC, config.metric)
         study.set_user_attr(attrs.TRAINING, dict(config.training))
         if is_grid:
             study.set_user_attr(attrs.GRID_SIZE, config.grid_size)
-    elif stored != expected:
+    elif stored_hash != expected:
         raise StudyError(
             f"study {name!r} was created from a different {'grid' if is_grid else 'space'} "
-            f"(hash {stored}) than {config.path} now describes (hash {expected}); restore the "
+            f"(hash {stored_hash}) than {config.path} now describes (hash {expected}); restore the "
             "file, or use $study_name to start a new study with the edited one"
         )
     _check_result_epoch(study, config, name)
@@ -505,28 +504,4 @@ def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, max_retry: int) 
     retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
     if retries < max_retry:
         _requeue(study, storage.get_trial(trial_id(trial)))
-    return True
-
-
-def claim_grid_point(study: optuna.Study, config: StudyConfig, sampler: WorkerGridSampler, *,
-                     retries: int, defaults_first: bool = False) -> bool:
-    """Makes sure a WAITING trial is there for this worker to take; call under the lock.
-
-    In order: a trial already waiting (a retry, or a point another worker queued); a grid
-    point whose every trial failed, while it has failed at most ``retries`` times (Optuna's
-    GridSampler would count it as visited for good, optuna#4721); the next point never
-    started. The point is queued with GridSampler's own system attributes.
-
-    A worker's loop keeps one :class:`hpo.study.GridClaims` instead, which reads only what
-    changed between its claims.
-
-    Returns:
-        False when the grid has nothing left for any worker to start.
-    """
-    from hpo.study._claims import GridClaims
-
-    claims = GridClaims(study, config, sampler, defaults_first=defaults_first)
-    if not claims.claim(retries=retries):
-        return False
-    claims.queue()
     return True

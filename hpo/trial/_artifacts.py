@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.storage import best_trial_numbers, storage_of, study_id, unwrap_storage
-from hpo.study import attrs, best_by_metric, metric_maximized, metric_value, pid_alive
+from hpo.study import attrs, best_by_metric, metric_maximized, pid_alive
 from hpo.trial import _plots as plots
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Artifacts", "artifact_store", "disk_usage", "export_model", "model_path",
            "models_folder"]
 
-_log = logging.getLogger("hpo.artifacts")
+_log = logging.getLogger(__name__)
 _PART = ".part-"  # prefix of a model being written: never matches "trial-*.keras"
 _STALE_PART_S = 6 * 3600  # a part left by another host is removed after this long
 
@@ -137,9 +137,9 @@ class Artifacts:
             return top
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                     if attrs.IMPORTED_FROM not in t.user_attrs]
-        ranked = sorted(complete, key=metric_value,  # type: ignore[arg-type]
+        ranked = sorted(complete, key=lambda t: t.values[0],  # the metric: the first value
                         reverse=metric_maximized(study))[:self.keep_models]
-        return [(t.number, float(metric_value(t))) for t in ranked]  # type: ignore[arg-type]
+        return [(t.number, float(t.values[0])) for t in ranked]
 
     def model_to_keep(self, study: optuna.Study, number: int, value: float) -> Path | None:
         """Where to save trial ``number``'s model if a trial with ``value`` would be among

@@ -23,7 +23,7 @@ __all__ = [
     "training_errors",
 ]
 
-_log = logging.getLogger("hpo.device")
+_log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -31,7 +31,7 @@ def backend() -> str:
     """The Keras backend in use (``tensorflow``, ``jax`` or ``torch``)."""
     import keras
 
-    return keras.backend.backend()
+    return str(keras.backend.backend())
 
 
 def configured_backend() -> str:
@@ -67,7 +67,7 @@ def gpu_count() -> int:
     if name == "torch":
         import torch
 
-        return torch.cuda.device_count()
+        return int(torch.cuda.device_count())
     return 0
 
 

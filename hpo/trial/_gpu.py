@@ -21,7 +21,7 @@ from typing import Any, Callable
 __all__ = ["GpuMonitor", "utilization_reader", "peak_memory_bytes", "reset_peak_memory",
            "gpu_memory_mb", "visible_device"]
 
-_log = logging.getLogger("hpo.gpu")
+_log = logging.getLogger(__name__)
 
 
 def visible_device() -> str:

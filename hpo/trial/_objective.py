@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Objective", "ObjectiveOptions", "TrialFailed", "evaluate_classifier"]
 
-_log = logging.getLogger("hpo.objective")
+_log = logging.getLogger(__name__)
 EpochReport = Callable[[optuna.Trial, int, int, dict[str, float], float], None]
 
 
@@ -84,7 +84,7 @@ class ObjectiveOptions:
     Attributes:
         grid: Sample the study's grid (GridSampler) rather than its space.
         seed: Base seed of weight init and shuffling; None uses the study's.
-        precision: One of :data:`hpo.device.PRECISIONS`.
+        precision: One of :data:`hpo.trial.PRECISIONS`.
         cache_dir: Image cache folder; None for the default.
         strict: Fail on an unreadable image, or on the same image in two splits or under
             two classes, instead of warning.
@@ -437,7 +437,7 @@ class Objective:
             if dataset.test is not None:
                 probabilities = _predict(model, dataset.test.x, params.batch_size)
                 evaluation.update(evaluate_classifier(probabilities, dataset.test.y))
-            if drawn:
+            if artifacts is not None and drawn:
                 drawn.append(painter.submit(
                     artifacts.draw_evaluation, folder, title, evaluation,
                     dataset.test.y if dataset.test is not None else None, probabilities))

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelPool", "Resettable", "make_resettable"]
 
-_log = logging.getLogger("hpo.reuse")
+_log = logging.getLogger(__name__)
 _MAX_DRAWS = 100_000  # far above any model's count of seeded objects
 _KERAS_SEED_RANGE = (1, int(1e9))  # keras.src.random.seed_generator.make_default_seed
 
@@ -113,11 +113,13 @@ def make_resettable(model: "keras.Model", state_before: Any) -> Resettable | Non
     draws: list[int] = []
     while replay.getstate() != after:
         if len(draws) >= _MAX_DRAWS:
-            return _single_use(model, "its build drew random numbers hpo cannot replay")
+            _single_use(model, "its build drew random numbers hpo cannot replay")
+            return None
         draws.append(replay.randint(*_KERAS_SEED_RANGE))
     index = {value: i for i, value in enumerate(draws)}
     if len(index) != len(draws):
-        return _single_use(model, "two seeded objects drew the same seed")
+        _single_use(model, "two seeded objects drew the same seed")
+        return None
     resettable = Resettable(model=model, draws=len(draws))
     covered: set[int] = set()
     for layer in _layers(model):
@@ -127,8 +129,9 @@ def make_resettable(model: "keras.Model", state_before: Any) -> Resettable | Non
             covered.add(id(variable))
             seed = getattr(initializer, "seed", None)
             if seed is not None and not isinstance(seed, int):
-                return _single_use(model, f"{layer.name} has an initializer with a fixed "
-                                          "seed generator")
+                _single_use(model, f"{layer.name} has an initializer with a fixed "
+                                   "seed generator")
+                return None
             current = keras.ops.convert_to_numpy(variable.value)
             fresh = keras.ops.convert_to_numpy(
                 initializer(tuple(variable.shape), dtype=variable.dtype))
@@ -140,13 +143,15 @@ def make_resettable(model: "keras.Model", state_before: Any) -> Resettable | Non
             if isinstance(value, keras.random.SeedGenerator):
                 seed = int(keras.ops.convert_to_numpy(value.state.value)[0])
                 if seed not in index:
-                    return _single_use(model, f"{layer.name} has a seed generator with a "
-                                              "fixed seed")
+                    _single_use(model, f"{layer.name} has a seed generator with a "
+                                       "fixed seed")
+                    return None
                 covered.add(id(value.state))
                 resettable.generators.append((value.state, index[seed]))
     missing = [v.path for v in model.variables if id(v) not in covered]
     if missing:
-        return _single_use(model, f"no initializer known for {', '.join(missing[:3])}")
+        _single_use(model, f"no initializer known for {', '.join(missing[:3])}")
+        return None
     return resettable
 
 

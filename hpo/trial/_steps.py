@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -48,7 +48,7 @@ _LOSS = "sparse_categorical_crossentropy"
 _METRICS = ("accuracy",)
 
 
-def steps_key(optimizer: str, internals: dict[str, Any],
+def steps_key(optimizer: str, internals: Mapping[str, Any],
               steps_per_execution: int = 1) -> Hashable:
     """What a compiled step's trace depends on besides the model's shape key: the optimizer
     class and every internal (not the learning rate, a variable), steps per execution."""
@@ -107,7 +107,7 @@ def _fresh_step_functions(model: "keras.Model") -> None:
 
 
 def compile_model(model: "keras.Model", optimizer: str, learning_rate: float,
-                  internals: dict[str, Any], *, steps_per_execution: int = 1
+                  internals: Mapping[str, Any], *, steps_per_execution: int = 1
                   ) -> CompiledSteps:
     """Compiles ``model`` afresh (new optimizer, new step functions) and builds its
     optimizer; returns what it takes to reset that optimizer for a later trial."""
@@ -123,7 +123,7 @@ def compile_model(model: "keras.Model", optimizer: str, learning_rate: float,
 
 
 def prepare_steps(pool: "ModelPool", model: "keras.Model", optimizer: str,
-                  learning_rate: float, internals: dict[str, Any], *,
+                  learning_rate: float, internals: Mapping[str, Any], *,
                   steps_per_execution: int = 1) -> bool:
     """Gives ``model`` (from ``pool``) a fresh compile's optimizer state for a trial: by
     resetting its optimizer and keeping its compiled steps when it was last compiled under
@@ -170,10 +170,10 @@ class _CompileClock:
         self._lock = threading.Lock()
         self._installed = False
 
-    def _listen(self, event: str, duration: float, **_: Any) -> None:
+    def _listen(self, event: str, duration_secs: float, **_: str | int) -> None:
         if event.startswith("/jax/core/compile/"):
             with self._lock:
-                self._seconds += duration
+                self._seconds += duration_secs
 
     def seconds(self) -> float | None:
         """Compile seconds so far in this process; None where the backend reports none

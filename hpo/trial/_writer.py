@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["ModelWriter"]
 
-_log = logging.getLogger("hpo.artifacts")
+_log = logging.getLogger(__name__)
 
 
 class ModelWriter:
