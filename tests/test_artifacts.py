@@ -191,8 +191,8 @@ def test_the_same_study_name_in_two_storages_keeps_each_others_models_and_figure
     assert models_folder(artifacts, first) != models_folder(artifacts, second)
     assert {n: p.read_bytes() for n, p in kept.items()} == before  # neither gone nor replaced
     for trial in first.trials:  # each exports its own
-        number = export_model(first, artifacts, tmp_path / f"a{trial.number}.keras",
-                              model=trial.number)
+        number, _ = export_model(first, artifacts, tmp_path / f"a{trial.number}.keras",
+                                 model=trial.number)
         assert (tmp_path / f"a{number}.keras").read_bytes() == before[number]
     export_model(second, artifacts, tmp_path / "b.keras")
     assert (tmp_path / "b.keras").read_bytes() not in before.values()
@@ -257,7 +257,8 @@ def test_export_names_why_a_model_is_missing(tmp_path, model, reason):
         assert f"pass artifacts {tmp_path / 'other'}" in str(caught.value)
     assert "rerun with a larger" not in str(caught.value) or model in (2, 3)
     assert not (tmp_path / "out.keras").exists()
-    assert export_model(study, directory, tmp_path / "best.keras") == 0
+    assert export_model(study, directory, tmp_path / "best.keras") == \
+        (0, tmp_path / "best.keras")
     assert (tmp_path / "best.keras").read_bytes() == b"model 0"
 
 
@@ -275,4 +276,4 @@ def test_a_study_created_before_it_had_an_identity_keeps_its_models_where_they_a
         {model_path(tmp_path, "kept", 0), model_path(tmp_path, "kept", 2)}
     assert sorted(p.name for p in (tmp_path / "models" / "kept").iterdir()) == \
         ["trial-00001.keras"]
-    assert export_model(study, tmp_path, tmp_path / "out.keras") == 1
+    assert export_model(study, tmp_path, tmp_path / "out.keras") == (1, tmp_path / "out.keras")
