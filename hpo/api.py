@@ -56,6 +56,9 @@ def run(study: str | Path | StudyConfig, settings: RunSettings | None = None,
     else:
         settings = settings.replace(**values, study=name)
     _refuse_process_settings(settings)
+    from hpo.reporting import quiet_backends
+
+    quiet_backends()  # as the CLI: TensorFlow's C++ start-up lines, unless asked for
     config, options, reporter = plan_run(settings, config)
     with worker_signals(embedded=True), _quiet():  # a second Ctrl-C never ends the caller's
         return run_study(config, options, reporter)  # process

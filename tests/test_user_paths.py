@@ -104,3 +104,22 @@ def test_a_cache_build_killed_midway_leaves_no_folder_for_good(tmp_path):
         folder.mkdir()
     _remove_dead_builds(tmp_path)
     assert not gone.exists() and live.exists() and other_host.exists()
+
+
+def test_the_python_api_is_as_quiet_as_the_cli(tiny_study, tmp_path):
+    """The README's Python snippet printed TensorFlow's C++ start-up lines, Optuna's INFO
+    lines and an ExperimentalWarning; the CLI prints none of them."""
+    import subprocess
+    import sys
+
+    script = ("import hpo\n"
+              f"study = hpo.run({str(tiny_study)!r}, sampler='grid', n_trials=1,\n"
+              f"              storage='sqlite:///{tmp_path / 'q.db'}')\n"
+              f"print(hpo.best(study.study_name, 'sqlite:///{tmp_path / 'q.db'}').params)\n")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
+    assert "learning_rate" in done.stdout
