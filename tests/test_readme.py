@@ -160,7 +160,7 @@ def _shadow_long_studies(work: Path) -> None:
     short = short.replace("epochs = 10\n", "epochs = 1\n")
     short = short.replace("image_size = [227, 227]", "image_size = [67, 67]")
     short = short.replace("image_size = [299, 299]", "image_size = [75, 75]")
-    assert short.count("200") == 0 and "227" not in short and "299" not in short, \
+    assert short.count("200") == 0 and "image_size = [2" not in short, \
         "the firearms study changed: update this stand-in"
     (work / "studies").mkdir(exist_ok=True)
     (work / "studies" / "firearms.toml").write_text(short)
