@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -31,6 +32,48 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_postgres_database() -> Iterator[None]:
+    """Each test process works in a database of its own on the PostgreSQL server at
+    ``HPO_TEST_POSTGRES_URL``, dropped at the end (with whatever a failed test left in it):
+    the server's shared database keeps no study of the suite's. The variable is pointed at
+    it, so the worker subprocesses and the tests that read it directly use it too."""
+    base = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not base:
+        yield
+        return
+    import sqlalchemy
+
+    name = f"hpo_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.SQLAlchemyError:  # the tests that need the server say why
+        admin.dispose()
+        yield
+        return
+    os.environ["HPO_TEST_POSTGRES_URL"] = sqlalchemy.engine.make_url(base).set(
+        database=name).render_as_string(hide_password=False)
+    try:
+        yield
+    finally:
+        os.environ["HPO_TEST_POSTGRES_URL"] = base
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in an empty folder of its own: what ``hpo`` writes beside the user
+    (``./hpo-artifacts``, ``./hpo.db`` and its lock files) lands there, never in the
+    repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(scope="session")
