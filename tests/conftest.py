@@ -174,3 +174,23 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -
             return
         except OSError:
             time.sleep(0.2)
+
+
+#: The tests that take longest (seconds measured on 2 busy cores, ``--durations``), longest
+#: first: they start first, so that the last test to finish is a short one and the test
+#: processes end together (with ``--maxschedchunk 1`` in ``addopts``, each process takes
+#: its next test when it is free). A test not named here keeps its place after them;
+#: ``slow``-marked tests not named here come before the rest.
+SLOWEST_FIRST: tuple[str, ...] = (
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Orders :data:`SLOWEST_FIRST`, then the other ``slow`` tests, then the rest."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        for at, name in enumerate(SLOWEST_FIRST):
+            if item.nodeid == name or item.nodeid.startswith(name + "["):
+                return (0, at)
+        return (1, 0) if item.get_closest_marker("slow") else (2, 0)
+
+    items.sort(key=rank)  # stable: the collection's order within each rank

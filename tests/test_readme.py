@@ -11,7 +11,8 @@ just done the quick start would type it. What stands in for the user's world, an
   headless weights files of the right architecture, written from a random initialisation;
 * the shipped studies that train for hours (``firearms``: 10 and 200 epochs at 227x227 and
   299x299): a copy in ``./studies/`` (which ``hpo`` reads before the shipped ones, as the
-  README says) with 1-2 epochs, everything else as shipped;
+  README says) with 1-2 epochs at each architecture's smallest image size (67x67, 75x75),
+  everything else as shipped;
 * a run's budget: each ``hpo run`` / ``hpo worker`` after the quick start trains at most
   :data:`MAX_TRIALS` trials (``--n-trials``) and :data:`MAX_REPEATS` repeats, so the whole
   README runs in minutes on CI's 2 cores. The quick start itself runs whole.
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+from hpo.models import MODELS
 from hpo.testing import make_image_folder
 from tests.conftest import REPO, free_port
 
@@ -152,11 +154,19 @@ def _bounded(argv: list[str]) -> list[str]:
 
 
 def _shadow_long_studies(work: Path) -> None:
-    """``./studies/firearms.toml``: the shipped file with 1-2 epochs instead of 10-200."""
+    """``./studies/firearms.toml``: the shipped file with 1-2 epochs instead of 10-200, each
+    architecture at its smallest image size."""
     shipped = (REPO / "studies" / "firearms.toml").read_text()
     short = shipped.replace("epochs = [10, 200]", "epochs = [1, 2]")
     short = re.sub(r"(\[space\.epochs\]\s*\nlow = )5(\s*\nhigh = )200", r"\g<1>1\g<2>2", short)
     short = short.replace("epochs = 10\n", "epochs = 1\n")
+    # each architecture at its smallest image size (AlexNet holds 200 M
+    # weights at 227x227, InceptionV3 trains 16 times the pixels at 299x299)
+    for arch, shipped_size in (("alexnet", 227), ("inception_v3", 299)):
+        smallest = MODELS[arch].min_image_size
+        line = f"image_size = [{shipped_size}, {shipped_size}]"
+        assert short.count(line) == 1, "the firearms study changed: update this stand-in"
+        short = short.replace(line, f"image_size = [{smallest[0]}, {smallest[1]}]")
     assert short.count("200") == 0, "the firearms study changed: update this stand-in"
     (work / "studies").mkdir(exist_ok=True)
     (work / "studies" / "firearms.toml").write_text(short)
