@@ -176,12 +176,23 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -
             time.sleep(0.2)
 
 
-#: The tests that take longest (seconds measured on 2 busy cores, ``--durations``), longest
-#: first: they start first, so that the last test to finish is a short one and the test
-#: processes end together (with ``--maxschedchunk 1`` in ``addopts``, each process takes
-#: its next test when it is free). A test not named here keeps its place after them;
-#: ``slow``-marked tests not named here come before the rest.
+#: The tests that take longest (``--durations`` on 2 busy cores), roughly longest first: they
+#: start first, so that the last test to finish is a short one and the test processes end
+#: together (with ``--maxschedchunk 1`` in ``addopts``, each process takes its next test
+#: when it is free). ``slow``-marked tests not named here come next, then the rest in the
+#: collection's order. Add a test here when ``--durations`` shows it among the longest.
 SLOWEST_FIRST: tuple[str, ...] = (
+    "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order",
+    "tests/test_cli.py::test_the_readme_demo_runs_resumes_and_is_a_stock_optuna_study",
+    "tests/test_journey.py::test_quick_start_grid_search_repeats_compare_report_export_dashboard",
+    "tests/test_study_identity.py::test_a_search_after_the_grid_starts_from_the_grid_on_sqlite",
+    "tests/test_study_identity.py::"
+    "test_a_search_after_the_grid_starts_from_the_grid_on_postgresql",
+    "tests/test_crash.py::test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it",
+    "tests/test_crash.py::test_kill_9_leaves_no_trial_running_forever",
+    "tests/test_reliability.py::"
+    "test_a_paused_worker_that_resumes_after_its_retry_was_taken_adds_no_second_result",
+    "tests/test_budget.py::test_n_trials_is_the_total_of_a_run_of_several_workers",
 )
 
 
