@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -31,6 +32,48 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_postgres_database() -> Iterator[None]:
+    """Each test process works in a database of its own on the PostgreSQL server at
+    ``HPO_TEST_POSTGRES_URL``, dropped at the end (with whatever a failed test left in it):
+    the server's shared database keeps no study of the suite's. The variable is pointed at
+    it, so the worker subprocesses and the tests that read it directly use it too."""
+    base = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not base:
+        yield
+        return
+    import sqlalchemy
+
+    name = f"hpo_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.SQLAlchemyError:  # the tests that need the server say why
+        admin.dispose()
+        yield
+        return
+    os.environ["HPO_TEST_POSTGRES_URL"] = sqlalchemy.engine.make_url(base).set(
+        database=name).render_as_string(hide_password=False)
+    try:
+        yield
+    finally:
+        os.environ["HPO_TEST_POSTGRES_URL"] = base
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in an empty folder of its own: what ``hpo`` writes beside the user
+    (``./hpo-artifacts``, ``./hpo.db`` and its lock files) lands there, never in the
+    repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +174,34 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -
             return
         except OSError:
             time.sleep(0.2)
+
+
+#: The tests that take longest (``--durations`` on 2 busy cores), roughly longest first: they
+#: start first, so that the last test to finish is a short one and the test processes end
+#: together (with ``--maxschedchunk 1`` in ``addopts``, each process takes its next test
+#: when it is free). ``slow``-marked tests not named here come next, then the rest in the
+#: collection's order. Add a test here when ``--durations`` shows it among the longest.
+SLOWEST_FIRST: tuple[str, ...] = (
+    "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order",
+    "tests/test_cli.py::test_the_readme_demo_runs_resumes_and_is_a_stock_optuna_study",
+    "tests/test_journey.py::test_quick_start_grid_search_repeats_compare_report_export_dashboard",
+    "tests/test_study_identity.py::test_a_search_after_the_grid_starts_from_the_grid_on_sqlite",
+    "tests/test_study_identity.py::"
+    "test_a_search_after_the_grid_starts_from_the_grid_on_postgresql",
+    "tests/test_crash.py::test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it",
+    "tests/test_crash.py::test_kill_9_leaves_no_trial_running_forever",
+    "tests/test_reliability.py::"
+    "test_a_paused_worker_that_resumes_after_its_retry_was_taken_adds_no_second_result",
+    "tests/test_budget.py::test_n_trials_is_the_total_of_a_run_of_several_workers",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Orders :data:`SLOWEST_FIRST`, then the other ``slow`` tests, then the rest."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        for at, name in enumerate(SLOWEST_FIRST):
+            if item.nodeid == name or item.nodeid.startswith(name + "["):
+                return (0, at)
+        return (1, 0) if item.get_closest_marker("slow") else (2, 0)
+
+    items.sort(key=rank)  # stable: the collection's order within each rank
