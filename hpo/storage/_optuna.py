@@ -91,6 +91,8 @@ def _read(storage: Any, name: str, query: Any) -> Any:
 OPTUNA_INTERNALS: tuple[str, ...] = (
     # the accessors at the top of this module
     "optuna.study:Study#_storage",
+    # the type BaseStorage.get_all_studies returns (a type-only import in _resilient)
+    "optuna.study._frozen:FrozenStudy",
     "optuna.study:Study#_study_id",
     "optuna.study:Study#_thread_local.cached_all_trials",
     "optuna.trial:Trial#_trial_id",

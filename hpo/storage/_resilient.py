@@ -50,7 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import StorageError
 
 if TYPE_CHECKING:
-    from optuna.study._frozen import FrozenStudy  # BaseStorage's own annotation; not exported
+    from optuna.study._frozen import FrozenStudy  # Optuna internal: BaseStorage's type
 from hpo.storage import _mirror
 from hpo.storage._mirror import TrialMirror
 from hpo.storage._notes import TrialNote, render_note
