@@ -54,7 +54,7 @@ def test_an_edited_repeat_count_is_a_different_study(tiny_study, sqlite_url):
     hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
     from hpo.errors import StudyError
 
-    with pytest.raises(StudyError, match="different grid"):
+    with pytest.raises(StudyError, match="repeats = 1"):  # the identity's key, named
         hpo.run(tiny_study, storage=sqlite_url, n_trials=1, repeats=2)
 
 

@@ -110,7 +110,7 @@ def test_a_resumed_study_keeps_its_policy(tmp_path, image_folder, sqlite_url):
     result = run_cli("run", "--study", str(path), "--storage", sqlite_url, "--n-trials", "1",
                      "--quiet", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "hpo:result_epoch" in result.stderr and "Traceback" not in result.stderr
+    assert "result_epoch = 'final'" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert len(optuna.load_study(study_name=name, storage=sqlite_url).trials) == 1
 
@@ -121,7 +121,8 @@ def test_a_study_stored_before_the_policy_was_recorded_resumes_as_best(
     name = load_study_config(path).name
     hpo.run(path, storage=sqlite_url, n_trials=1)
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:  # as an earlier
-        db.execute("DELETE FROM study_user_attributes WHERE key = 'hpo:result_epoch'")  # hpo
+        db.execute("DELETE FROM study_user_attributes WHERE key IN "  # hpo, which recorded
+                   "('hpo:result_epoch', 'hpo:identity')")  # neither
     assert "hpo:result_epoch" not in optuna.load_study(study_name=name,
                                                        storage=sqlite_url).user_attrs
     with pytest.raises(StudyError, match='result_epoch = "best"'):
