@@ -102,7 +102,7 @@ def test_trials_reaped_by_another_process_get_notes_with_why(tmp_path):
                                                        "pid": dead}})
     stale = _started(study)  # its worker elsewhere stopped beating
     worker.record_heartbeat(trial_id(stale))
-    time.sleep(1.6)
+    time.sleep(2.6)  # past the 1 s grace by SQLite's whole-second clock
     # another worker, or 'hpo reap': a storage of its own, no note renderer installed yet
     reaper = open_storage(url, StorageOptions(heartbeat_interval=1, grace_period=1))
     reaped = reap_dead_trials(optuna.load_study(study_name="reaped", storage=reaper))
