@@ -8,9 +8,9 @@ from typing import Any, Iterator
 
 import optuna
 
-from hpo.config import RunSettings, StudyConfig
+from hpo.config import DEFAULT_STORAGE, RunSettings, StudyConfig
 from hpo.execution import plan_run, run_study, worker_signals
-from hpo.storage import DEFAULT_STORAGE, StorageOptions, open_storage
+from hpo.storage import StorageOptions, open_storage
 from hpo.study import load_existing_study
 
 __all__ = ["run", "best", "load_study"]
@@ -25,7 +25,7 @@ def run(study: str | Path | StudyConfig, settings: RunSettings | None = None,
     to True. For example::
 
         hpo.run("demo", sampler="tpe", n_trials=20, seed=1)
-        hpo.run("demo", hpo.config.RunSettings(study="demo", sampler="random"))
+        hpo.run("demo", hpo.config.RunSettings.create(study="demo", sampler="random"))
 
     Args:
         study: A study name, a study file path, or a loaded :class:`StudyConfig`.
@@ -47,21 +47,27 @@ def run(study: str | Path | StudyConfig, settings: RunSettings | None = None,
         KeyboardInterrupt, hpo.errors.Stopped: A signal stopped the run (``Stopped`` carries
             the exit status a command would have: ``sys.exit(stop.exit_code)``).
     """
+    from hpo.errors import InvalidSetting
+
     config = study if isinstance(study, StudyConfig) else None
     name = config.name if config is not None else str(study)
     if isinstance(values.get("objectives"), (list, tuple)):
         values["objectives"] = ",".join(values["objectives"])
     if settings is None:
         settings = RunSettings.create(**{"quiet": True, **values, "study": name})
-    else:
+    elif isinstance(settings, RunSettings):
         settings = settings.replace(**values, study=name)
+    else:
+        raise InvalidSetting("settings", "must be a hpo.config.RunSettings (or pass the "
+                             "settings as keyword arguments: hpo.run(study, n_trials=10))",
+                             type(settings).__name__)
     _refuse_process_settings(settings)
     from hpo.reporting import quiet_backends
 
     quiet_backends()  # as the CLI: TensorFlow's C++ start-up lines, unless asked for
-    config, options, reporter = plan_run(settings, config)
+    config, reporter = plan_run(settings, config)
     with worker_signals(embedded=True), _quiet():  # a second Ctrl-C never ends the caller's
-        return run_study(config, options, reporter)  # process
+        return run_study(config, settings, reporter)  # process
 
 
 #: Settings that start or replace processes, which a call in someone's interpreter does not:
@@ -81,7 +87,7 @@ def _refuse_process_settings(settings: RunSettings) -> None:
     from hpo.errors import InvalidSetting
 
     for setting, alone in _PROCESS_SETTINGS:
-        value = getattr(settings, setting)
+        value = getattr(settings.process, setting)
         if value != alone and not (setting == "recycle_after" and value == 0):
             raise InvalidSetting(
                 setting, "starts or replaces processes, which hpo.run (one worker in this "

@@ -128,7 +128,8 @@ class InvalidSetting(ConfigError):
         """The message with the setting called ``name(setting)`` (a CLI flag, say)."""
         shown = repr(self.received) if isinstance(self.received, str) else self.received
         tail = "" if self.received is None else f", received {shown}"
-        return f"{name(self.setting)} {self.problem}{tail}"
+        problem = _SETTING.sub(lambda match: name(match.group(1)), self.problem)
+        return f"{name(self.setting)} {problem}{tail}"
 
 
 class TrialFailed(Exception):

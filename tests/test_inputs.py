@@ -160,8 +160,8 @@ def test_path_settings_that_can_be_made_are_accepted(tmp_path):
     (tmp_path / "images").mkdir()
     settings = RunSettings.create(study="demo", artifacts=tmp_path / "new" / "art",
                                   cache_dir=str(tmp_path / "cache"), data=tmp_path / "images")
-    assert settings.artifacts == tmp_path / "new" / "art"
-    assert RunSettings.create(study="demo", data="bundled:digits").data is not None
+    assert settings.trial.artifacts == tmp_path / "new" / "art"
+    assert RunSettings.create(study="demo", data="bundled:digits").search.data is not None
 
 
 def test_the_default_cache_folder_naming_a_file_is_refused_before_any_trial(tmp_path,

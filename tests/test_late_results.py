@@ -104,12 +104,11 @@ def test_a_grace_shorter_than_two_heartbeats_is_refused_before_anything_runs(
     from hpo.errors import ConfigError
     from hpo.execution import plan_run
 
-    settings = RunSettings.create(study=str(tiny_study), heartbeat=heartbeat, grace=grace)
     if not refused:
-        plan_run(settings)
+        plan_run(RunSettings.create(study=str(tiny_study), heartbeat=heartbeat, grace=grace))
         return
-    with pytest.raises(ConfigError) as caught:
-        plan_run(settings)
+    with pytest.raises(ConfigError) as caught:  # a rule of the storage section: at once
+        RunSettings.create(study=str(tiny_study), heartbeat=heartbeat, grace=grace)
     line = caught.value.render(flag)
     assert f"--grace {grace} s would fail live trials" in line
     assert f"at least {2 * heartbeat} s" in line

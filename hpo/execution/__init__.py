@@ -12,7 +12,6 @@ from hpo.execution._launch import (
                                    work,
 )
 from hpo.execution._loop import (
-                                   RunOptions,
                                    WorkerRun,
                                    prepare_study,
                                    report_best,
@@ -28,7 +27,6 @@ from hpo.execution._signals import (
 )
 
 __all__ = [
-    "RunOptions",
     "WorkerRun",
     "run_study",
     "run_worker",

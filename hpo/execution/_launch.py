@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpo.config import (
@@ -30,7 +30,7 @@ from hpo.config import (
     settings_from_env,
 )
 from hpo.errors import ConfigError, TooManyFailures
-from hpo.execution._loop import RunOptions, prepare_study, report_best
+from hpo.execution._loop import prepare_study, report_best
 from hpo.execution._outcome import ENDINGS, failure_line
 from hpo.execution._packing import MEMORY_SHARE_ENV, memory_env, plan_packing
 from hpo.execution._signals import (
@@ -49,7 +49,7 @@ from hpo.storage import (
     storage_of,
     study_lock,
 )
-from hpo.study import FRESH_HEARTBEATS, attrs, finished_trials, reap_dead_trials
+from hpo.study import attrs, finished_trials, reap_dead_trials
 from hpo.trial import gpu_memory_mb
 
 if TYPE_CHECKING:
@@ -133,60 +133,36 @@ def plan_workers(*, workers: int, gpus: str | None, per_gpu: int = 1) -> list[Wo
             for i in range(workers)]
 
 
-def plan_run(settings: RunSettings, config: StudyConfig | None = None,
-             run_id: str | None = None) -> tuple[StudyConfig, RunOptions, Reporter]:
-    """The study (with the settings' data, repeats and objectives), the worker's options and
-    its reporter, from validated settings. ``config`` replaces loading ``settings.study``
-    (the Python API may pass a loaded study); ``run_id`` names the run whose total
-    ``n_trials`` is (None: this worker's own run)."""
+def plan_run(settings: RunSettings, config: StudyConfig | None = None
+             ) -> tuple[StudyConfig, Reporter]:
+    """The study (with the settings' data, repeats and objectives) and the worker's reporter,
+    from validated settings. ``config`` replaces loading the search's ``study`` (the Python
+    API may pass a loaded study)."""
     from hpo.data import default_cache_dir
-    from hpo.trial import Artifacts, ObjectiveOptions, enable_compile_cache
+    from hpo.trial import enable_compile_cache
 
-    if settings.cache_dir is None:  # the default: $HPO_CACHE_DIR or ~/.cache/hpo
+    search, trial, process = settings.search, settings.trial, settings.process
+    if trial.cache_dir is None:  # the default: $HPO_CACHE_DIR or ~/.cache/hpo
         problem = folder_problem(default_cache_dir())
         if problem is not None:
             raise ConfigError(f"the image cache folder {str(default_cache_dir())!r} "
                               f"($HPO_CACHE_DIR or ~/.cache/hpo) cannot be used: {problem}; "
                               "pass $cache_dir, or set HPO_CACHE_DIR to a folder")
-    if settings.compile_cache:  # before any backend is imported: workers inherit it
-        enable_compile_cache((settings.cache_dir or default_cache_dir()) / "compile")
-    if settings.grace is not None and settings.grace < FRESH_HEARTBEATS * settings.heartbeat:
-        raise ConfigError(
-            f"$grace {settings.grace} s would fail live trials: received {settings.grace} s "
-            f"with $heartbeat {settings.heartbeat} s, expected at least "
-            f"{FRESH_HEARTBEATS * settings.heartbeat} s ({FRESH_HEARTBEATS} heartbeats); "
-            f"pass $grace {FRESH_HEARTBEATS * settings.heartbeat} or more, or a shorter "
-            "$heartbeat")
+    if trial.compile_cache:  # before any backend is imported: workers inherit it
+        enable_compile_cache((trial.cache_dir or default_cache_dir()) / "compile")
     if config is None:
-        config = load_study_config(settings.study)
-    if settings.data is not None:
-        config = config.with_data(settings.data)
-    if settings.repeats is not None:
-        config = config.with_repeats(settings.repeats)
-    if settings.objectives is not None:
-        config = config.with_objectives(settings.objectives)
-    options = RunOptions(
-        sampler=settings.sampler, storage=settings.storage, study_name=settings.study_name,
-        n_trials=settings.n_trials, timeout=settings.timeout,
-        retry_failed=settings.retry_failed, pruner=settings.pruner,
-        enqueue_defaults=settings.enqueue_defaults,
-        max_consecutive_failures=settings.max_consecutive_failures, run_id=run_id,
-        storage_options=StorageOptions(heartbeat_interval=settings.heartbeat,
-                                       grace_period=settings.grace_period,
-                                       outage_timeout=settings.outage_timeout,
-                                       connect_timeout=settings.connect_timeout),
-        objective=ObjectiveOptions(
-            seed=settings.seed, precision=settings.precision, cache_dir=settings.cache_dir,
-            strict=settings.strict, worker=settings.worker_name,
-            artifacts=Artifacts(directory=settings.artifacts.resolve(),
-                                keep_models=settings.keep_models, figures=settings.figures,
-                                max_models_gb=settings.max_models_gb)),
-    )
-    prefix = "" if settings.worker_name == "main" or settings.log_json else \
-        f"[{settings.worker_name}] "
-    reporter = Reporter(metric=config.metric, quiet=settings.quiet,
-                        json_lines=settings.log_json, prefix=prefix)
-    return config, options, reporter
+        config = load_study_config(search.study)
+    if search.data is not None:
+        config = config.with_data(search.data)
+    if search.repeats is not None:
+        config = config.with_repeats(search.repeats)
+    if search.objectives is not None:
+        config = config.with_objectives(search.objectives)
+    prefix = "" if trial.worker_name == "main" or process.log_json else \
+        f"[{trial.worker_name}] "
+    reporter = Reporter(metric=config.metric, quiet=process.quiet,
+                        json_lines=process.log_json, prefix=prefix)
+    return config, reporter
 
 
 def execute(settings: RunSettings) -> int:
@@ -197,15 +173,10 @@ def execute(settings: RunSettings) -> int:
         The exit status: 0, or the first non-zero status of a worker process.
 
     Raises:
-        HpoError: Bad study, data, settings or storage; ``trials_per_gpu`` without ``gpus``
-            for several CPU workers.
+        HpoError: Bad study, data, settings or storage.
         KeyboardInterrupt, Stopped: A signal stopped the worker in this process.
     """
-    if settings.gpus is None and settings.workers > 1 and settings.trials_per_gpu != 1:
-        raise ConfigError(f"$trials_per_gpu {settings.trials_per_gpu} applies to workers on "
-                          f"GPUs, received with $workers {settings.workers} CPU workers and no "
-                          "$gpus; pass $gpus ids (e.g. $gpus 0,1), or drop $trials_per_gpu")
-    if settings.workers == 1 and settings.gpus is None:
+    if settings.process.workers == 1 and settings.process.gpus is None:
         return work(settings)
     return _supervise(settings, uuid.uuid4().hex)
 
@@ -218,30 +189,30 @@ def work(settings: RunSettings, run_id: str | None = None) -> int:
     ``run_id``: the run this worker is one process of (a supervisor's, or its own before
     it was recycled); None starts a run of its own. ``n_trials`` is that run's total."""
     run_id = run_id or uuid.uuid4().hex
-    config, options, reporter = plan_run(settings, run_id=run_id)
-    reporter.info(f"storage {mask_url(settings.storage)}")
-    if settings.trials_per_gpu != 1 and MEMORY_SHARE_ENV not in os.environ:
+    config, reporter = plan_run(settings)
+    reporter.info(f"storage {mask_url(settings.storage.url)}")
+    if settings.process.trials_per_gpu != 1 and MEMORY_SHARE_ENV not in os.environ:
         # hpo worker on a GPU it shares: its share of memory, before a backend loads
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
         for key, value in memory_env(_packing(settings, [visible], reporter)).items():
             os.environ.setdefault(key, value)
     with worker_signals():
-        if settings.isolate:
-            return _run_isolated(settings, config, options, reporter)
-        _run_here(settings, config, options, reporter)
+        if settings.process.isolate:
+            return _run_isolated(settings, config, reporter)
+        _run_here(settings, config, reporter, run_id)
     return 0
 
 
 def _recycle_after(settings: RunSettings) -> int:
-    if settings.recycle_after is not None:
-        return settings.recycle_after
+    if settings.process.recycle_after is not None:
+        return settings.process.recycle_after
     from hpo.trial import configured_backend
 
     return DEFAULT_RECYCLE_AFTER if configured_backend() == "tensorflow" else 0
 
 
-def _run_here(settings: RunSettings, config: StudyConfig, options: RunOptions,
-              reporter: Reporter) -> None:
+def _run_here(settings: RunSettings, config: StudyConfig, reporter: Reporter,
+              run_id: str) -> None:
     """Runs the worker here; every ``recycle_after`` trials it replaces this process with a
     fresh one (same PID, same settings, what is left of ``n_trials`` and ``timeout``),
     because TensorFlow keeps memory across trials (BENCHMARKS.md, section 5)."""
@@ -249,18 +220,17 @@ def _run_here(settings: RunSettings, config: StudyConfig, options: RunOptions,
 
     recycle_after = _recycle_after(settings)
     started = time.monotonic()
-    result = _loop.run_worker(config, replace(options, recycle_after=recycle_after or None),
-                              reporter)
+    result = _loop.run_worker(config, settings, reporter, run_id=run_id,
+                              recycle_after=recycle_after or None)
     if not result.recycle:
         return
     # n_trials stays the run's total: the fresh process counts the run's trials (its id
     # goes with it) in the database, as every worker of a supervised run does
     rest: dict[str, Any] = {"recycle_after": recycle_after, "workers": 1, "gpus": None}
-    if settings.timeout is not None:
-        rest["timeout"] = max(0.0, settings.timeout - (time.monotonic() - started))
+    if settings.search.timeout is not None:
+        rest["timeout"] = max(0.0, settings.search.timeout - (time.monotonic() - started))
     os.environ.update(settings.replace(**rest).to_env())
-    if options.run_id is not None:
-        os.environ[RUN_ID_ENV] = options.run_id
+    os.environ[RUN_ID_ENV] = run_id
     flush_or_drop()  # a closed pipe must not stop the hand-over
     os.execv(sys.executable, [sys.executable, *_CHILD])
 
@@ -269,28 +239,29 @@ def _child_settings(settings: RunSettings, **changes: Any) -> dict[str, str]:
     return settings.replace(workers=1, gpus=None, isolate=False, **changes).to_env()
 
 
-def _run_isolated(settings: RunSettings, config: StudyConfig, options: RunOptions,
-                  reporter: Reporter) -> int:
+def _run_isolated(settings: RunSettings, config: StudyConfig, reporter: Reporter) -> int:
     """Runs each trial in a fresh child process, so that whatever a trial held (GPU memory
     above all) is returned to the system before the next one."""
-    study, _ = prepare_study(config, options)
+    study, _ = prepare_study(config, settings)
     # each child a run of one trial (its own id); this loop counts the run's trials
     env = {**os.environ, **_child_settings(settings, n_trials=1, recycle_after=0)}
     env.pop(RUN_ID_ENV, None)
+    search = settings.search
+    max_retry = StorageOptions.of(settings.storage).max_retry
     ran = failures = 0
-    while settings.n_trials is None or ran < settings.n_trials:
+    while search.n_trials is None or ran < search.n_trials:
         finished = finished_trials(study)
         code = _wait_for([_start_child(env)])
         if code not in (0, _TRIAL_FAILED):
-            _reap_after(study, code, options.storage_options.max_retry)
+            _reap_after(study, code, max_retry)
             return code
         if finished_trials(study) == finished:
             break  # the child found nothing left to run
         ran += 1
         failures = failures + 1 if code == _TRIAL_FAILED else 0
-        if failures >= settings.max_consecutive_failures:
+        if failures >= search.max_consecutive_failures:
             break
-    if ran and (failures >= settings.max_consecutive_failures or failures == ran):
+    if ran and (failures >= search.max_consecutive_failures or failures == ran):
         last = max(study.get_trials(deepcopy=False), key=lambda t: t.number)
         raise TooManyFailures(failures, str(last.user_attrs.get(attrs.FAIL_REASON, "")))
     report_best(study, reporter, config.metric)
@@ -301,23 +272,24 @@ def _supervise(settings: RunSettings, run_id: str) -> int:
     """Prepares the study once (schema, study, image cache), then starts and supervises the
     workers, all of run ``run_id`` (``n_trials`` is their total); returns the first
     non-zero exit status of a worker, else 0."""
-    config, options, reporter = plan_run(settings, run_id=run_id)
+    config, reporter = plan_run(settings)
+    process, url = settings.process, settings.storage.url
     per_gpu = 1
-    if settings.gpus is not None:
-        per_gpu = _packing(settings, gpu_ids(settings.gpus), reporter)
-    specs = plan_workers(workers=settings.workers, gpus=settings.gpus, per_gpu=per_gpu)
-    if is_sqlite(settings.storage) and len(specs) > 1:
+    if process.gpus is not None:
+        per_gpu = _packing(settings, gpu_ids(process.gpus), reporter)
+    specs = plan_workers(workers=process.workers, gpus=process.gpus, per_gpu=per_gpu)
+    if is_sqlite(url) and len(specs) > 1:
         _log.warning(
             "%d workers share the SQLite file %s: fine for a few workers on this host (a "
             "file lock keeps grid points exactly-once), but SQLite serialises every write; "
             "use --storage postgresql://... for GPUs or several hosts", len(specs),
-            mask_url(settings.storage))
+            mask_url(url))
     with worker_signals():  # a signal while the study is prepared stops here, as a worker
-        study, _ = prepare_study(config, options)
-    reporter.info(f"storage {mask_url(settings.storage)}; starting {len(specs)} workers: "
+        study, _ = prepare_study(config, settings)
+    reporter.info(f"storage {mask_url(url)}; starting {len(specs)} workers: "
                   + ", ".join(spec.name for spec in specs))
     code = launch_workers(specs, settings, run_id)
-    _reap_after(study, code, options.storage_options.max_retry)
+    _reap_after(study, code, StorageOptions.of(settings.storage).max_retry)
     report_best(study, reporter, config.metric)
     return code
 
@@ -334,9 +306,9 @@ def _reap_after(study: optuna.Study, code: int, max_retry: int) -> None:
 def _packing(settings: RunSettings, gpus: list[str], reporter: Reporter) -> int:
     """Workers per GPU for ``settings.trials_per_gpu``, from what the study measured."""
     peaks: list[float] = []
-    if settings.trials_per_gpu == "auto":
+    if settings.process.trials_per_gpu == "auto":
         peaks = _measured_peaks(settings)
-    packing = plan_packing(settings.trials_per_gpu, gpus, peaks,
+    packing = plan_packing(settings.process.trials_per_gpu, gpus, peaks,
                            {g: gpu_memory_mb(g) for g in gpus} if peaks else {})
     reporter.info(f"trials per GPU: {packing.why}")
     return packing.per_gpu
@@ -348,9 +320,8 @@ def _measured_peaks(settings: RunSettings) -> list[float]:
 
     from hpo.config import load_study_config
 
-    name = settings.study_name or load_study_config(settings.study).name
-    storage = open_storage(settings.storage, StorageOptions(
-        outage_timeout=settings.outage_timeout, connect_timeout=settings.connect_timeout))
+    name = settings.search.study_name or load_study_config(settings.search.study).name
+    storage = open_storage(settings.storage.url, StorageOptions.of(settings.storage))
     try:
         if name not in {s.study_name for s in storage.get_all_studies()}:
             return []
@@ -425,7 +396,7 @@ def child_main() -> None:
     quiet_backends()
     try:
         settings = settings_from_env()
-        setup_logging(settings.quiet)
+        setup_logging(settings.process.quiet)
         code = work(settings, os.environ.get(RUN_ID_ENV) or None)
     except ENDINGS as exc:
         message, code = failure_line(exc, flag)

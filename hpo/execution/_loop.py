@@ -16,20 +16,19 @@ import math
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, TypeGuard
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import StudyConfig
+from hpo.config import RunSettings, SearchSettings, StudyConfig
 from hpo.errors import ConfigError, Stopped, TooManyFailures
 from hpo.execution._signals import held_signals, raise_if_swallowed
 from hpo.models import check_weights
 from hpo.reporting import Reporter, format_params, pareto_front_lines
 from hpo.search import WorkerGridSampler, canonical_sampler, enqueue_defaults
 from hpo.storage import (
-    DEFAULT_STORAGE,
     Heartbeat,
     StorageOptions,
     annotate_finished_trial,
@@ -56,10 +55,9 @@ from hpo.study import (
     study_identity,
     take_grid_history,
 )
-from hpo.trial import Objective, ObjectiveOptions, TrialFailed
+from hpo.trial import EpochReport, Objective, TrialFailed
 
 __all__ = [
-    "RunOptions",
     "WorkerRun",
     "prepare_study",
     "report_best",
@@ -68,49 +66,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Options of one worker's run.
-
-    Attributes:
-        sampler: Sampler name.
-        storage: Storage URL.
-        study_name: Study name in the storage; default the study file's name.
-        n_trials: Most trials the run (``run_id``) takes, failed ones included; None: the
-            rest of the grid, or unbounded for other samplers (stop with ``timeout`` or
-            Ctrl-C).
-        timeout: Seconds after which no new trial starts.
-        retry_failed: Times a failed grid point is re-run.
-        pruner: Pruner name overriding the study file's.
-        storage_options: Heartbeat and retry settings.
-        objective: How trials are trained.
-        enqueue_defaults: Run each optimizer at its Keras defaults first (the baseline).
-        recycle_after: Most trials before this process hands over to a fresh one (the
-            backend keeps memory across trials; see BENCHMARKS.md); None: never. Only the
-            CLI, which can replace its own process, sets it.
-        max_consecutive_failures: Failed trials in a row after which the worker stops
-            (:class:`hpo.errors.TooManyFailures`): one failed trial is the trial's problem,
-            N in a row are the code's or the environment's (KerasTuner's rule).
-        run_id: The run this worker belongs to: ``n_trials`` is the run's total, counted in
-            the database as the trials stamped with it, across its workers and recycled
-            processes (see :class:`_Budget`); None: a run of this worker alone.
-    """
-
-    sampler: str = "grid"
-    storage: str = DEFAULT_STORAGE
-    study_name: str | None = None
-    n_trials: int | None = None
-    timeout: float | None = None
-    retry_failed: int = 1
-    pruner: str | None = None
-    storage_options: StorageOptions = StorageOptions()
-    objective: ObjectiveOptions = ObjectiveOptions()
-    enqueue_defaults: bool = False
-    recycle_after: int | None = None
-    max_consecutive_failures: int = 3
-    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,23 +84,22 @@ class WorkerRun:
     recycle: bool = False
 
 
-def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Study, Objective]:
+def prepare_study(config: StudyConfig, settings: RunSettings, *,
+                  on_epoch: EpochReport | None = None) -> tuple[optuna.Study, Objective]:
     """Checks weights, decodes the data into the cache, opens storage and study, and gives a
     search the linked grid's finished trials as history (:func:`hpo.study.take_grid_history`,
     logged in one line).
 
     Everything that can fail on bad input fails here, before any trial is created; the data
     is loaded before the study is opened, since what it is (classes, images, split) is part
-    of the study's identity, checked before anything is stored.
+    of the study's identity, checked before anything is stored. The settings themselves
+    were validated when they were made; what is checked here is how they meet the study
+    file (a pruner or CMA-ES with several objectives).
     """
-    if options.n_trials is not None and options.n_trials < 1:
-        raise ConfigError(f"$n_trials must be at least 1, received {options.n_trials}")
-    if options.recycle_after is not None and options.recycle_after < 1:
-        raise ConfigError(f"$recycle_after must be at least 1 trial (or 0 on the command "
-                          f"line: never), received {options.recycle_after}")
-    kind = canonical_sampler(options.sampler)
-    if config.multi_objective and (options.pruner or config.pruner) != "none":
-        raise ConfigError(f"pruner {options.pruner or config.pruner!r} with objectives "
+    search = settings.search
+    kind = canonical_sampler(search.sampler)
+    if config.multi_objective and (search.pruner or config.pruner) != "none":
+        raise ConfigError(f"pruner {search.pruner or config.pruner!r} with objectives "
                           f"{', '.join(config.objective_names)}: Optuna cannot prune a "
                           "multi-objective trial; use $pruner none")
     if config.multi_objective and kind == "cmaes":
@@ -156,15 +110,15 @@ def prepare_study(config: StudyConfig, options: RunOptions) -> tuple[optuna.Stud
         check_weights(name, arch.weights)
     # The data first: what it is (classes, images, split) is part of the study's identity,
     # checked before anything is stored.
-    objective = Objective(config, replace(options.objective, grid=kind == "grid"))
+    objective = Objective(config, settings.trial, grid=kind == "grid", on_epoch=on_epoch)
     datasets = [objective.dataset(architecture) for architecture in config.architectures]
     identity = study_identity(config, datasets[0])  # one folder, one class list
-    storage = open_storage(options.storage, options.storage_options)
-    with study_lock(storage, options.study_name or config.name):
-        study = open_study(config, storage, sampler=kind, study_name=options.study_name,
-                           seed=options.objective.seed, pruner=options.pruner,
+    storage = open_storage(settings.storage.url, StorageOptions.of(settings.storage))
+    with study_lock(storage, search.study_name or config.name):
+        study = open_study(config, storage, sampler=kind, study_name=search.study_name,
+                           seed=settings.trial.seed, pruner=search.pruner,
                            identity=identity)
-        if options.enqueue_defaults and kind != "grid":
+        if search.enqueue_defaults and kind != "grid":
             enqueue_defaults(study, config)
         history = take_grid_history(study, config)
     if history is not None:
@@ -299,7 +253,7 @@ def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial,
     return state, told
 
 
-def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> optuna.Study:
+def run_study(config: StudyConfig, settings: RunSettings, reporter: Reporter) -> optuna.Study:
     """Runs (or resumes) ``config`` in this process until the grid, n_trials or timeout ends.
 
     Raises:
@@ -307,26 +261,32 @@ def run_study(config: StudyConfig, options: RunOptions, reporter: Reporter) -> o
         KeyboardInterrupt: On Ctrl-C, after the running trial was marked FAIL (the next
             run re-runs its grid point).
     """
-    return run_worker(config, replace(options, recycle_after=None), reporter).study
+    return run_worker(config, settings, reporter).study
 
 
-def grid_claims(study: optuna.Study, config: StudyConfig, options: RunOptions
+def grid_claims(study: optuna.Study, config: StudyConfig, search: SearchSettings
                 ) -> GridClaims | None:
     """The worker's :class:`hpo.study.GridClaims` for a grid study, else None."""
     if not isinstance(study.sampler, WorkerGridSampler):
         return None
-    return GridClaims(study, config, study.sampler, defaults_first=options.enqueue_defaults)
+    return GridClaims(study, config, study.sampler, defaults_first=search.enqueue_defaults)
 
 
-def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> WorkerRun:
-    """:func:`run_study`, stopping early for a fresh process after ``recycle_after`` trials.
+def run_worker(config: StudyConfig, settings: RunSettings, reporter: Reporter, *,
+               run_id: str | None = None, recycle_after: int | None = None) -> WorkerRun:
+    """:func:`run_study`, stopping early for a fresh process after ``recycle_after`` trials
+    (None: never; only the launcher, which can replace its own process, sets it).
+
+    ``run_id`` names the run this worker belongs to: ``n_trials`` is the run's total,
+    counted in the database as the trials stamped with it, across its workers and recycled
+    processes (see :class:`_Budget`); None: a run of this worker alone.
 
     Raises:
         HpoError, KeyboardInterrupt: As :func:`run_study`.
     """
-    study, objective = prepare_study(
-        config, replace(options, objective=replace(options.objective, on_epoch=reporter.epoch)))
-    claims = grid_claims(study, config, options)
+    search = settings.search
+    study, objective = prepare_study(config, settings, on_epoch=reporter.epoch)
+    claims = grid_claims(study, config, search)
     work_left = True
     if claims is not None:
         coverage = claims.coverage()  # its first read serves the first claim too
@@ -336,16 +296,17 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
                       "not done")
     else:
         finished = finished_trials(study)
-        reporter.info(f"study {study.study_name}: sampler {canonical_sampler(options.sampler)}"
+        reporter.info(f"study {study.study_name}: sampler {canonical_sampler(search.sampler)}"
                       f", {finished} trials so far")
     try:
         if work_left:  # the backend's import is the worker's start-up, not a trial's
             objective.warm_up()
-        ran, recycle = _loop(study, claims, objective, options, reporter)
+        ran, recycle = _loop(study, claims, objective, search, reporter,
+                             max_retry=StorageOptions.of(settings.storage).max_retry,
+                             run_id=run_id, recycle_after=recycle_after)
         objective.close()  # the last model is on disk: prune once more with it there
-        if options.objective.artifacts is not None:
-            with study_lock(storage_of(study), study.study_name):
-                options.objective.artifacts.prune_models(study)
+        with study_lock(storage_of(study), study.study_name):
+            objective.artifacts.prune_models(study)
     finally:
         try:
             objective.close()  # the model save in progress finishes (Ctrl-C, SIGTERM too)
@@ -356,7 +317,7 @@ def run_worker(config: StudyConfig, options: RunOptions, reporter: Reporter) -> 
                       "returns the memory the backend keeps between trials)")
         return WorkerRun(study, ran, recycle=True)
     if claims is not None:
-        _report_grid_end(study, claims.coverage(), reporter, options.retry_failed, ran)
+        _report_grid_end(study, claims.coverage(), reporter, search.retry_failed, ran)
     report_best(study, reporter, config.metric)
     return WorkerRun(study, ran)
 
@@ -424,14 +385,15 @@ class _Budget:
 
 
 def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
-          options: RunOptions, reporter: Reporter) -> tuple[int, bool]:
+          search: SearchSettings, reporter: Reporter, *, max_retry: int = 1,
+          run_id: str | None = None, recycle_after: int | None = None) -> tuple[int, bool]:
     """Claims (a grid study's through ``claims``) and runs trials until the budget or the
     grid ends, or it is time for a fresh process; returns how many ran and whether work is
     left for that fresh process."""
-    deadline = None if options.timeout is None else time.monotonic() + options.timeout
-    reaper = _Reaper(study, options.storage_options.max_retry)
-    budget = None if options.n_trials is None else \
-        _Budget(study, options.run_id or uuid.uuid4().hex, options.n_trials)
+    deadline = None if search.timeout is None else time.monotonic() + search.timeout
+    reaper = _Reaper(study, max_retry)
+    budget = None if search.n_trials is None else \
+        _Budget(study, run_id or uuid.uuid4().hex, search.n_trials)
     ran = failures = 0
     while True:
         raise_if_swallowed()  # a Ctrl-C that library code swallowed: no next trial
@@ -450,12 +412,12 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
                 if budget is not None and budget.spent():
                     break
                 reaped = reaper.reap_if_due()
-                if claims is not None and not claims.claim(retries=options.retry_failed):
+                if claims is not None and not claims.claim(retries=search.retry_failed):
                     # before giving up on the grid: a point held by a dead trial is free
                     if reaped or not reaper.reap() or \
-                            not claims.claim(retries=options.retry_failed):
+                            not claims.claim(retries=search.retry_failed):
                         break
-                if options.recycle_after is not None and ran >= options.recycle_after:
+                if recycle_after is not None and ran >= recycle_after:
                     return ran, True  # a claimed grid point is left to the fresh process
                 with warnings.catch_warnings():
                     # hpo records heartbeats itself (hpo.storage._heartbeat) around ask-and-tell.
@@ -466,12 +428,11 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
             state, finished = _run_one(study, objective, trial, release_signals)
         ran += 1
         failures = failures + 1 if state == TrialState.FAIL else 0
-        if options.objective.artifacts is not None:
-            with study_lock(storage_of(study), study.study_name):
-                options.objective.artifacts.prune_models(study)
+        with study_lock(storage_of(study), study.study_name):
+            objective.artifacts.prune_models(study)
         reporter.trial_done(study, finished)
         reason = str(finished.user_attrs.get(attrs.FAIL_REASON, ""))
-        if failures >= options.max_consecutive_failures:
+        if failures >= search.max_consecutive_failures:
             raise TooManyFailures(failures, reason)
     if ran and failures == ran:  # every trial of this run failed: not a success (exit 1)
         raise TooManyFailures(failures, reason)

@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 import optuna
 
+from hpo.config import DEFAULT_STORAGE, StorageSettings
 from hpo.errors import NoStudies, StorageError
 from hpo.storage._heartbeat import StaleTrialRetry
 from hpo.storage._optuna import unwrap_storage
@@ -38,7 +39,6 @@ __all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "STATE_INDEX", "Storage
            "mask_url", "is_sqlite", "open_storage", "close_storage"]
 
 _log = logging.getLogger(__name__)
-DEFAULT_STORAGE = "sqlite:///hpo.db"
 _SCHEMA_LOCK = 0x68706F5F736368  # "hpo_sch": the advisory lock around schema creation
 #: Seconds a connection to a database server may take before the open fails (libpq's
 #: ``connect_timeout``): a server that accepts the TCP connection and never answers would
@@ -67,6 +67,13 @@ class StorageOptions:
     max_retry: int = 1
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    @classmethod
+    def of(cls, settings: StorageSettings) -> StorageOptions:
+        """The options of a run's storage section, as it is (the one place that reads it)."""
+        return cls(heartbeat_interval=settings.heartbeat, grace_period=settings.grace_period,
+                   outage_timeout=settings.outage_timeout,
+                   connect_timeout=settings.connect_timeout)
 
 
 #: user:password@ as SQLAlchemy's make_url reads it: the user name has no ':' or '/' (it may

@@ -27,7 +27,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import StudyConfig
+from hpo.config import FRESH_HEARTBEATS, StudyConfig
 from hpo.errors import StudyError
 from hpo.search import (
     canonical_sampler,
@@ -393,9 +393,6 @@ def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
 
 
-#: Heartbeats a live trial's last one may be behind: a trial is stale only once its last
-#: heartbeat is older than this many of its worker's heartbeat intervals (and the grace).
-FRESH_HEARTBEATS = 2
 def heartbeat_interval(trial: FrozenTrial) -> int | None:
     """Seconds between the heartbeats of the worker running ``trial``, as it recorded them
     (None: it recorded none: a worker of another tool or of an older hpo)."""

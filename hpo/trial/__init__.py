@@ -29,8 +29,8 @@ from hpo.trial._device import (
 )
 from hpo.trial._gpu import gpu_memory_mb, visible_device
 from hpo.trial._objective import (
+    EpochReport,
     Objective,
-    ObjectiveOptions,
     TrialFailed,
     evaluate_classifier,
 )
@@ -41,7 +41,7 @@ _KERAS_NAMES = ("NonFiniteLossError", "NanGuard", "EpochRecorder", "ResultEpoch"
 
 __all__ = [
     "Objective",
-    "ObjectiveOptions",
+    "EpochReport",
     "TrialFailed",
     "evaluate_classifier",
     "PRECISIONS",

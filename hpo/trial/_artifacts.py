@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hpo.config import TrialSettings
 from hpo.storage import best_trial_numbers, storage_of, study_id, unwrap_storage
 from hpo.study import attrs, best_by_metric, metric_maximized, pid_alive
 from hpo.trial import _plots as plots
@@ -97,6 +98,12 @@ class Artifacts:
     keep_models: int = 3
     figures: bool = True
     max_models_gb: float = 10.0
+
+    @classmethod
+    def of(cls, settings: TrialSettings) -> Artifacts:
+        """The artifacts a run's trial section asks for (its folder made absolute)."""
+        return cls(directory=settings.artifacts.resolve(), keep_models=settings.keep_models,
+                   figures=settings.figures, max_models_gb=settings.max_models_gb)
 
     def draw_history(self, folder: Path, title: str, history: dict[str, list[float]],
                      result_epoch: int | None = None) -> list[Path]:

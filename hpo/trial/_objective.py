@@ -18,14 +18,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 
-from hpo.config import StudyConfig
+from hpo.config import StudyConfig, TrialSettings
 from hpo.data import Dataset, load_dataset
 from hpo.errors import HpoError, TrialFailed
 from hpo.search import TrialParams, resolve, suggest
@@ -55,7 +54,7 @@ from hpo.trial._writer import ModelWriter
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Objective", "ObjectiveOptions", "TrialFailed", "evaluate_classifier"]
+__all__ = ["Objective", "EpochReport", "TrialFailed", "evaluate_classifier"]
 
 _log = logging.getLogger(__name__)
 EpochReport = Callable[[optuna.Trial, int, int, dict[str, float], float], None]
@@ -75,36 +74,6 @@ def _collect_garbage() -> None:
     gc.collect()
     if gc.get_freeze_count() == 0:
         gc.freeze()
-
-
-@dataclass(frozen=True)
-class ObjectiveOptions:
-    """How trials are run, apart from what the study file says.
-
-    Attributes:
-        grid: Sample the study's grid (GridSampler) rather than its space.
-        seed: Base seed of weight init and shuffling; None uses the study's.
-        precision: One of :data:`hpo.trial.PRECISIONS`.
-        cache_dir: Image cache folder; None for the default.
-        strict: Fail on an unreadable image, or on the same image in two splits or under
-            two classes, instead of warning.
-        on_epoch: Called after every epoch (progress output), or None.
-        worker: A name for the worker running the trial, recorded with it.
-        artifacts: Where figures and the best models go; None keeps neither.
-        steps_per_execution: Training steps per compiled call (Keras's
-            ``steps_per_execution``); epochs, history, pruning and callbacks at epoch ends
-            are the same for any value.
-    """
-
-    grid: bool = True
-    seed: int | None = None
-    precision: str = "auto"
-    cache_dir: Path | None = None
-    strict: bool = False
-    on_epoch: EpochReport | None = field(default=None, compare=False)
-    worker: str = ""
-    artifacts: Artifacts | None = None
-    steps_per_execution: int = 1
 
 
 def evaluate_classifier(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -152,18 +121,29 @@ class Objective:
 
     Args:
         config: The study.
-        options: How to run the trials.
+        settings: How trials are trained and what they keep (the run's trial section).
+        grid: Sample the study's grid (GridSampler) rather than its space.
+        on_epoch: Called after every epoch (progress output), or None.
+        steps_per_execution: Training steps per compiled call (Keras's
+            ``steps_per_execution``); epochs, history, pruning and callbacks at epoch ends
+            are the same for any value.
     """
 
-    def __init__(self, config: StudyConfig, options: ObjectiveOptions) -> None:
+    def __init__(self, config: StudyConfig, settings: TrialSettings, *, grid: bool = True,
+                 on_epoch: EpochReport | None = None, steps_per_execution: int = 1) -> None:
         self._config = config
-        self._options = options
+        self._settings = settings
+        self._grid = grid
+        self._on_epoch = on_epoch
+        self._steps_per_execution = steps_per_execution
+        #: Where figures and the kept models go (the trial section's artifacts).
+        self.artifacts = Artifacts.of(settings)
         self._datasets: dict[tuple[int, int], Dataset] = {}
         #: Attributes of trials that another worker marked FAIL while they ran (a late
         #: heartbeat): trial number -> attributes, for the runner to keep with the result.
         self.orphaned_attrs: dict[int, dict[str, Any]] = {}
         self._precision: str | None = None  # resolved at the first trial: it imports Keras
-        self._seed = options.seed if options.seed is not None else config.seed
+        self._seed = settings.seed if settings.seed is not None else config.seed
         self._gpu_reader: Callable[[], float] | None = None  # with the precision
         self._fit_seconds = 0.0  # of the trial running, all repeats
         self._models = ModelPool()
@@ -177,12 +157,12 @@ class Objective:
         if self._precision is not None:
             return
         configure_gpus()  # before the backend initialises a GPU
-        self._precision = resolve_precision(self._options.precision)  # imports Keras
+        self._precision = resolve_precision(self._settings.precision)  # imports Keras
         self._gpu_reader = utilization_reader() if gpu_count() > 0 else None
         compile_seconds()  # starts counting compile time (JAX) before the first trial
         import sklearn.metrics  # noqa: F401 -- evaluate_classifier's, on every trial
 
-        if self._options.artifacts is not None and self._options.artifacts.figures:
+        if self.artifacts.figures:
             import matplotlib.backends.backend_agg  # noqa: F401 -- every trial's figures
 
     def close(self) -> None:
@@ -217,7 +197,7 @@ class Objective:
         if size not in self._datasets:
             self._datasets[size] = load_dataset(
                 self._config.data, size, seed=self._config.seed,
-                cache_dir=self._options.cache_dir, strict=self._options.strict)
+                cache_dir=self._settings.cache_dir, strict=self._settings.strict)
         return self._datasets[size]
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -229,7 +209,7 @@ class Objective:
         self._fit_seconds = 0.0
         self.warm_up()
         compiled_before = compile_seconds()
-        sampled = suggest(trial, self._config, grid=self._options.grid)
+        sampled = suggest(trial, self._config, grid=self._grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
         self._note("seed", self._seed)
@@ -237,9 +217,9 @@ class Objective:
         self._note("backend", backend())
         interval = getattr(storage_of(trial.study), "get_heartbeat_interval", lambda: None)()
         # the heartbeat interval too: 'hpo reap' refuses a grace in which it sends none
-        self._note(attrs.WORKER, {**describe_host(), "name": self._options.worker,
+        self._note(attrs.WORKER, {**describe_host(), "name": self._settings.worker_name,
                                   **({"heartbeat_s": interval} if interval else {})})
-        self._note("sampler", "grid" if self._options.grid else "space")
+        self._note("sampler", "grid" if self._grid else "space")
         self._flush(trial)  # where it runs, seen at once by hpo status and same-host reaping
         repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean
         try:
@@ -350,7 +330,7 @@ class Objective:
         built = time.perf_counter()
         model, reused = self._models.acquire(
             shape_key, build, steps_key(params.optimizer, params.optimizer_kwargs,
-                                        self._options.steps_per_execution))
+                                        self._steps_per_execution))
         self._note("model_reused", reused)
         self._note("build_s", round(time.perf_counter() - built, 3))
         try:
@@ -368,8 +348,8 @@ class Objective:
         self._note("n_params", int(model.count_params()))
         self._note("steps_reused", prepare_steps(
             self._models, model, params.optimizer, params.learning_rate,
-            params.optimizer_kwargs, steps_per_execution=self._options.steps_per_execution))
-        on_epoch = self._options.on_epoch
+            params.optimizer_kwargs, steps_per_execution=self._steps_per_execution))
+        on_epoch = self._on_epoch
         recorder = EpochRecorder(
             (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,
             params.epochs)
@@ -420,7 +400,7 @@ class Objective:
             raise TrialFailed(f"training reported no finite {self._config.metric} {which}")
         value = result.value
         result.restore(epochs)  # before anything is evaluated or saved
-        artifacts = self._options.artifacts if first else None
+        artifacts = self.artifacts if first else None
         with contextlib.ExitStack() as figures:
             # The figures are drawn in a thread while this one predicts and records (Agg
             # without pyplot: safe off the main thread), and uploaded before the trial ends.
