@@ -61,3 +61,44 @@ class TestHpoStorage(StorageTestCase):
         opened = open_storage(url, StorageOptions())
         yield opened
         close_storage(opened)
+
+
+def test_hpo_storage_is_what_the_layers_above_may_ask_of_a_storage(tmp_path):
+    """The typed protocol: hpo's RDB storage (and the cache Optuna wraps it in) answers as
+    an HpoStorage with heartbeats; a journal file is neither, and every caller then does
+    without (no heartbeat thread, no tokens to forget, records written at once)."""
+    from hpo.storage import Heartbeats, HpoStorage, heartbeats, hpo_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'c.db'}", StorageOptions(heartbeat_interval=7))
+    journal = open_storage(f"journal:///{tmp_path / 'c.log'}")
+    try:
+        study = optuna.create_study(storage=storage)
+        from hpo.storage import storage_of
+
+        for each in (storage, storage_of(study)):
+            assert isinstance(hpo_storage(each), HpoStorage)
+        beating = heartbeats(storage_of(study))
+        assert isinstance(beating, Heartbeats) and beating.get_heartbeat_interval() == 7
+        assert hpo_storage(journal) is None and heartbeats(journal) is None
+    finally:
+        close_storage(storage)
+
+
+def test_no_layer_above_storage_probes_a_storage_or_digs_into_a_study():
+    """study/, trial/, execution/ (and above) reach hpo's storage through the typed
+    protocol and hpo.storage's functions: no getattr probe of a storage, no
+    ``unwrap_storage``, no ``Study._storage``."""
+    import re
+    from pathlib import Path
+
+    import hpo
+
+    root = Path(hpo.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in ("storage", "testing.py"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"unwrap_storage|\._storage\b|getattr\([^)]*storage", line):
+                found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -22,7 +22,8 @@ import typer
 
 from hpo.config import DEFAULT_RECYCLE_AFTER
 from hpo.errors import ConfigError, NoStudies, StudyError, writing
-from hpo.storage import DEFAULT_STORAGE, mask_url
+from hpo.config import DEFAULT_STORAGE
+from hpo.storage import mask_url
 from hpo.study import attrs
 
 app = typer.Typer(

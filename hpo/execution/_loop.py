@@ -39,7 +39,7 @@ from hpo.storage import (
     study_id,
     study_lock,
     trial_id,
-    unwrap_storage,
+    stored_trials,
     withdraw_waiting_trial,
     withheld_user_attrs,
 )
@@ -177,8 +177,7 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
     ``late_result_at``) and never a second result of the point."""
     storage = storage_of(study)
     with study_lock(storage, study.study_name):
-        others = [t for t in unwrap_storage(storage).get_all_trials(
-            study_id(study), deepcopy=False) if _same_point(frozen, t)]
+        others = [t for t in stored_trials(study) if _same_point(frozen, t)]
         # taken: running or finished since; an earlier failure of the point does not count
         taken = [t for t in others if t.state != TrialState.WAITING and
                  (t.state != TrialState.FAIL or t.number > frozen.number)]

@@ -1,7 +1,10 @@
 """Where studies live: opening SQLite / PostgreSQL / journal storages, the RDB storage that
 rides out database outages and reads a worker's own trials from what it wrote, the
-study-wide lock, trial heartbeats, and the dashboard note written with each trial's end."""
+study-wide lock, trial heartbeats, and the dashboard note written with each trial's end.
+What the layers above may ask of a storage beyond Optuna's, and the invariants hpo's storage
+keeps, are in one place: :mod:`hpo.storage._contract` (:class:`HpoStorage`)."""
 
+from hpo.storage._contract import Heartbeats, HpoStorage, heartbeats, hpo_storage
 from hpo.storage._heartbeat import Heartbeat, StaleTrialRetry
 from hpo.storage._locks import study_lock
 from hpo.storage._notes import NOTE_LIMIT, TrialNote, note_records, set_trial_notes
@@ -22,16 +25,18 @@ from hpo.storage._optuna import (
     journal_file,
     new_trial,
     set_user_attrs,
+    storage_grace,
     storage_of,
+    stored_trials,
     study_id,
     trial_id,
     TrialGroup,
     trial_cache,
     trial_param_groups,
-    unwrap_storage,
     withdraw_waiting_trial,
     withheld_user_attrs,
 )
+from hpo.storage._contract import unwrap_storage
 from hpo.storage._resilient import (
     DEFAULT_OUTAGE_TIMEOUT,
     ResilientRDBStorage,
@@ -51,9 +56,15 @@ __all__ = [
     "is_connection_error",
     "DEFAULT_OUTAGE_TIMEOUT",
     "study_lock",
+    "HpoStorage",
+    "Heartbeats",
+    "hpo_storage",
+    "heartbeats",
     "Heartbeat",
     "StaleTrialRetry",
     "storage_of",
+    "stored_trials",
+    "storage_grace",
     "set_user_attrs",
     "withheld_user_attrs",
     "best_trial_numbers",

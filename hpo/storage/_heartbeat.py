@@ -14,7 +14,8 @@ from types import TracebackType
 
 import optuna
 
-from hpo.storage._optuna import storage_of, trial_id, unwrap_storage
+from hpo.storage._contract import Heartbeats, heartbeats, hpo_storage
+from hpo.storage._optuna import storage_of, trial_id
 
 __all__ = ["Heartbeat", "StaleTrialRetry"]
 
@@ -39,20 +40,14 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self.errors = 0
 
-    def _interval(self) -> int | None:
-        getter = getattr(self._storage, "get_heartbeat_interval", None)
-        return getter() if getter is not None else None
-
-    def _beat(self, interval: int) -> None:
+    def _beat(self, beating: Heartbeats, interval: int) -> None:
         import sqlalchemy.exc
 
         from hpo.errors import StorageError
 
         while True:
             try:
-                # BaseStorage declares no heartbeat; every storage given one (RDB, journal)
-                # implements Optuna's BaseHeartbeat, as the interval read above
-                self._storage.record_heartbeat(self._trial_id)  # type: ignore[attr-defined]
+                beating.record_heartbeat(self._trial_id)
             except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
                     StorageError) as exc:
                 # Optuna wraps a database error in StorageInternalError; hpo's storage
@@ -68,9 +63,11 @@ class Heartbeat:
                 return
 
     def __enter__(self) -> "Heartbeat":
-        interval = self._interval()
-        if interval is not None:
-            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True,
+        beating = heartbeats(self._storage)
+        interval = None if beating is None else beating.get_heartbeat_interval()
+        if beating is not None and interval is not None:
+            self._thread = threading.Thread(target=self._beat, args=(beating, interval),
+                                            daemon=True,
                                             name=f"hpo-heartbeat-{self._trial_id}")
             self._thread.start()
         return self
@@ -98,9 +95,9 @@ class StaleTrialRetry:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self._failed.append(trial.number)
-        forget = getattr(unwrap_storage(storage_of(study)), "forget_tokens", None)
-        if forget is not None:  # its dead worker's next write would have carried them away
-            forget(trial_id(trial))
+        hpo = hpo_storage(storage_of(study))
+        if hpo is not None:  # its dead worker's next write would have carried them away
+            hpo.forget_tokens(trial_id(trial))
         self._retry(study, trial)
 
     def drain(self) -> list[int]:

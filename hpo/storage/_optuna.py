@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import optuna
 from optuna.storages._cached_storage import _CachedStorage  # Optuna internal
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.storage._contract import hpo_storage, unwrap_storage
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = ["OPTUNA_INTERNALS",
-           "storage_of", "trial_id", "study_id", "new_trial", "unwrap_storage", "journal_file",
+           "storage_of", "stored_trials", "storage_grace", "trial_id", "study_id", "new_trial", "unwrap_storage", "journal_file",
            "journal_study_id", "insert_study_system_attrs",
            "LazyTrialCache", "trial_cache", "count_trials", "TrialGroup", "trial_param_groups",
            "write_trial_user_attrs", "set_user_attrs", "withheld_user_attrs",
@@ -39,6 +41,25 @@ __all__ = ["OPTUNA_INTERNALS",
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage ``study`` reads and writes (Optuna's ``Study._storage``)."""
     return study._storage  # Optuna internal (OPTUNA_INTERNALS)
+
+
+def stored_trials(study: optuna.Study, states: Sequence[TrialState] | None = None
+                  ) -> list[FrozenTrial]:
+    """The study's trials (in ``states``) as the database holds them now, not as the
+    study's trial cache last saw them: what a decision between workers (a claim, a reap,
+    a late result) must read."""
+    return list(unwrap_storage(storage_of(study)).get_all_trials(
+        study_id(study), deepcopy=False, states=None if states is None else tuple(states)))
+
+
+def storage_grace(study: optuna.Study) -> float:
+    """Seconds without a heartbeat after which the study's storage finds a trial stale
+    (Optuna's RDB storage's grace period, default two heartbeat intervals); 0 for a storage
+    without heartbeats (a journal file)."""
+    backend = unwrap_storage(storage_of(study))
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return 0
+    return backend.grace_period or 2 * (backend.heartbeat_interval or 0)
 
 
 def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
@@ -59,11 +80,6 @@ def new_trial(study: optuna.Study, created: int) -> optuna.Trial:
     return optuna.Trial(study, created)
 
 
-def unwrap_storage(storage: Any) -> Any:
-    """The RDB storage under the ``_CachedStorage`` an ``optuna.Study`` wraps it in."""
-    return storage._backend if isinstance(storage, _CachedStorage) else storage  # internal
-
-
 def journal_file(storage: Any) -> str | None:
     """The log file of a JournalStorage over a file backend, else None."""
     return getattr(getattr(storage, "_backend", None), "_file_path", None)  # Optuna internal
@@ -78,8 +94,8 @@ def journal_study_id(storage: Any, trial_id: int) -> int:
 def _read(storage: Any, name: str, query: Any) -> Any:
     """``query()``, through the outage retries of hpo's storage when ``storage`` has them
     (a read of hpo's own rides out a database restart as Optuna's reads do)."""
-    retried = getattr(storage, "call_with_retries", None)
-    return query() if retried is None else retried(name, lambda retry: query())
+    hpo = hpo_storage(storage)
+    return query() if hpo is None else hpo.call_with_retries(name, lambda retry: query())
 
 
 #: Every Optuna internal hpo uses (private, or undocumented), checked one by one by
@@ -359,10 +375,9 @@ def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int,
         optuna.exceptions.UpdateFinishedTrialError: The trial is finished (another worker
             failed it as stale); nothing was written.
     """
-    backend = unwrap_storage(storage)
-    batched = getattr(backend, "set_trial_user_attrs", None)
-    if batched is not None:
-        batched(trial_id, attrs, with_end=with_end)
+    hpo = hpo_storage(storage)
+    if hpo is not None:
+        hpo.set_trial_user_attrs(trial_id, attrs, with_end=with_end)
         return
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial_id, key, value)
@@ -372,8 +387,8 @@ def withheld_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int
                         ) -> dict[str, Any]:
     """The records :func:`set_user_attrs` left for a trial's end that were never written
     (its end found it failed by another worker), for the caller to keep elsewhere."""
-    take = getattr(unwrap_storage(storage), "take_withheld_user_attrs", None)
-    return {} if take is None else take(trial_id)
+    hpo = hpo_storage(storage)
+    return {} if hpo is None else hpo.take_withheld_user_attrs(trial_id)
 
 
 def claim_waiting_trial(storage: optuna.storages.RDBStorage, trial_id: int, key: str,

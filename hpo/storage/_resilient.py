@@ -642,3 +642,11 @@ class ResilientRDBStorage(RDBStorage):
     get_best_trial = _retried(RDBStorage.get_best_trial)
     _get_best_trial_id = _retried(RDBStorage._get_best_trial_id)
     record_heartbeat = _retried(RDBStorage.record_heartbeat)
+
+
+if TYPE_CHECKING:
+    from hpo.storage._contract import Heartbeats, HpoStorage
+
+    def _keeps_the_contract(storage: ResilientRDBStorage) -> tuple[HpoStorage, Heartbeats]:
+        """mypy checks here that hpo's storage is what :mod:`hpo.storage._contract` says."""
+        return storage, storage

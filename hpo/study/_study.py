@@ -42,7 +42,9 @@ from hpo.storage import (
     trial_cache,
     trial_id,
     trial_param_groups,
-    unwrap_storage,
+    hpo_storage,
+    storage_grace,
+    stored_trials,
 )
 from hpo.study import _attrs as attrs
 from hpo.study._identity import check_identity, merge_identity, study_identity
@@ -411,8 +413,7 @@ def check_reap_grace(study: optuna.Study, grace: float) -> None:
     """
     from hpo.errors import ConfigError
 
-    running = unwrap_storage(storage_of(study)).get_all_trials(
-        study_id(study), deepcopy=False, states=(TrialState.RUNNING,))
+    running = stored_trials(study, (TrialState.RUNNING,))
     recorded = [(interval, t) for t in running if (interval := heartbeat_interval(t))]
     if not recorded:
         return
@@ -444,15 +445,13 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
     reaped: list[int] = []
     storage = storage_of(study)
     keep_trial_notes(study)  # the trials failed here get their dashboard notes too
-    backend = unwrap_storage(storage)
+    hpo = hpo_storage(storage)
     host = socket.gethostname()
     if grace is None:
-        grace = getattr(backend, "grace_period", None) or \
-            2 * (getattr(backend, "heartbeat_interval", None) or 0)
+        grace = storage_grace(study)
     # RUNNING trials straight from the database (a handful), not filtered out of every
     # trial the study's cache holds
-    running = backend.get_all_trials(study_id(study), deepcopy=False,
-                                     states=(TrialState.RUNNING,))
+    running = stored_trials(study, (TrialState.RUNNING,))
     ages = heartbeat_ages(storage, [trial_id(t) for t in running]) if running else {}
     for trial in running:
         worker = trial.user_attrs.get(attrs.WORKER) or {}
@@ -465,7 +464,7 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
         if _fail(study, trial, f"worker process {worker.get('pid')} on {host} died while "
                                "the trial ran", max_retry):
             reaped.append(trial.number)
-    if getattr(backend, "recovered_within", lambda seconds: False)(grace):
+    if hpo is not None and hpo.recovered_within(grace):
         # the database was just down: every live worker's heartbeat is stale too; wait
         # one grace period after the outage before believing a stale heartbeat
         _log.debug("not reaping stale heartbeats within %s s of a database outage", grace)
@@ -495,9 +494,9 @@ def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, max_retry: int) 
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # another worker reaped it first, or it ended
-    forget = getattr(unwrap_storage(storage), "forget_tokens", None)
-    if forget is not None:  # the dead worker's next write would have carried them away
-        forget(trial_id(trial))
+    hpo = hpo_storage(storage)
+    if hpo is not None:  # the dead worker's next write would have carried them away
+        hpo.forget_tokens(trial_id(trial))
     retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
     if retries < max_retry:
         _requeue(study, storage.get_trial(trial_id(trial)))

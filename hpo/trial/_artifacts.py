@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.config import TrialSettings
-from hpo.storage import best_trial_numbers, storage_of, study_id, unwrap_storage
+from hpo.storage import best_trial_numbers, storage_of, stored_trials, study_id
 from hpo.study import attrs, best_by_metric, metric_maximized, pid_alive
 from hpo.trial import _plots as plots
 
@@ -183,8 +183,7 @@ class Artifacts:
         top = self._top(study)
         keep = {model_path(self.directory, study, number, folder) for number, _ in top}
         running = {model_path(self.directory, study, t.number, folder)
-                   for t in unwrap_storage(storage_of(study)).get_all_trials(
-                       study_id(study), deepcopy=False, states=(TrialState.RUNNING,))}
+                   for t in stored_trials(study, (TrialState.RUNNING,))}
         removed = [path for path in _stale_parts(folder) if _unlink(path)]
         for path in folder.glob("trial-*.keras"):
             if path not in keep and path not in running and _unlink(path):

@@ -28,7 +28,7 @@ from hpo.config import StudyConfig, TrialSettings
 from hpo.data import Dataset, load_dataset
 from hpo.errors import HpoError, TrialFailed
 from hpo.search import TrialParams, resolve, suggest
-from hpo.storage import set_user_attrs, storage_of, trial_id
+from hpo.storage import heartbeats, set_user_attrs, storage_of, trial_id
 from hpo.study import attrs
 from hpo.trial._artifacts import Artifacts
 from hpo.trial._device import (
@@ -215,7 +215,8 @@ class Objective:
         self._note("seed", self._seed)
         self._note("precision", self._precision)
         self._note("backend", backend())
-        interval = getattr(storage_of(trial.study), "get_heartbeat_interval", lambda: None)()
+        beating = heartbeats(storage_of(trial.study))
+        interval = None if beating is None else beating.get_heartbeat_interval()
         # the heartbeat interval too: 'hpo reap' refuses a grace in which it sends none
         self._note(attrs.WORKER, {**describe_host(), "name": self._settings.worker_name,
                                   **({"heartbeat_s": interval} if interval else {})})
