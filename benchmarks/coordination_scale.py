@@ -5,7 +5,7 @@ For each storage (SQLite file; PostgreSQL when ``--postgres URL`` or
 trials is written (grid trials carry GridSampler's own ``grid_id`` / ``search_space``
 attributes and ~20 user attributes, as hpo's trials do), then:
 
-* **hpo**: ``M`` trials through hpo's own worker loop (``hpo.execution._loop``: study lock,
+* **hpo**: ``M`` trials through hpo's own worker loop (``hpo.execution._loop.run_trials``: study lock,
   reaping, grid claim, ask, the trial's records in three writes, tell) with an
   objective that trains nothing;
 * **stock**: ``M`` trials of stock Optuna's ask/tell on the same storage, with the same
@@ -44,7 +44,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
-from hpo.execution._loop import RunOptions, _loop, grid_claims
+from hpo.config import SearchSettings
+from hpo.execution._loop import grid_claims, run_trials
 from hpo.reporting import Reporter
 from hpo.search import WorkerGridSampler, grid_search_space, make_sampler
 from hpo.storage import (
@@ -113,14 +114,15 @@ class _Instant:
     interface as the loop uses it; the last one held for the trial's end, as the
     ``Objective`` does where the revision measured can)."""
 
+    class _NoArtifacts:
+        def prune_models(self, study: optuna.Study) -> None:
+            """Keeps no model (a real run's artifacts setting may: not measured here)."""
+
     def __init__(self, sample: bool) -> None:
-        self.orphaned_attrs: dict[int, dict[str, Any]] = {}
         self._sample = sample
+        self.artifacts = self._NoArtifacts()
 
-    def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
-        trial.set_user_attr(key, value)
-
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial, recorder: Any = None) -> float:
         from hpo.storage import set_user_attrs, trial_id
 
         if self._sample:
@@ -233,10 +235,10 @@ def _hpo_per_trial(url: str, config: Any, name: str, sampler: str, m: int,
     storage = open_storage(url, StorageOptions(heartbeat_interval=60))
     try:
         study = open_study(config, storage, sampler=sampler, study_name=name)
-        options = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=m + 1)
+        search = SearchSettings(study=name, sampler=sampler, study_name=name, n_trials=m + 1)
         reporter = Reporter(metric="val_accuracy", quiet=True)
-        _loop(study, grid_claims(study, config, options), _Instant(sample=sampler != "grid"),
-              options, reporter)
+        run_trials(study, grid_claims(study, config, search),
+                   _Instant(sample=sampler != "grid"), search, reporter)
         # only the trials this loop made (ids above the synthetic study's n): reading all
         # of a 100,000-trial study here would take minutes
         made = unwrap_storage(storage_of(study))._get_trials(study_id(study), None, set(), n)

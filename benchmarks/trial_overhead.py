@@ -28,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import optuna  # noqa: E402
 
 import hpo  # noqa: E402
-from hpo.execution import RunOptions, run_study  # noqa: E402
+from hpo.config import RunSettings  # noqa: E402
+from hpo.execution import run_study  # noqa: E402
 from hpo.reporting import Reporter  # noqa: E402
 
 
@@ -66,8 +67,9 @@ def main() -> None:
         os.environ["HPO_CACHE_DIR"] = str(Path(tmp) / "cache")
         recorder = Recorder(metric=config.metric, quiet=True)
         began = time.perf_counter()
-        run_study(config, RunOptions(sampler="random", storage=f"sqlite:///{tmp}/o.db",
-                                     n_trials=args.trials), recorder)
+        run_study(config, RunSettings.create(study=config.name, sampler="random",
+                                             storage=f"sqlite:///{tmp}/o.db",
+                                             n_trials=args.trials), recorder)
         total = time.perf_counter() - began
     rows = recorder.rows
     gaps = [b["start"] - (a["start"] + a["wall_s"]) for a, b in zip(rows, rows[1:])]

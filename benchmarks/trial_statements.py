@@ -25,7 +25,8 @@ import optuna
 import sqlalchemy
 
 from hpo.config import load_study_config
-from hpo.execution._loop import RunOptions, _loop, grid_claims
+from hpo.config import SearchSettings
+from hpo.execution._loop import grid_claims, run_trials
 from hpo.reporting import Reporter
 from hpo.storage import StorageOptions, close_storage, open_storage
 from hpo.study import open_study
@@ -55,15 +56,16 @@ def count(url: str, sampler: str, trials: int) -> dict[str, float]:
             study = open_study(config, storage, sampler=sampler, study_name=name)
             reporter = Reporter(metric="val_accuracy", quiet=True)
             objective = _Instant(sample=sampler != "grid")
-            warm = RunOptions(sampler=sampler, storage=url, study_name=name, n_trials=3)
-            _loop(study, grid_claims(study, config, warm), objective, warm, reporter)
+            warm = SearchSettings(study=name, sampler=sampler, study_name=name, n_trials=3)
+            run_trials(study, grid_claims(study, config, warm), objective, warm, reporter)
             sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute",
                                     on_statement)
             sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", on_commit)
             try:
-                timed = RunOptions(sampler=sampler, storage=url, study_name=name,
-                                   n_trials=trials)
-                _loop(study, grid_claims(study, config, timed), objective, timed, reporter)
+                timed = SearchSettings(study=name, sampler=sampler, study_name=name,
+                                       n_trials=trials)
+                run_trials(study, grid_claims(study, config, timed), objective, timed,
+                           reporter)
             finally:
                 sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute",
                                         on_statement)

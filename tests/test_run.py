@@ -68,10 +68,10 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_study, sqlite_u
 
     real_train = objective_module.Objective._train
 
-    def flaky(self, trial, params, dataset, started, **kwargs):
+    def flaky(self, trial, recorder, params, dataset, started, **kwargs):
         if params.optimizer == "SGD" and params.learning_rate == 0.01:
             raise NonFiniteLossError("loss became nan at epoch 1, batch 1")
-        return real_train(self, trial, params, dataset, started, **kwargs)
+        return real_train(self, trial, recorder, params, dataset, started, **kwargs)
 
     monkeypatch.setattr(objective_module.Objective, "_train", flaky)
     study = hpo.run(tiny_study, storage=sqlite_url)
@@ -135,7 +135,7 @@ def test_a_bug_that_fails_every_trial_stops_the_worker_after_n_in_a_row(tiny_stu
     from hpo.errors import TooManyFailures
     from hpo.trial import _objective as objective_module
 
-    def broken(self, trial, params, dataset, started, **kwargs):
+    def broken(self, trial, recorder, params, dataset, started, **kwargs):
         return params.no_such_field  # a programming error, not a training failure
 
     monkeypatch.setattr(objective_module.Objective, "_train", broken)

@@ -41,7 +41,6 @@ from hpo.storage import (
     trial_id,
     stored_trials,
     withdraw_waiting_trial,
-    withheld_user_attrs,
 )
 from hpo.study import (
     GridClaims,
@@ -55,7 +54,7 @@ from hpo.study import (
     study_identity,
     take_grid_history,
 )
-from hpo.trial import EpochReport, Objective, TrialFailed
+from hpo.trial import EpochReport, Objective, TrialFailed, TrialRecorder
 
 __all__ = [
     "WorkerRun",
@@ -129,19 +128,19 @@ def prepare_study(config: StudyConfig, settings: RunSettings, *,
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
-          value: float | list[float] | None, orphaned: dict[str, Any]) -> FrozenTrial:
+          value: float | list[float] | None, recorder: TrialRecorder) -> FrozenTrial:
     """Tells Optuna how ``trial`` ended and returns it as stored; keeps a result whose trial
-    was wrongly failed under it (as stale, while it was alive)."""
+    was wrongly failed under it (as stale, while it was alive), with the records that never
+    reached it (``recorder``'s leftovers)."""
     try:
         told = study.tell(trial, value if state == TrialState.COMPLETE else None,
                           state=state, skip_if_finished=True)
     except optuna.exceptions.UpdateFinishedTrialError:  # failed between tell's read and write
         told = storage_of(study).get_trial(trial_id(trial))
-    # the trial's last records, had they not found it failed under us at its end
-    withheld = withheld_user_attrs(storage_of(study), trial_id(trial))
+    leftovers = recorder.leftovers()  # had they not found it failed under us
     if state == TrialState.COMPLETE and told.state != TrialState.COMPLETE and \
             _storable(value):  # not Optuna failing a NaN: the trial was failed under us
-        _keep_result_of_failed_trial(study, told, value, {**orphaned, **withheld})
+        _keep_result_of_failed_trial(study, told, value, leftovers)
     return told
 
 
@@ -222,33 +221,36 @@ def _record_late_result(study: optuna.Study, frozen: FrozenTrial,
                  frozen.number, ", ".join(map(str, taken)), frozen.number, attrs.LATE_RESULT)
 
 
-def _run_one(study: optuna.Study, objective: Objective, trial: optuna.Trial,
-             release_signals: Callable[[], None] = lambda: None
-             ) -> tuple[TrialState, FrozenTrial]:
-    """Runs one trial with a heartbeat; one tell decides its state. Returns the state it
-    ended in and the trial as stored.
+def _run_trial(study: optuna.Study, objective: Objective, trial: optuna.Trial,
+               release_signals: Callable[[], None] = lambda: None
+               ) -> tuple[TrialState, FrozenTrial]:
+    """Runs one trial with a heartbeat and a recorder of its own; one tell decides its
+    state (Optuna's ``_run_trial``). Returns the state the objective ended it in and the
+    trial as stored.
     ``release_signals`` delivers a signal held since the trial was created: inside the
     ``try`` that records why the trial stopped and whose ``finally`` tells its end."""
     state: TrialState = TrialState.FAIL
     value: float | list[float] | None = None
+    recorder = TrialRecorder(trial)
     try:
         with Heartbeat(storage_of(study), trial_id(trial)):
             try:
                 release_signals()
-                value = objective(trial)
+                value = objective(trial, recorder)
                 state = TrialState.COMPLETE
             except optuna.TrialPruned:
                 state = TrialState.PRUNED
             except TrialFailed:
                 state = TrialState.FAIL
             except KeyboardInterrupt:
-                objective.record(trial, attrs.FAIL_REASON, "interrupted (Ctrl-C)")
+                recorder.record(attrs.FAIL_REASON, "interrupted (Ctrl-C)")
                 raise
             except Stopped as stop:
-                objective.record(trial, attrs.FAIL_REASON, str(stop))
+                recorder.record(attrs.FAIL_REASON, str(stop))
                 raise
     finally:
-        told = _tell(study, trial, state, value, objective.orphaned_attrs.pop(trial.number, {}))
+        recorder.flush(with_end=True)  # written with the trial's end, by its tell
+        told = _tell(study, trial, state, value, recorder)
     return state, told
 
 
@@ -300,9 +302,9 @@ def run_worker(config: StudyConfig, settings: RunSettings, reporter: Reporter, *
     try:
         if work_left:  # the backend's import is the worker's start-up, not a trial's
             objective.warm_up()
-        ran, recycle = _loop(study, claims, objective, search, reporter,
-                             max_retry=StorageOptions.of(settings.storage).max_retry,
-                             run_id=run_id, recycle_after=recycle_after)
+        ran, recycle = run_trials(study, claims, objective, search, reporter,
+                                  max_retry=StorageOptions.of(settings.storage).max_retry,
+                                  run_id=run_id, recycle_after=recycle_after)
         objective.close()  # the last model is on disk: prune once more with it there
         with study_lock(storage_of(study), study.study_name):
             objective.artifacts.prune_models(study)
@@ -383,59 +385,141 @@ class _Budget:
                                                       self._run_id)
 
 
-def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
-          search: SearchSettings, reporter: Reporter, *, max_retry: int = 1,
-          run_id: str | None = None, recycle_after: int | None = None) -> tuple[int, bool]:
-    """Claims (a grid study's through ``claims``) and runs trials until the budget or the
-    grid ends, or it is time for a fresh process; returns how many ran and whether work is
-    left for that fresh process."""
-    deadline = None if search.timeout is None else time.monotonic() + search.timeout
-    reaper = _Reaper(study, max_retry)
-    budget = None if search.n_trials is None else \
-        _Budget(study, run_id or uuid.uuid4().hex, search.n_trials)
-    ran = failures = 0
-    while True:
+class _TrialSource:
+    """Where a worker's next trial comes from: the run's budget and deadline, then under the
+    study lock (when one is needed) reaping dead trials, a grid point's claim, and the
+    trial's creation (``ask``, or taking the claimed point)."""
+
+    def __init__(self, study: optuna.Study, claims: GridClaims | None,
+                 search: SearchSettings, *, max_retry: int, run_id: str | None,
+                 recycle_after: int | None) -> None:
+        self._study = study
+        self._claims = claims
+        self._retries = search.retry_failed
+        self._deadline = None if search.timeout is None else \
+            time.monotonic() + search.timeout
+        self._reaper = _Reaper(study, max_retry)
+        self._budget = None if search.n_trials is None else \
+            _Budget(study, run_id or uuid.uuid4().hex, search.n_trials)
+        self._recycle_after = recycle_after
+        #: Trials taken so far.
+        self.taken = 0
+        #: The source stopped for a fresh process (``recycle_after``), with work left.
+        self.recycle = False
+
+    def open(self) -> bool:
+        """Whether the run may start another trial: no swallowed Ctrl-C, time left."""
         raise_if_swallowed()  # a Ctrl-C that library code swallowed: no next trial
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        # A signal between ask() and _run_one's try would leave the new trial RUNNING
-        # until its heartbeat expires: hold it until the trial's end is sure to be told.
-        with held_signals() as release_signals:
-            # The lock makes a grid claim exactly-once, a run's n_trials its total, and one
-            # worker at a time reap. A random or TPE trial of an unbounded run needs none (a
-            # queued trial is claimed by a state change that only one worker wins): a
-            # transaction a trial saved on PostgreSQL.
-            locked = claims is not None or budget is not None or reaper.due()
-            with study_lock(storage_of(study), study.study_name) if locked else \
-                    contextlib.nullcontext():
-                if budget is not None and budget.spent():
-                    break
-                reaped = reaper.reap_if_due()
-                if claims is not None and not claims.claim(retries=search.retry_failed):
-                    # before giving up on the grid: a point held by a dead trial is free
-                    if reaped or not reaper.reap() or \
-                            not claims.claim(retries=search.retry_failed):
-                        break
-                if recycle_after is not None and ran >= recycle_after:
-                    return ran, True  # a claimed grid point is left to the fresh process
-                with warnings.catch_warnings():
-                    # hpo records heartbeats itself (hpo.storage._heartbeat) around ask-and-tell.
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    trial = study.ask() if claims is None else claims.take()
-                if budget is not None:
-                    budget.stamp(trial)
-            state, finished = _run_one(study, objective, trial, release_signals)
-        ran += 1
-        failures = failures + 1 if state == TrialState.FAIL else 0
+        return self._deadline is None or time.monotonic() < self._deadline
+
+    def take(self) -> optuna.Trial | None:
+        """The next trial, RUNNING and this worker's; None when the budget or the grid is
+        spent, or it is time for a fresh process (:attr:`recycle`)."""
+        claims, reaper, budget = self._claims, self._reaper, self._budget
+        # The lock makes a grid claim exactly-once, a run's n_trials its total, and one
+        # worker at a time reap. A random or TPE trial of an unbounded run needs none (a
+        # queued trial is claimed by a state change that only one worker wins): a
+        # transaction a trial saved on PostgreSQL.
+        locked = claims is not None or budget is not None or reaper.due()
+        with study_lock(storage_of(self._study), self._study.study_name) if locked else \
+                contextlib.nullcontext():
+            if budget is not None and budget.spent():
+                return None
+            reaped = reaper.reap_if_due()
+            if claims is not None and not claims.claim(retries=self._retries):
+                # before giving up on the grid: a point held by a dead trial is free
+                if reaped or not reaper.reap() or not claims.claim(retries=self._retries):
+                    return None
+            if self._recycle_after is not None and self.taken >= self._recycle_after:
+                self.recycle = True  # a claimed grid point is left to the fresh process
+                return None
+            with warnings.catch_warnings():
+                # hpo records heartbeats itself (hpo.storage._heartbeat) around ask-and-tell.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = self._study.ask() if claims is None else claims.take()
+            if budget is not None:
+                budget.stamp(trial)
+        self.taken += 1
+        return trial
+
+
+#: What runs after each trial: (study, the state the objective ended it in, the trial as
+#: stored), as Optuna's ``optimize`` callbacks and KerasTuner's ``on_trial_end``.
+AfterTrial = Callable[[optuna.Study, TrialState, FrozenTrial], None]
+
+
+class _ConsecutiveFailures:
+    """Stops the worker after ``limit`` failed trials in a row (KerasTuner's rule: one
+    failed trial is the trial's problem, N in a row the code's or the environment's), and
+    at its end when every trial it ran failed (not a success: exit 1)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._ran = self._failures = 0
+        self._reason = ""
+
+    def __call__(self, study: optuna.Study, state: TrialState, finished: FrozenTrial) -> None:
+        self._ran += 1
+        self._failures = self._failures + 1 if state == TrialState.FAIL else 0
+        self._reason = str(finished.user_attrs.get(attrs.FAIL_REASON, ""))
+        if self._failures >= self._limit:
+            raise TooManyFailures(self._failures, self._reason)
+
+    def check_end(self) -> None:
+        """Raises :class:`TooManyFailures` when every trial of the run failed."""
+        if self._ran and self._failures == self._ran:
+            raise TooManyFailures(self._failures, self._reason)
+
+
+def _prune_models(objective: Objective) -> AfterTrial:
+    """Keeps the best trials' models only, under the study lock."""
+    def prune(study: optuna.Study, state: TrialState, finished: FrozenTrial) -> None:
         with study_lock(storage_of(study), study.study_name):
             objective.artifacts.prune_models(study)
-        reporter.trial_done(study, finished)
-        reason = str(finished.user_attrs.get(attrs.FAIL_REASON, ""))
-        if failures >= search.max_consecutive_failures:
-            raise TooManyFailures(failures, reason)
-    if ran and failures == ran:  # every trial of this run failed: not a success (exit 1)
-        raise TooManyFailures(failures, reason)
-    return ran, False
+    return prune
+
+
+def run_trials(study: optuna.Study, claims: GridClaims | None, objective: Objective,
+               search: SearchSettings, reporter: Reporter, *, max_retry: int = 1,
+               run_id: str | None = None, recycle_after: int | None = None
+               ) -> tuple[int, bool]:
+    """Runs trials of ``search`` from a :class:`_TrialSource` (a grid study's through
+    ``claims``) with the after-trial callbacks (prune the kept models, report, count
+    failures in a row) until the budget or the grid ends, or it is time for a fresh
+    process; returns how many ran and whether work is left for that fresh process.
+
+    Raises:
+        TooManyFailures: ``max_consecutive_failures`` in a row, or every trial failed.
+    """
+    source = _TrialSource(study, claims, search, max_retry=max_retry, run_id=run_id,
+                          recycle_after=recycle_after)
+    failures = _ConsecutiveFailures(search.max_consecutive_failures)
+    ran = _loop(study, source, objective, [
+        _prune_models(objective),
+        lambda study, state, finished: reporter.trial_done(study, finished),
+        failures])
+    if not source.recycle:  # a worker handing over to a fresh process is not judged yet
+        failures.check_end()
+    return ran, source.recycle
+
+
+def _loop(study: optuna.Study, source: _TrialSource, objective: Objective,
+          after_trial: list[AfterTrial]) -> int:
+    """Takes trials from ``source`` and runs each (one tell), then ``after_trial``, until
+    the source has none; returns how many ran."""
+    ran = 0
+    while source.open():
+        # A signal between the trial's creation and _run_trial's try would leave it RUNNING
+        # until its heartbeat expires: hold it until the trial's end is sure to be told.
+        with held_signals() as release_signals:
+            trial = source.take()
+            if trial is None:
+                break
+            state, finished = _run_trial(study, objective, trial, release_signals)
+        ran += 1
+        for callback in after_trial:
+            callback(study, state, finished)
+    return ran
 
 
 def _report_grid_end(study: optuna.Study, coverage: GridCoverage, reporter: Reporter,

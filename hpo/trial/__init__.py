@@ -34,6 +34,7 @@ from hpo.trial._objective import (
     TrialFailed,
     evaluate_classifier,
 )
+from hpo.trial._recorder import TrialRecorder
 from hpo.trial._plots import confusion_matrix, roc_curve, training_curves
 
 _KERAS_NAMES = ("NonFiniteLossError", "NanGuard", "EpochRecorder", "ResultEpoch",
@@ -42,6 +43,7 @@ _KERAS_NAMES = ("NonFiniteLossError", "NanGuard", "EpochRecorder", "ResultEpoch"
 __all__ = [
     "Objective",
     "EpochReport",
+    "TrialRecorder",
     "TrialFailed",
     "evaluate_classifier",
     "PRECISIONS",

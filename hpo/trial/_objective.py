@@ -28,7 +28,7 @@ from hpo.config import StudyConfig, TrialSettings
 from hpo.data import Dataset, load_dataset
 from hpo.errors import HpoError, TrialFailed
 from hpo.search import TrialParams, resolve, suggest
-from hpo.storage import heartbeats, set_user_attrs, storage_of, trial_id
+from hpo.storage import heartbeats, storage_of
 from hpo.study import attrs
 from hpo.trial._artifacts import Artifacts
 from hpo.trial._device import (
@@ -47,6 +47,7 @@ from hpo.trial._gpu import (
     reset_peak_memory,
     utilization_reader,
 )
+from hpo.trial._recorder import TrialRecorder
 from hpo.trial._reuse import ModelPool
 from hpo.trial._steps import compile_seconds, prepare_steps, steps_key
 from hpo.trial._writer import ModelWriter
@@ -139,15 +140,11 @@ class Objective:
         #: Where figures and the kept models go (the trial section's artifacts).
         self.artifacts = Artifacts.of(settings)
         self._datasets: dict[tuple[int, int], Dataset] = {}
-        #: Attributes of trials that another worker marked FAIL while they ran (a late
-        #: heartbeat): trial number -> attributes, for the runner to keep with the result.
-        self.orphaned_attrs: dict[int, dict[str, Any]] = {}
         self._precision: str | None = None  # resolved at the first trial: it imports Keras
         self._seed = settings.seed if settings.seed is not None else config.seed
         self._gpu_reader: Callable[[], float] | None = None  # with the precision
         self._fit_seconds = 0.0  # of the trial running, all repeats
         self._models = ModelPool()
-        self._notes: dict[str, Any] = {}
         self._writer = ModelWriter()
 
     def warm_up(self) -> None:
@@ -170,27 +167,6 @@ class Objective:
         out: end, Ctrl-C, SIGTERM)."""
         self._writer.close()
 
-    def record(self, trial: optuna.Trial, key: str, value: Any) -> None:
-        """Sets a user attribute now (with any noted before it); keeps it aside if the
-        trial was failed under our feet."""
-        self._note(key, value)
-        self._flush(trial)
-
-    def _note(self, key: str, value: Any) -> None:
-        """Notes a user attribute, written with the others at the next :meth:`_flush`
-        (after the trial's set-up, after ``fit``, at its end): one transaction each, not
-        one per attribute."""
-        self._notes[key] = value
-
-    def _flush(self, trial: optuna.Trial, *, with_end: bool = False) -> None:
-        notes, self._notes = self._notes, {}
-        if not notes:
-            return
-        try:
-            set_user_attrs(trial.storage, trial_id(trial), notes, with_end=with_end)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            self.orphaned_attrs.setdefault(trial.number, {}).update(notes)
-
     def dataset(self, architecture: str) -> Dataset:
         """The study's images at ``architecture``'s size, decoded once and memory-mapped."""
         size = self._config.architectures[architecture].image_size
@@ -200,11 +176,17 @@ class Objective:
                 cache_dir=self._settings.cache_dir, strict=self._settings.strict)
         return self._datasets[size]
 
-    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+    def __call__(self, trial: optuna.Trial, recorder: TrialRecorder | None = None
+                 ) -> float | list[float]:
         """Trains the trial's configuration (``repeats`` times) and returns its value: the
         validation metric at the result epoch, or one value per objective of a
-        multi-objective study (each the mean over the repeats)."""
+        multi-objective study (each the mean over the repeats).
 
+        ``recorder``: where the trial's records go; the run loop makes it, and flushes its
+        last records with the trial's end. Without one (``Study.optimize``), the objective
+        makes its own and flushes it before returning."""
+        own = recorder is None
+        recorder = recorder if recorder is not None else TrialRecorder(trial)
         started = time.perf_counter()
         self._fit_seconds = 0.0
         self.warm_up()
@@ -212,22 +194,22 @@ class Objective:
         sampled = suggest(trial, self._config, grid=self._grid)
         params = resolve(self._config, sampled)
         dataset = self.dataset(params.architecture)
-        self._note("seed", self._seed)
-        self._note("precision", self._precision)
-        self._note("backend", backend())
+        recorder.note("seed", self._seed)
+        recorder.note("precision", self._precision)
+        recorder.note("backend", backend())
         beating = heartbeats(storage_of(trial.study))
         interval = None if beating is None else beating.get_heartbeat_interval()
         # the heartbeat interval too: 'hpo reap' refuses a grace in which it sends none
-        self._note(attrs.WORKER, {**describe_host(), "name": self._settings.worker_name,
+        recorder.note(attrs.WORKER, {**describe_host(), "name": self._settings.worker_name,
                                   **({"heartbeat_s": interval} if interval else {})})
-        self._note("sampler", "grid" if self._grid else "space")
-        self._flush(trial)  # where it runs, seen at once by hpo status and same-host reaping
+        recorder.note("sampler", "grid" if self._grid else "space")
+        recorder.flush()  # where it runs, seen at once by hpo status and same-host reaping
         repeats = self._config.repeats  # runs with seeds seed, seed+1, ...; value: the mean
         try:
             runs: list[dict[str, float]] = []
             tests = []
             for repeat in range(repeats):
-                measures, evaluation = self._train(trial, params, dataset, started,
+                measures, evaluation = self._train(trial, recorder, params, dataset, started,
                                                    seed=self._seed + repeat,
                                                    first=repeat == 0)
                 runs.append(measures)
@@ -235,7 +217,7 @@ class Objective:
                     tests.append(evaluation["test_accuracy"])
             names = self._config.objective_names
             if repeats > 1:
-                self._aggregate(trial, [run[names[0]] for run in runs], tests,
+                self._aggregate(recorder, [run[names[0]] for run in runs], tests,
                                 [int(run["result_epoch"]) for run in runs])
             values = [float(np.mean([run[name] for run in runs])) for name in names]
             return values[0] if len(values) == 1 else values
@@ -246,21 +228,22 @@ class Objective:
             # max_consecutive_failures in a row (a bug or a broken environment fails them all).
             kind = "out of memory" if is_out_of_memory(exc) else exc.__class__.__name__
             reason = f"{kind}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            self._note(attrs.FAIL_REASON, reason)
+            recorder.note(attrs.FAIL_REASON, reason)
             if not isinstance(exc, training_errors()):  # not a known training failure: keep
                 import traceback  # where it came from, for the bug report
 
-                self._note(attrs.FAIL_TRACEBACK,
+                recorder.note(attrs.FAIL_TRACEBACK,
                            "".join(traceback.format_exception(exc))[-4000:])
             raise TrialFailed(reason) from exc
         finally:
             wall = time.perf_counter() - started
-            self._note(attrs.WALL_TIME, round(wall, 3))
-            self._note("outside_fit_s", round(wall - self._fit_seconds, 3))
+            recorder.note(attrs.WALL_TIME, round(wall, 3))
+            recorder.note("outside_fit_s", round(wall - self._fit_seconds, 3))
             compiled_after = compile_seconds()
             if compiled_before is not None and compiled_after is not None:
-                self._note("compile_s", round(compiled_after - compiled_before, 3))
-            self._flush(trial, with_end=True)  # written with the trial's end, by its tell
+                recorder.note("compile_s", round(compiled_after - compiled_before, 3))
+            if own:  # else the loop writes them with the trial's end, by its tell
+                recorder.flush(with_end=True)
             _collect_garbage()
 
     def _save_in_background(self, number: int, model: "keras.Model", path: Path,
@@ -279,25 +262,25 @@ class Objective:
 
         self._writer.submit(save)
 
-    def _aggregate(self, trial: optuna.Trial, values: list[float],
+    def _aggregate(self, recorder: TrialRecorder, values: list[float],
                    tests: list[float], epochs: list[int]) -> None:
         """Records the repeats' metric values, seeds, result epochs and statistics."""
         from hpo.statistics import summarize
 
         summary = summarize(values)
-        self._note(attrs.REPEAT_VALUES, values)
-        self._note("repeat_seeds", [self._seed + r for r in range(len(values))])
-        self._note("repeat_result_epochs", epochs)
-        self._note("value_mean", summary["mean"])
-        self._note(attrs.VALUE_STD, summary["std"])
-        self._note("value_ci95", summary["ci95"])
-        self._note("value_ci95_method", summary["ci95_method"])
+        recorder.note(attrs.REPEAT_VALUES, values)
+        recorder.note("repeat_seeds", [self._seed + r for r in range(len(values))])
+        recorder.note("repeat_result_epochs", epochs)
+        recorder.note("value_mean", summary["mean"])
+        recorder.note(attrs.VALUE_STD, summary["std"])
+        recorder.note("value_ci95", summary["ci95"])
+        recorder.note("value_ci95_method", summary["ci95_method"])
         if tests:
-            self._note("repeat_test_accuracies", tests)
-            self._note(attrs.TEST_ACCURACY, summarize(tests)["mean"])
+            recorder.note("repeat_test_accuracies", tests)
+            recorder.note(attrs.TEST_ACCURACY, summarize(tests)["mean"])
 
-    def _train(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
-               started: float, *, seed: int, first: bool
+    def _train(self, trial: optuna.Trial, recorder: TrialRecorder, params: TrialParams,
+               dataset: Dataset, started: float, *, seed: int, first: bool
                ) -> tuple[dict[str, float], dict[str, Any]]:
         """One training run; returns what it measured for :data:`hpo.config.OBJECTIVES` (the
         metric at the result epoch, the training seconds, the parameter count; and that
@@ -332,26 +315,27 @@ class Objective:
         model, reused = self._models.acquire(
             shape_key, build, steps_key(params.optimizer, params.optimizer_kwargs,
                                         self._steps_per_execution))
-        self._note("model_reused", reused)
-        self._note("build_s", round(time.perf_counter() - built, 3))
+        recorder.note("model_reused", reused)
+        recorder.note("build_s", round(time.perf_counter() - built, 3))
         try:
-            return self._fit_and_evaluate(trial, params, dataset, model, started,
+            return self._fit_and_evaluate(trial, recorder, params, dataset, model, started,
                                           seed=seed, first=first)
         finally:
             self._models.release(model)  # a model being saved is given back by the save
 
-    def _fit_and_evaluate(self, trial: optuna.Trial, params: TrialParams, dataset: Dataset,
-                          model: "keras.Model", started: float, *, seed: int, first: bool
+    def _fit_and_evaluate(self, trial: optuna.Trial, recorder: TrialRecorder,
+                          params: TrialParams, dataset: Dataset, model: "keras.Model",
+                          started: float, *, seed: int, first: bool
                           ) -> tuple[dict[str, float], dict[str, Any]]:
         from hpo.data import ArrayBatches
         from hpo.trial._callbacks import EpochRecorder, NanGuard, ResultEpoch, pruning_callback
 
-        self._note("n_params", int(model.count_params()))
-        self._note("steps_reused", prepare_steps(
+        recorder.note("n_params", int(model.count_params()))
+        recorder.note("steps_reused", prepare_steps(
             self._models, model, params.optimizer, params.learning_rate,
             params.optimizer_kwargs, steps_per_execution=self._steps_per_execution))
         on_epoch = self._on_epoch
-        recorder = EpochRecorder(
+        per_epoch = EpochRecorder(
             (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,
             params.epochs)
         train = ArrayBatches(dataset.train.x, dataset.train.y, batch_size=params.batch_size,
@@ -367,35 +351,35 @@ class Objective:
         result = ResultEpoch(self._config.metric, policy=policy,
                              maximize=self._config.direction == "maximize")
         try:
-            callbacks = [NanGuard(), recorder, result]
+            callbacks = [NanGuard(), per_epoch, result]
             if first and not self._config.multi_objective:  # Optuna prunes single values
                 callbacks.append(pruning_callback(trial, result))  # after ``result``
             with monitor:
                 model.fit(train, validation_data=validation, epochs=params.epochs,
                           verbose=0, callbacks=callbacks)
         finally:
-            epochs = len(recorder.history.get("loss", []))
+            epochs = len(per_epoch.history.get("loss", []))
             if first:  # a pruned run's too: its value is its result epoch's metric
-                self._note("history", recorder.history)
-                self._note("epoch_times_s", [round(t, 3) for t in recorder.epoch_times])
-                self._note("epochs_trained", epochs)
+                recorder.note("history", per_epoch.history)
+                recorder.note("epoch_times_s", [round(t, 3) for t in per_epoch.epoch_times])
+                recorder.note("epochs_trained", epochs)
                 if result.epoch is not None:
-                    self._note(attrs.RESULT_EPOCH, result.epoch)
-                    self._note(attrs.RESULT_EPOCH_POLICY, policy)
+                    recorder.note(attrs.RESULT_EPOCH, result.epoch)
+                    recorder.note(attrs.RESULT_EPOCH_POLICY, policy)
                 if result.best_epoch is not None:
-                    self._note("best_epoch", result.best_epoch)
+                    recorder.note("best_epoch", result.best_epoch)
             fit_seconds = time.perf_counter() - fit_started
             self._fit_seconds += fit_seconds
-            self._note("train_time_s", round(fit_seconds, 3))
+            recorder.note("train_time_s", round(fit_seconds, 3))
             if epochs and fit_seconds > 0:  # training images per second of fit, all epochs
-                self._note("images_per_s",
+                recorder.note("images_per_s",
                             round(epochs * len(dataset.train.y) / fit_seconds, 1))
             for key, value in monitor.facts().items():
-                self._note(key, value)
+                recorder.note(key, value)
             if self._gpu_reader is not None and (peak := peak_memory_bytes()) is not None:
-                self._note("gpu_peak_memory_mb", round(peak / 2**20, 1))
-            if recorder.first_step_at is not None:
-                self._note("startup_s", round(recorder.first_step_at - started, 3))
+                recorder.note("gpu_peak_memory_mb", round(peak / 2**20, 1))
+            if per_epoch.first_step_at is not None:
+                recorder.note("startup_s", round(per_epoch.first_step_at - started, 3))
         if result.epoch is None or result.value is None:
             which = "at its final epoch" if policy == "final" and epochs else "at any epoch"
             raise TrialFailed(f"training reported no finite {self._config.metric} {which}")
@@ -412,7 +396,7 @@ class Objective:
                     ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-figures"))
                 title = f"trial {trial.number}"
                 drawn.append(painter.submit(artifacts.draw_history, folder, title,
-                                            recorder.history, result.epoch))
+                                            per_epoch.history, result.epoch))
             evaluation: dict[str, Any] = {"classes": list(dataset.classes)}
             probabilities = None
             if dataset.test is not None:
@@ -424,12 +408,12 @@ class Objective:
                     dataset.test.y if dataset.test is not None else None, probabilities))
             if first:
                 for key, item in evaluation.items():
-                    self._note(key, item)
-            self._flush(trial)  # and learn whether another worker failed the trial meanwhile
-            if artifacts is not None and trial.number not in self.orphaned_attrs:
+                    recorder.note(key, item)
+            recorder.flush()  # and learn whether another worker failed the trial meanwhile
+            if artifacts is not None and not recorder.failed_under_us:
                 path = artifacts.model_to_keep(trial.study, trial.number, float(value))
                 if path is not None:
-                    self._note("model_path", str(path))
+                    recorder.note("model_path", str(path))
                     self._save_in_background(trial.number, model, path, artifacts)
                 artifacts.upload(trial, [file for job in drawn for file in job.result()])
         measures = {self._config.metric: float(value), "train_time": round(fit_seconds, 3),
