@@ -538,9 +538,9 @@ def test_hpo_run_gives_the_callers_signal_handlers_back(tiny_study, sqlite_url):
 
         train = Objective.__call__
 
-        def training(self, trial):  # what is in place while a trial trains
+        def training(self, trial, recorder=None):  # what is in place while a trial trains
             seen.append({s: signal.getsignal(s) for s in saved})
-            return train(self, trial)
+            return train(self, trial, recorder)
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Objective, "__call__", training)
