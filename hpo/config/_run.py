@@ -49,6 +49,7 @@ _EXPECTED = {
     "recycle_after": "0 (never) or more trials",
     "max_consecutive_failures": "at least 1",
     "precision": "one of auto, float32, mixed_float16, mixed_bfloat16",
+    "steps_per_execution": "from 1 to 10000",
 }
 
 
@@ -96,6 +97,7 @@ class RunSettings(BaseModel):
     recycle_after: int | None = Field(default=None, ge=0)
     max_consecutive_failures: int = Field(default=3, ge=1)
     compile_cache: bool = True
+    steps_per_execution: int = Field(default=1, ge=1, le=10_000)
 
     @classmethod
     def create(cls, **values: Any) -> RunSettings:

@@ -178,6 +178,7 @@ def plan_run(settings: RunSettings, config: StudyConfig | None = None,
         objective=ObjectiveOptions(
             seed=settings.seed, precision=settings.precision, cache_dir=settings.cache_dir,
             strict=settings.strict, worker=settings.worker_name,
+            steps_per_execution=settings.steps_per_execution,
             artifacts=Artifacts(directory=settings.artifacts.resolve(),
                                 keep_models=settings.keep_models, figures=settings.figures,
                                 max_models_gb=settings.max_models_gb)),

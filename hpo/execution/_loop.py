@@ -450,10 +450,11 @@ def _loop(study: optuna.Study, claims: GridClaims | None, objective: Objective,
                 if budget is not None and budget.spent():
                     break
                 reaped = reaper.reap_if_due()
-                if claims is not None and not claims.claim(retries=options.retry_failed):
+                if claims is not None and not claims.claim(
+                        retries=options.retry_failed, prefer=objective.compiled_for):
                     # before giving up on the grid: a point held by a dead trial is free
-                    if reaped or not reaper.reap() or \
-                            not claims.claim(retries=options.retry_failed):
+                    if reaped or not reaper.reap() or not claims.claim(
+                            retries=options.retry_failed, prefer=objective.compiled_for):
                         break
                 if options.recycle_after is not None and ran >= options.recycle_after:
                     return ran, True  # a claimed grid point is left to the fresh process

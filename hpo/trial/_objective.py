@@ -16,7 +16,7 @@ import gc
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +220,29 @@ class Objective:
                 cache_dir=self._options.cache_dir, strict=self._options.strict)
         return self._datasets[size]
 
+    def _shape_key(self, params: TrialParams, dataset: Dataset) -> Hashable:
+        """What the model pool keys a built model by: everything its variables' shapes and
+        values at build depend on."""
+        return (params.architecture, dataset.input_shape, len(dataset.classes),
+                self._config.architectures[params.architecture].weights, self._precision,
+                repr(sorted(params.model_kwargs.items())))
+
+    def compiled_for(self, point: Mapping[str, Any]) -> bool:
+        """Whether this process holds a model with compiled steps that trained at the
+        batch size of grid point ``point`` (a trial of it would compile nothing): for a
+        grid worker to take such points first."""
+        if self._precision is None:  # before the first trial: nothing compiled yet
+            return False
+        params = resolve(self._config, point)
+        size = self._config.architectures[params.architecture].image_size
+        dataset = self._datasets.get(size)
+        if dataset is None:
+            return False
+        return self._models.compiled(
+            self._shape_key(params, dataset),
+            steps_key(params.optimizer, params.optimizer_kwargs,
+                      self._options.steps_per_execution), params.batch_size)
+
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         """Trains the trial's configuration (``repeats`` times) and returns its value: the
         validation metric at the result epoch, or one value per objective of a
@@ -335,8 +358,7 @@ class Objective:
         keras.utils.set_random_seed(seed)
         apply_precision(str(self._precision))
         weights = self._config.architectures[params.architecture].weights
-        shape_key = (params.architecture, dataset.input_shape, len(dataset.classes), weights,
-                     self._precision, repr(sorted(params.model_kwargs.items())))
+        shape_key = self._shape_key(params, dataset)
 
         def build() -> "keras.Model":
             # Keras's global state (layer names, the graph of TensorFlow) starts afresh for
@@ -366,9 +388,12 @@ class Objective:
         from hpo.trial._callbacks import EpochRecorder, NanGuard, ResultEpoch, pruning_callback
 
         self._note("n_params", int(model.count_params()))
-        self._note("steps_reused", prepare_steps(
+        reused, traced = prepare_steps(
             self._models, model, params.optimizer, params.learning_rate,
-            params.optimizer_kwargs, steps_per_execution=self._options.steps_per_execution))
+            params.optimizer_kwargs, steps_per_execution=self._options.steps_per_execution,
+            batch_size=params.batch_size)
+        self._note("steps_reused", reused)  # compiled steps kept from an earlier trial
+        self._note("steps_traced", traced)  # ... having trained at this batch size before
         on_epoch = self._options.on_epoch
         recorder = EpochRecorder(
             (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,
