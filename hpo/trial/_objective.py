@@ -39,6 +39,7 @@ from hpo.trial._device import (
     describe_host,
     gpu_count,
     is_out_of_memory,
+    keep_tensorflow_unloaded,
     resolve_precision,
     training_errors,
 )
@@ -178,6 +179,7 @@ class Objective:
             return
         configure_gpus()  # before the backend initialises a GPU
         self._precision = resolve_precision(self._options.precision)  # imports Keras
+        keep_tensorflow_unloaded()  # under JAX: set_random_seed would import it
         self._gpu_reader = utilization_reader() if gpu_count() > 0 else None
         compile_seconds()  # starts counting compile time (JAX) before the first trial
         import sklearn.metrics  # noqa: F401 -- evaluate_classifier's, on every trial
