@@ -128,13 +128,16 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
     }
     # Compile seconds (JAX) of trials whose worker had compiled their steps before (the
     # steps reused) and of the others; first and later epochs' wall times.
-    compiled = [(t.user_attrs["compile_s"], t.user_attrs.get("steps_reused", False))
+    # "Compiled before": the steps kept from an earlier trial and trained at this batch size
+    # before (``steps_traced``); a tree older than that attribute says only ``steps_reused``.
+    compiled = [(t.user_attrs["compile_s"],
+                 t.user_attrs.get("steps_traced", t.user_attrs.get("steps_reused", False)))
                 for t in trials if "compile_s" in t.user_attrs]
     first_of_shape = [c for c, reused in compiled if not reused]
     on_reused = [c for c, reused in compiled if reused]
     epochs = [t.user_attrs["epoch_times_s"] for t in trials if t.user_attrs.get("epoch_times_s")]
     result.update({
-        "trials_on_reused_steps": len(on_reused) if compiled else None,
+        "trials_compiled_before": len(on_reused) if compiled else None,
         "compile_s_first_of_shape_median": round(statistics.median(first_of_shape), 3)
         if first_of_shape else None,
         "compile_s_reused_median": round(statistics.median(on_reused), 3)
@@ -178,6 +181,9 @@ def main() -> None:
     parser.add_argument("--extra", default="",
                         help="more hpo run arguments for every side, e.g. "
                              "'--sampler tpe --pruner hyperband --n-trials 16'")
+    parser.add_argument("--after-extra", default="",
+                        help="more hpo run arguments for the working tree's sides only, e.g. "
+                             "'--steps-per-execution 8' against --before-tree of this tree")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if Path(args.study).is_file():  # a study file: the runs start in a temporary folder
@@ -194,6 +200,7 @@ def main() -> None:
                     "python": platform.python_version(), "gpu": gpu_name,
                     "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow")},
         "rounds": args.rounds, "packed_per_gpu": args.packed or None,
+        "extra": args.extra or None, "after_extra": args.after_extra or None,
         "warm": args.warm, "warm_trials": args.warm_trials or "study",
     }
 
@@ -210,8 +217,9 @@ def main() -> None:
             _export(args.before, before)
         cache = Path(tmp) / "cache"
         common = tuple(args.extra.split())
-        sides = {"before": (before, common), "after": (ROOT, common),
-                 "packed": (ROOT, (*common, "--gpus", "0", "--trials-per-gpu",
+        mine = (*common, *args.after_extra.split())
+        sides = {"before": (before, common), "after": (ROOT, mine),
+                 "packed": (ROOT, (*mine, "--gpus", "0", "--trials-per-gpu",
                                    str(args.packed)))}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in order}
         try:

@@ -27,7 +27,7 @@ SETTINGS = frozenset({
     "precision", "pruner", "retry_failed", "heartbeat", "grace", "outage_timeout", "cache_dir",
     "strict", "quiet", "artifacts", "keep_models", "max_models_gb", "figures", "workers", "gpus", "trials_per_gpu", "worker_name",
     "log_json", "objectives", "repeats", "enqueue_defaults", "isolate", "recycle_after",
-    "max_consecutive_failures", "compile_cache", "connect_timeout", "max_retry", "host", "port", "allow_write", "token_file",
+    "max_consecutive_failures", "compile_cache", "steps_per_execution", "connect_timeout", "max_retry", "host", "port", "allow_write", "token_file",
     "force",
     "model", "out", "format",
 })

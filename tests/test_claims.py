@@ -120,3 +120,27 @@ def test_the_claims_coverage_is_grid_coverage_without_a_second_read(grid_study, 
     assert (len(coverage.done), len(coverage.running), len(coverage.failed)) == (3, 2, 2)
     assert claims.claim(retries=0)  # a WAITING trial is there: nothing new read whole
     assert reads[0] == -1 and all(after >= 0 for after in reads[1:])
+
+
+def test_a_worker_takes_the_points_it_has_compiled_first_and_each_point_once(grid_study):
+    """``prefer`` (the worker's compiled steps) reorders claims within the lookahead; two
+    workers, one preferring batch size 32, another nothing, still run the 12 points once."""
+    config, study = grid_study
+    prefers = GridClaims(study, config, study.sampler)
+    plain = GridClaims(study, config, study.sampler)
+    order = [point for _, point in prefers._order]
+    taken = []
+    while True:
+        if not prefers.claim(retries=1, prefer=lambda point: point["batch_size"] == 32):
+            break
+        taken.append(dict(_run(study, prefers).params))
+        if plain.claim(retries=1, prefer=lambda point: False):
+            _run(study, plain)
+    # the first worker's first four trials are the four batch-32 points it had not
+    # seen another worker start, in grid order; then it goes on in grid order
+    thirty_two = [p for p in order if p["batch_size"] == 32]
+    assert [p for p in taken if p["batch_size"] == 32] == thirty_two
+    assert taken[:len(thirty_two)] == thirty_two
+    params = [tuple(sorted(t.params.items())) for t in study.get_trials()]
+    assert len(params) == len(set(params)) == 12
+    assert all(t.state == TrialState.COMPLETE for t in study.get_trials())

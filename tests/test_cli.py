@@ -236,11 +236,16 @@ def test_jax_compiles_once_per_host_into_the_cache_folder(tmp_path, tiny_study):
     pytest.importorskip("jax", reason="JAX is not installed (pip install '.[jax]')")
     env = {**os.environ, "KERAS_BACKEND": "jax", "HPO_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # ``hpo run``, saying at exit whether TensorFlow (installed beside JAX here) was loaded
+    hpo_run = ("import atexit, sys; atexit.register(lambda: print('tensorflow loaded:', "
+               "'tensorflow' in sys.modules)); from hpo.cli._app import main; main()")
     result = subprocess.run(
-        [sys.executable, "-m", "hpo", "run", "--study", str(tiny_study), "--n-trials", "1",
+        [sys.executable, "-c", hpo_run, "run", "--study", str(tiny_study), "--n-trials", "1",
          "--storage", f"sqlite:///{tmp_path / 's.db'}", "--quiet"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
+    # a JAX worker never imports TensorFlow (Keras's set_random_seed would: 5.7 s)
+    assert "tensorflow loaded: False" in result.stdout
     compiled = list((tmp_path / "cache" / "compile" / "jax").iterdir())
     assert compiled, "the first trial's XLA programs are kept for the next worker"
     # the trial's seconds spent compiling (JAX's compile events) and each epoch's seconds

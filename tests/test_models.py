@@ -165,3 +165,38 @@ def test_a_model_held_by_its_save_is_not_handed_out(tmp_path):
     pool.release(first, held=True)  # the save is done
     third, reused = pool.acquire("key", build)
     assert third is first and reused
+
+
+def test_the_pool_keeps_a_compiled_model_per_optimizer_within_its_bounds():
+    """A new optimizer gets a new model while the pool has room, so the models compiled
+    under the others keep their steps; past ``per_key`` models the least recently used is
+    compiled again; idle models past a shape's first are dropped beyond ``max_bytes``."""
+    from hpo.trial._reuse import ModelPool
+    from hpo.trial._steps import CompiledSteps
+
+    def build():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+    def trial(pool, steps):  # as a trial does: take, compile under its steps key, give back
+        model, _ = pool.acquire("shape", build, steps)
+        entry = pool.entry(model)
+        if entry.steps is None or entry.steps.key != steps:
+            entry.steps = CompiledSteps(key=steps, batch_sizes={32})
+        pool.release(model)
+        return model
+
+    pool = ModelPool(per_key=2)
+    adam = trial(pool, "Adam")
+    sgd = trial(pool, "SGD")
+    assert sgd is not adam  # room for a second model: Adam's keeps its steps
+    assert pool.compiled("shape", "Adam", 32) and not pool.compiled("shape", "Adam", 64)
+    assert trial(pool, "Adam") is adam and trial(pool, "SGD") is sgd
+    assert trial(pool, "RMSprop") is adam  # no room: the least recently used is recompiled
+    assert not pool.compiled("shape", "Adam", 32)
+    assert trial(pool, "SGD") is sgd
+
+    frugal = ModelPool(per_key=4, max_bytes=0)  # only each shape's first idle model kept
+    adam = trial(frugal, "Adam")
+    sgd = trial(frugal, "SGD")
+    assert trial(frugal, "SGD") is sgd  # the most recently used stays
+    assert trial(frugal, "Adam") not in (adam, sgd)  # Adam's was dropped past the bytes

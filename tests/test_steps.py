@@ -13,17 +13,19 @@ from pathlib import Path
 
 import pytest
 
-# Trials of one model shape, in order: (optimizer, learning rate, internals). Same steps key
-# twice in a row (reused steps), internals changed between trials (beta_1, rho, momentum:
-# a new compile).
+# Trials of one model shape, in order: (optimizer, learning rate, internals), on a pool of
+# two models per shape. Two optimizers alternating (each keeps its compiled model: the
+# third trial reuses the first's steps), internals changed between trials (beta_1, rho,
+# momentum: the least recently used model is compiled again), reused steps at a new batch
+# size (the fifth).
 # Six trials (each trained twice: on the pool's model and on a fresh one) keep the test's
 # cost down on 2 cores; every kind of change is in them once.
 _TRIALS = [
     ("Adam", 0.01, {}),
+    ("SGD", 0.05, {"momentum": 0.9}),
     ("Adam", 0.003, {}),
     ("Adam", 0.01, {"beta_1": 0.5}),
-    ("SGD", 0.05, {"momentum": 0.9}),
-    ("SGD", 0.02, {"momentum": 0.9}),
+    ("Adam", 0.02, {"beta_1": 0.5}),
     ("RMSprop", 0.01, {"rho": 0.8}),
 ]
 
@@ -54,23 +56,46 @@ _SCRIPT = textwrap.dedent("""
         return {"history": history.history,
                 "weights": [w.tolist() for w in model.get_weights()]}
 
-    pool, results = ModelPool(keys=2, per_key=1), []
+    pool, results = ModelPool(keys=2, per_key=2), []
     for seed, (optimizer, lr, internals) in enumerate(trials):
         batch = 16 if seed == 4 else 8  # a new input shape on reused steps
         keras.utils.set_random_seed(seed)
+        warm = pool.compiled("shape", steps_key(optimizer, internals), batch)
         model, _ = pool.acquire("shape", build, steps_key(optimizer, internals))
-        reused = prepare_steps(pool, model, optimizer, lr, internals)
+        reused, traced = prepare_steps(pool, model, optimizer, lr, internals,
+                                       batch_size=batch)
         kept = train(model, batch)
         pool.release(model)
         keras.utils.set_random_seed(seed)
         fresh = build()
         compile_model(fresh, optimizer, lr, internals)
-        results.append({"reused": reused, "kept": kept, "fresh": train(fresh, batch)})
-    print(json.dumps(results))
+        results.append({"reused": reused, "traced": traced, "warm": warm, "kept": kept,
+                        "fresh": train(fresh, batch)})
+
+    # several steps per compiled call (30 images in batches of 8: the last call of an epoch
+    # runs fewer steps, the last step a smaller batch), fed as hpo feeds them, with hpo's
+    # callbacks at epoch ends: the same history and weights as one step per call
+    from hpo.data import ArrayBatches
+    from hpo.trial._callbacks import EpochRecorder
+    images = rng.integers(0, 256, (30, 16, 16, 1), dtype=np.uint8)
+    labels = rng.integers(0, 3, 30)
+    per_execution = {}
+    for steps in (1, 3):
+        keras.utils.set_random_seed(7)
+        model = build()
+        compile_model(model, "Adam", 0.01, {}, steps_per_execution=steps)
+        recorder = EpochRecorder(None, 3)
+        model.fit(ArrayBatches(images, labels, batch_size=8, shuffle=True, seed=7),
+                  validation_data=ArrayBatches(images[:12], labels[:12], batch_size=8,
+                                               shuffle=False),
+                  epochs=3, verbose=0, callbacks=[recorder])
+        per_execution[steps] = {"history": recorder.history,
+                                "weights": [w.tolist() for w in model.get_weights()]}
+    print(json.dumps({"trials": results, "per_execution": per_execution}))
 """)
 
 
-def _run(backend: str) -> list[dict]:
+def _run(backend: str) -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(_TRIALS)], env=env,
@@ -82,15 +107,25 @@ def _run(backend: str) -> list[dict]:
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_a_trial_on_reused_steps_trains_exactly_as_a_fresh_compile(backend):
     pytest.importorskip(backend)
-    results = _run(backend)
-    reused = [r["reused"] for r in results]
-    # the same optimizer and internals as the model's last trial: steps kept; else compiled
-    assert reused == [False, True, False, False, True, False]
+    ran = _run(backend)
+    results = ran["trials"]
+    # an idle model compiled under the same optimizer and internals: steps kept; else a
+    # new model while the pool has room (the second), else the least recently used one
+    # compiled again (the fourth: the SGD model; the sixth: the first Adam model)
+    assert [r["reused"] for r in results] == [False, False, True, False, True, False]
+    # at a batch size those steps trained at before (the third): nothing left to compile;
+    # the pool said so before the trial took the model
+    assert [r["traced"] for r in results] == [False, False, True, False, False, False]
+    assert [r["warm"] for r in results] == [r["traced"] for r in results]
     for (optimizer, lr, internals), result in zip(_TRIALS, results):
         assert result["kept"]["history"] == result["fresh"]["history"], (optimizer, lr,
                                                                          internals)
         assert result["kept"]["weights"] == result["fresh"]["weights"], (optimizer, lr,
                                                                          internals)
+    one, three = ran["per_execution"]["1"], ran["per_execution"]["3"]
+    assert len(one["history"]["loss"]) == 3 and "val_accuracy" in one["history"]
+    assert three["history"] == one["history"]
+    assert three["weights"] == one["weights"]
 
 
 _HAZARD = textwrap.dedent("""

@@ -193,6 +193,10 @@ def run(
         envvar="HPO_COMPILE_CACHE",
         help="Keep compiled XLA programs (JAX) in the cache folder, shared by every worker "
              "on this host, so that a worker's first trial does not compile again.")] = True,
+    steps_per_execution: Annotated[int, typer.Option(
+        help="Training steps per compiled call (Keras's steps_per_execution): fewer "
+             "dispatches where a step is short (small models and batches on a GPU); "
+             "epochs, history, pruning and results are the same for any value.")] = 1,
     max_consecutive_failures: Annotated[int, typer.Option(
         help="Stop the worker (exit 1) after this many failed trials in a row: a bug or a "
              "broken environment, not one trial's problem.")] = 3,

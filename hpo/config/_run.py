@@ -61,6 +61,7 @@ _EXPECTED = {
     "recycle_after": "0 (never) or more trials",
     "max_consecutive_failures": "at least 1",
     "precision": "one of auto, float32, mixed_float16, mixed_bfloat16",
+    "steps_per_execution": "from 1 to 10000",
 }
 
 
@@ -104,6 +105,7 @@ class TrialSettings(_Section):
     max_models_gb: float = Field(default=10.0, gt=0)
     figures: bool = True
     compile_cache: bool = True
+    steps_per_execution: int = Field(default=1, ge=1, le=10_000)
     worker_name: str = "main"
 
 

@@ -392,9 +392,11 @@ class _TrialSource:
 
     def __init__(self, study: optuna.Study, claims: GridClaims | None,
                  search: SearchSettings, *, max_retry: int, run_id: str | None,
-                 recycle_after: int | None) -> None:
+                 recycle_after: int | None,
+                 prefer: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self._study = study
         self._claims = claims
+        self._prefer = prefer  # grid points this worker has compiled steps for, first
         self._retries = search.retry_failed
         self._deadline = None if search.timeout is None else \
             time.monotonic() + search.timeout
@@ -426,9 +428,11 @@ class _TrialSource:
             if budget is not None and budget.spent():
                 return None
             reaped = reaper.reap_if_due()
-            if claims is not None and not claims.claim(retries=self._retries):
+            if claims is not None and not claims.claim(retries=self._retries,
+                                                       prefer=self._prefer):
                 # before giving up on the grid: a point held by a dead trial is free
-                if reaped or not reaper.reap() or not claims.claim(retries=self._retries):
+                if reaped or not reaper.reap() or not claims.claim(
+                        retries=self._retries, prefer=self._prefer):
                     return None
             if self._recycle_after is not None and self.taken >= self._recycle_after:
                 self.recycle = True  # a claimed grid point is left to the fresh process
@@ -492,7 +496,7 @@ def run_trials(study: optuna.Study, claims: GridClaims | None, objective: Object
         TooManyFailures: ``max_consecutive_failures`` in a row, or every trial failed.
     """
     source = _TrialSource(study, claims, search, max_retry=max_retry, run_id=run_id,
-                          recycle_after=recycle_after)
+                          recycle_after=recycle_after, prefer=objective.compiled_for)
     failures = _ConsecutiveFailures(search.max_consecutive_failures)
     ran = _loop(study, source, objective, [
         _prune_models(objective),

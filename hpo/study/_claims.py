@@ -24,6 +24,7 @@ one transaction under the same study lock, as ``Study.ask`` creates a trial.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -36,7 +37,12 @@ from hpo.storage import TrialGroup, new_trial, storage_of, study_id, trial_param
 from hpo.study._study import GridCoverage, grid_key
 from hpo.study._study import _requeue as requeue
 
-__all__ = ["GridClaims"]
+__all__ = ["LOOKAHEAD", "GridClaims"]
+
+#: Never-started grid points a worker looks at, past the next, for one it has compiled
+#: steps for: enough for a thesis grid's optimizer x batch size groups to meet again, few
+#: enough that a claim stays cheap on a grid of 100,000 points.
+LOOKAHEAD = 64
 
 _log = logging.getLogger(__name__)
 _Key = tuple[Any, ...]
@@ -116,9 +122,16 @@ class GridClaims:
         return GridCoverage.tally(self._config.grid_size, self._done, self._active(),
                                   self._failures)
 
-    def claim(self, *, retries: int) -> bool:
+    def claim(self, *, retries: int,
+              prefer: Callable[[dict[str, Any]], bool] | None = None) -> bool:
         """Makes sure a trial is there for this worker to :meth:`take`; call under the study
-        lock. Returns False when the grid has nothing left for any worker to start."""
+        lock. Returns False when the grid has nothing left for any worker to start.
+
+        Of the next :data:`LOOKAHEAD` points never started, the first that ``prefer``
+        accepts is taken before the next in order: a worker takes the points it has
+        compiled steps for first (:meth:`hpo.trial.Objective.compiled_for`). Which points
+        the grid runs is unchanged, only the order within that window.
+        """
         if self._next is not None:  # claimed before and not taken: still this worker's
             return True
         self._refresh()
@@ -131,6 +144,9 @@ class GridClaims:
                           dict(zip(self._config.grid, key)), count)
                 requeue(self._study, storage_of(self._study).get_trial(self._last_failure[key]))
                 return True
+        if prefer is not None and (ahead := self._preferred(prefer, active)) is not None:
+            self._next = ahead
+            return True
         while self._cursor < len(self._order):
             grid_id, point = self._order[self._cursor]
             at = self._key(point)  # computed as the cursor passes: a grid may be huge
@@ -140,6 +156,26 @@ class GridClaims:
             self._next = (grid_id, point)
             return True
         return False
+
+    def _preferred(self, prefer: Callable[[dict[str, Any]], bool], active: set[_Key]
+                   ) -> tuple[int, dict[str, Any]] | None:
+        """The first of the next :data:`LOOKAHEAD` never-started points that ``prefer``
+        accepts, or None. A point taken so is skipped when the cursor reaches it: by then
+        its trial is among the active, done or failed ones."""
+        seen = 0
+        for at in range(self._cursor, min(len(self._order), self._cursor + 8 * LOOKAHEAD)):
+            grid_id, point = self._order[at]
+            key = self._key(point)
+            if key in self._done or key in active or key in self._failures:
+                if at == self._cursor:  # started: the cursor need not come back to it
+                    self._cursor += 1
+                continue
+            if prefer(point):
+                return grid_id, point
+            seen += 1
+            if seen >= LOOKAHEAD:
+                break
+        return None
 
     def _template(self, state: TrialState) -> optuna.trial.FrozenTrial:
         assert self._next is not None

@@ -19,6 +19,7 @@ __all__ = [
     "enable_compile_cache",
     "gpu_count",
     "is_out_of_memory",
+    "keep_tensorflow_unloaded",
     "resolve_precision",
     "training_errors",
 ]
@@ -98,6 +99,26 @@ def configure_gpus() -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised: its memory can no longer be changed
             _log.debug("GPU %s already initialised; memory settings unchanged", gpu.name)
+
+
+def keep_tensorflow_unloaded() -> None:
+    """Under another backend, keeps Keras from importing TensorFlow where it is installed.
+
+    ``keras.utils.set_random_seed`` (every trial's first call) seeds TensorFlow "if
+    available", and asking imports it: 5.7 s and a second framework's memory in every JAX
+    worker's first trial on a host that has both (BENCHMARKS.md section 12), for nothing,
+    as nothing of TensorFlow runs under JAX. Keras's lazy ``tensorflow`` module is told it
+    is unavailable, unless TensorFlow is the backend or something imported it already.
+    """
+    import sys
+
+    if backend() == "tensorflow" or "tensorflow" in sys.modules:
+        return
+    from keras.src.utils import module_utils  # Keras 3's lazy module for TensorFlow
+
+    lazy = getattr(module_utils, "tensorflow", None)
+    if lazy is not None and getattr(lazy, "module", None) is None:
+        lazy._available = False
 
 
 def resolve_precision(requested: str) -> str:

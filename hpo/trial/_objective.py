@@ -16,7 +16,7 @@ import gc
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from hpo.trial._device import (
     describe_host,
     gpu_count,
     is_out_of_memory,
+    keep_tensorflow_unloaded,
     resolve_precision,
     training_errors,
 )
@@ -125,18 +126,19 @@ class Objective:
         settings: How trials are trained and what they keep (the run's trial section).
         grid: Sample the study's grid (GridSampler) rather than its space.
         on_epoch: Called after every epoch (progress output), or None.
-        steps_per_execution: Training steps per compiled call (Keras's
-            ``steps_per_execution``); epochs, history, pruning and callbacks at epoch ends
-            are the same for any value.
+
+    The section's ``steps_per_execution`` is the training steps per compiled call (Keras's
+    ``steps_per_execution``); epochs, history, pruning and callbacks at epoch ends are the
+    same for any value.
     """
 
     def __init__(self, config: StudyConfig, settings: TrialSettings, *, grid: bool = True,
-                 on_epoch: EpochReport | None = None, steps_per_execution: int = 1) -> None:
+                 on_epoch: EpochReport | None = None) -> None:
         self._config = config
         self._settings = settings
         self._grid = grid
         self._on_epoch = on_epoch
-        self._steps_per_execution = steps_per_execution
+        self._steps_per_execution = settings.steps_per_execution
         #: Where figures and the kept models go (the trial section's artifacts).
         self.artifacts = Artifacts.of(settings)
         self._datasets: dict[tuple[int, int], Dataset] = {}
@@ -155,6 +157,7 @@ class Objective:
             return
         configure_gpus()  # before the backend initialises a GPU
         self._precision = resolve_precision(self._settings.precision)  # imports Keras
+        keep_tensorflow_unloaded()  # under JAX: set_random_seed would import it
         self._gpu_reader = utilization_reader() if gpu_count() > 0 else None
         compile_seconds()  # starts counting compile time (JAX) before the first trial
         import sklearn.metrics  # noqa: F401 -- evaluate_classifier's, on every trial
@@ -175,6 +178,29 @@ class Objective:
                 self._config.data, size, seed=self._config.seed,
                 cache_dir=self._settings.cache_dir, strict=self._settings.strict)
         return self._datasets[size]
+
+    def _shape_key(self, params: TrialParams, dataset: Dataset) -> Hashable:
+        """What the model pool keys a built model by: everything its variables' shapes and
+        values at build depend on."""
+        return (params.architecture, dataset.input_shape, len(dataset.classes),
+                self._config.architectures[params.architecture].weights, self._precision,
+                repr(sorted(params.model_kwargs.items())))
+
+    def compiled_for(self, point: Mapping[str, Any]) -> bool:
+        """Whether this process holds a model with compiled steps that trained at the
+        batch size of grid point ``point`` (a trial of it would compile nothing): for a
+        grid worker to take such points first."""
+        if self._precision is None:  # before the first trial: nothing compiled yet
+            return False
+        params = resolve(self._config, point)
+        size = self._config.architectures[params.architecture].image_size
+        dataset = self._datasets.get(size)
+        if dataset is None:
+            return False
+        return self._models.compiled(
+            self._shape_key(params, dataset),
+            steps_key(params.optimizer, params.optimizer_kwargs,
+                      self._steps_per_execution), params.batch_size)
 
     def __call__(self, trial: optuna.Trial, recorder: TrialRecorder | None = None
                  ) -> float | list[float]:
@@ -299,8 +325,7 @@ class Objective:
         keras.utils.set_random_seed(seed)
         apply_precision(str(self._precision))
         weights = self._config.architectures[params.architecture].weights
-        shape_key = (params.architecture, dataset.input_shape, len(dataset.classes), weights,
-                     self._precision, repr(sorted(params.model_kwargs.items())))
+        shape_key = self._shape_key(params, dataset)
 
         def build() -> "keras.Model":
             # Keras's global state (layer names, the graph of TensorFlow) starts afresh for
@@ -331,9 +356,12 @@ class Objective:
         from hpo.trial._callbacks import EpochRecorder, NanGuard, ResultEpoch, pruning_callback
 
         recorder.note("n_params", int(model.count_params()))
-        recorder.note("steps_reused", prepare_steps(
+        reused, traced = prepare_steps(
             self._models, model, params.optimizer, params.learning_rate,
-            params.optimizer_kwargs, steps_per_execution=self._steps_per_execution))
+            params.optimizer_kwargs, steps_per_execution=self._steps_per_execution,
+            batch_size=params.batch_size)
+        recorder.note("steps_reused", reused)  # compiled steps kept from an earlier trial
+        recorder.note("steps_traced", traced)  # ... having trained at this batch size before
         on_epoch = self._on_epoch
         per_epoch = EpochRecorder(
             (lambda e, n, logs, s: on_epoch(trial, e, n, logs, s)) if on_epoch else None,

@@ -160,18 +160,32 @@ def _single_use(model: "keras.Model", why: str) -> None:
 
 
 class ModelPool:
-    """Built models kept between trials, at most ``keys`` shape keys and ``per_key`` idle
-    models each (least recently used first out). Thread-safe: a model saved in the
-    background is given back when its save is done.
+    """Built models kept between trials, at most ``keys`` shape keys and ``per_key`` models
+    each (least recently used first out). Thread-safe: a model saved in the background is
+    given back when its save is done.
+
+    A model keeps the optimizer and compiled steps its last trial compiled
+    (:mod:`hpo.trial._steps`). A trial whose steps key no idle model holds gets a new model
+    while the pool has room for one more of its shape key, rather than recompiling an idle
+    one (which would throw away that one's compiled steps): a grid that alternates three
+    optimizers keeps three compiled models and compiles each optimizer's steps once. Past
+    ``per_key`` models, or past ``max_bytes`` of idle weights and optimizer state, the
+    least recently used idle model is recompiled instead, and one released over the limit
+    is dropped (the first idle model of a key is always kept, as before).
 
     Args:
         keys: Shape keys kept (a grid over two architectures alternates between two).
-        per_key: Idle models kept per key (two: one may be saving while the next trains).
+        per_key: Models kept per shape key, idle or in use (one may be saving while the
+            next trains).
+        max_bytes: Idle models' variables (weights and optimizer state) kept at most, past
+            each key's first: a worker's pool must not crowd out its GPU's training memory
+            (VGG16 with Adam holds about 1.6 GB per model).
     """
 
-    def __init__(self, keys: int = 2, per_key: int = 2) -> None:
+    def __init__(self, keys: int = 2, per_key: int = 4, max_bytes: int = 2 * 2**30) -> None:
         self._keys = keys
         self._per_key = per_key
+        self._max_bytes = max_bytes
         self._idle: OrderedDict[Hashable, list[Resettable]] = OrderedDict()
         self._owned: dict[int, tuple[Hashable, Resettable]] = {}
         self._held: set[int] = set()
@@ -180,12 +194,19 @@ class ModelPool:
         self.builds = 0
         self.reuses = 0
 
+    def _count(self, key: Hashable) -> int:
+        """Models of ``key`` the pool knows: idle, in use or being saved (under the lock)."""
+        return len(self._idle.get(key, ())) + sum(
+            1 for owner, _ in self._owned.values() if owner == key)
+
     def acquire(self, key: Hashable, build: Callable[[], "keras.Model"],
                 steps_key: Hashable = None) -> tuple["keras.Model", bool]:
         """A model for ``key`` with a fresh build's weights under the seed just set (call
         right after ``keras.utils.set_random_seed``); returns it and whether it was reused.
-        Of the idle models, one compiled under ``steps_key`` is taken first (see
-        :meth:`steps`).
+        An idle model compiled under ``steps_key`` is taken first, then one whose steps
+        nobody recorded; without either, a new model is built while the pool has room for
+        it, else the least recently used idle model is taken (and compiled again by the
+        trial).
         """
         with self._lock:
             idle = self._idle.get(key)
@@ -193,7 +214,11 @@ class ModelPool:
             if idle:
                 matching = [i for i, e in enumerate(idle)
                             if e.steps is not None and e.steps.key == steps_key]
-                entry = idle.pop(matching[-1] if matching else -1)
+                uncompiled = [i for i, e in enumerate(idle) if e.steps is None]
+                if matching or uncompiled:  # nothing compiled is lost by taking it
+                    entry = idle.pop((matching or uncompiled)[-1])
+                elif self._count(key) >= self._per_key:
+                    entry = idle.pop(0)
         if entry is not None:
             entry.reset()
             with self._lock:
@@ -208,6 +233,14 @@ class ModelPool:
             if resettable is not None:
                 self._owned[id(model)] = (key, resettable)
         return model, False
+
+    def compiled(self, key: Hashable, steps_key: Hashable, batch_size: int) -> bool:
+        """Whether an idle model of shape ``key`` holds steps compiled under ``steps_key``
+        that have trained at ``batch_size`` (a trial taking it compiles nothing)."""
+        with self._lock:
+            return any(e.steps is not None and e.steps.key == steps_key
+                       and batch_size in e.steps.batch_sizes
+                       for e in self._idle.get(key, ()))
 
     def entry(self, model: "keras.Model") -> Resettable | None:
         """The pool's record of ``model`` (where its compiled steps are kept), or None for
@@ -235,12 +268,31 @@ class ModelPool:
             key, entry = owned
             idle = self._idle.setdefault(key, [])
             self._idle.move_to_end(key)
-            if len(idle) < self._per_key:
-                idle.append(entry)
+            idle.append(entry)  # the most recently used last
+            while len(idle) > self._per_key or (
+                    len(idle) > 1 and self._idle_bytes() > self._max_bytes):
+                idle.pop(0)
             while len(self._idle) > self._keys:
                 self._idle.popitem(last=False)
+
+    def _idle_bytes(self) -> int:
+        """Bytes of the idle models' variables past each key's first (under the lock)."""
+        return sum(_bytes(e.model) for idle in self._idle.values() for e in idle[1:])
 
     def clear(self) -> None:
         """Drops every idle model (before a process execs itself, say)."""
         with self._lock:
             self._idle.clear()
+
+
+def _bytes(model: "keras.Model") -> int:
+    """Bytes of ``model``'s variables and its optimizer's (weights and slots)."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.variables, *(getattr(optimizer, "variables", None) or [])]
+    return sum(int(np.prod(v.shape)) * _itemsize(str(v.dtype)) for v in variables)
+
+
+def _itemsize(dtype: str) -> int:
+    """Bytes per element of a Keras dtype name (``float32``, ``bfloat16``, ``uint8``, ...)."""
+    bits = "".join(c for c in dtype if c.isdigit())
+    return max(1, int(bits) // 8) if bits else 1

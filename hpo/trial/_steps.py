@@ -65,6 +65,9 @@ class CompiledSteps:
     key: Hashable
     initial: list[tuple[Any, Any]] = field(default_factory=list)  # variable, fill or array
     trials: int = 1  # trials trained on these steps, this one included
+    #: Batch sizes these steps have trained at: each is an input shape the step's jit (or
+    #: tf.function) has traced and compiled, a later trial at it compiles nothing.
+    batch_sizes: set[int] = field(default_factory=set)
 
     def reset(self, model: "keras.Model", learning_rate: float) -> None:
         """Gives ``model``'s optimizer the state of a fresh compile under ``learning_rate``,
@@ -124,20 +127,27 @@ def compile_model(model: "keras.Model", optimizer: str, learning_rate: float,
 
 def prepare_steps(pool: "ModelPool", model: "keras.Model", optimizer: str,
                   learning_rate: float, internals: Mapping[str, Any], *,
-                  steps_per_execution: int = 1) -> bool:
+                  steps_per_execution: int = 1, batch_size: int | None = None
+                  ) -> tuple[bool, bool]:
     """Gives ``model`` (from ``pool``) a fresh compile's optimizer state for a trial: by
     resetting its optimizer and keeping its compiled steps when it was last compiled under
-    the same steps key, else by compiling it; returns whether the steps were reused."""
+    the same steps key, else by compiling it. Returns whether the steps were reused, and
+    whether they had trained at ``batch_size`` before (then the trial compiles nothing)."""
     entry = pool.entry(model)
     key = steps_key(optimizer, internals, steps_per_execution)
     if entry is not None and entry.steps is not None and entry.steps.key == key:
+        traced = batch_size in entry.steps.batch_sizes
         entry.steps.reset(model, learning_rate)
-        return True
+        if batch_size is not None:
+            entry.steps.batch_sizes.add(batch_size)
+        return True, traced
     steps = compile_model(model, optimizer, learning_rate, internals,
                           steps_per_execution=steps_per_execution)
+    if batch_size is not None:
+        steps.batch_sizes.add(batch_size)
     if entry is not None:
         entry.steps = steps
-    return False
+    return False, False
 
 
 def _initial_state(optimizer: Any) -> list[tuple[Any, Any]]:
