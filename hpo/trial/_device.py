@@ -118,7 +118,8 @@ def keep_tensorflow_unloaded() -> None:
 
     lazy = getattr(module_utils, "tensorflow", None)
     if lazy is not None and getattr(lazy, "module", None) is None:
-        lazy._available = False
+        # Keras's (not Optuna's) private state: LazyModule.available caches its answer here
+        vars(lazy)["_available"] = False
 
 
 def resolve_precision(requested: str) -> str:
