@@ -144,3 +144,19 @@ def test_a_worker_takes_the_points_it_has_compiled_first_and_each_point_once(gri
     params = [tuple(sorted(t.params.items())) for t in study.get_trials()]
     assert len(params) == len(set(params)) == 12
     assert all(t.state == TrialState.COMPLETE for t in study.get_trials())
+
+
+def test_compiled_points_never_start_before_the_defaults_taken_first(grid_study):
+    """``--enqueue-defaults`` on a grid promises the Keras-default points first; a worker's
+    preference for points it has compiled (here: everything but the defaults) reorders
+    claims within the defaults, then within the rest, never across."""
+    from hpo.search import is_default
+
+    config, study = grid_study
+    claims = GridClaims(study, config, study.sampler, defaults_first=True)
+    defaults = sum(1 for _, point in claims._order if is_default(point))
+    assert 0 < defaults < 12
+    taken = []
+    while claims.claim(retries=1, prefer=lambda point: not is_default(point)):
+        taken.append(dict(_run(study, claims).params))
+    assert [is_default(p) for p in taken] == [True] * defaults + [False] * (12 - defaults)

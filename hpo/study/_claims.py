@@ -65,8 +65,12 @@ class GridClaims:
         self._sampler = sampler
         points = sampler.points()
         self._order = list(enumerate(points))
+        #: Where the defaults end in the order: a preferred point is never taken across
+        #: it, so every baseline point starts before any other (0: no such boundary).
+        self._defaults_end = 0
         if defaults_first:  # the thesis's baseline first: each optimizer at its defaults
             self._order.sort(key=lambda item: not is_default(item[1]))
+            self._defaults_end = sum(1 for _, point in self._order if is_default(point))
         self._cursor = 0
         self._after = -1  # trial ids up to here have been read
         self._unfinished: dict[int, TrialGroup] = {}
@@ -161,9 +165,11 @@ class GridClaims:
                    ) -> tuple[int, dict[str, Any]] | None:
         """The first of the next :data:`LOOKAHEAD` never-started points that ``prefer``
         accepts, or None. A point taken so is skipped when the cursor reaches it: by then
-        its trial is among the active, done or failed ones."""
+        its trial is among the active, done or failed ones. The window never crosses the
+        end of the defaults taken first (``defaults_first``)."""
         seen = 0
-        for at in range(self._cursor, min(len(self._order), self._cursor + 8 * LOOKAHEAD)):
+        end = self._defaults_end if self._cursor < self._defaults_end else len(self._order)
+        for at in range(self._cursor, min(end, self._cursor + 8 * LOOKAHEAD)):
             grid_id, point = self._order[at]
             key = self._key(point)
             if key in self._done or key in active or key in self._failures:
