@@ -68,12 +68,28 @@ def _own_postgres_database() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _own_working_folder(tmp_path_factory: pytest.TempPathFactory,
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def _own_working_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test runs in an empty folder of its own: what ``hpo`` writes beside the user
     (``./hpo-artifacts``, ``./hpo.db`` and its lock files) lands there, never in the
-    repository."""
-    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    repository. A MonkeyPatch of its own: a test's ``monkeypatch.undo()`` (which undoes
+    every change made through the test's ``monkeypatch``) keeps it."""
+    with pytest.MonkeyPatch.context() as own:
+        own.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+
+
+#: What ``hpo`` writes beside the user by default: never in the checkout after a test.
+_LEFT_BEHIND = ("hpo-artifacts", "hpo.db", "hpo.db.lock", "build")
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_in_the_checkout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test after which ``./hpo-artifacts``, ``./hpo.db`` or ``./build`` appeared
+    in the repository (a relative default resolved against the checkout)."""
+    before = {name for name in _LEFT_BEHIND if (REPO / name).exists()}
+    yield
+    appeared = [name for name in _LEFT_BEHIND if (REPO / name).exists() and name not in before]
+    assert not appeared, f"{request.node.nodeid} left {appeared} in the checkout"
 
 
 @pytest.fixture(scope="session")
