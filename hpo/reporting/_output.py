@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import weakref
 from typing import TextIO
 
 __all__ = ["write_or_drop", "drop_stream", "flush_or_drop"]
 
 _log = logging.getLogger(__name__)
-#: Streams given up on that have no file descriptor to point elsewhere (by id).
-_dropped: set[int] = set()
+#: Streams given up on that have no file descriptor to point elsewhere. Weak: a stream
+#: given up on and then collected must not make a later stream at the same address (its
+#: ``id``) silent, as an in-process caller's next captured output would be.
+_dropped: weakref.WeakSet[TextIO] = weakref.WeakSet()
 #: The descriptors pointed at /dev/null.
 _nulled: set[int] = set()
 #: The errors a write to a stream that cannot take it raises (ValueError: a closed file).
@@ -47,7 +50,7 @@ def drop_stream(stream: TextIO, error: BaseException | None = None) -> None:
     one, now points at ``/dev/null``). When ``error`` is given (the first failure), says so
     once on standard error, if that is another stream that still works."""
     fd = _fileno(stream)
-    first = fd not in _nulled if fd is not None else id(stream) not in _dropped
+    first = fd not in _nulled if fd is not None else stream not in _dropped
     if fd is not None:
         if fd not in _nulled:
             null = os.open(os.devnull, os.O_WRONLY)
@@ -57,7 +60,7 @@ def drop_stream(stream: TextIO, error: BaseException | None = None) -> None:
                 os.close(null)
             _nulled.add(fd)
     else:
-        _dropped.add(id(stream))
+        _dropped.add(stream)
     if first and error is not None and _fileno(sys.stderr) != fd and \
             stream is not sys.stderr:
         reason = f"{type(error).__name__}: {error}".strip()
@@ -71,7 +74,7 @@ def write_or_drop(stream: TextIO, text: str) -> bool:
     if stream is None:  # a process started with that descriptor closed
         return False
     fd = _fileno(stream)
-    if (fd is not None and fd in _nulled) or id(stream) in _dropped:
+    if (fd is not None and fd in _nulled) or stream in _dropped:
         return False
     try:
         stream.write(text)
