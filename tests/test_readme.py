@@ -15,7 +15,9 @@ just done the quick start would type it. What stands in for the user's world, an
   75x75), everything else as shipped; likewise the study file ``hpo init`` writes (the
   thesis grid's 10 and 200 epochs become 1 and 2);
 * a run's budget: each ``hpo run`` / ``hpo worker`` trains at most :data:`MAX_TRIALS`
-  trials (``--n-trials``) and :data:`MAX_REPEATS` repeats, so the whole README runs in
+  trials (``--n-trials``) and :data:`MAX_REPEATS` repeats, a ``firearms`` run one trial
+  (:data:`MAX_FIREARMS_TRIALS`: an InceptionV3 trial traces its train step for about a
+  minute on 2 CPU cores, even at 75x75 and one epoch), so the whole README runs in
   minutes on CI's 2 cores (the journey test, tests/test_journey.py, runs a whole grid).
 
 Commands that cannot run on a test machine are skipped by rule, each rule with its reason
@@ -44,6 +46,7 @@ from tests.conftest import REPO, free_port
 
 README = REPO / "README.md"
 MAX_TRIALS = 2
+MAX_FIREARMS_TRIALS = 1
 MAX_REPEATS = 2
 _BLOCK = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
 
@@ -144,7 +147,8 @@ def _substitute(word: str, stand_ins: dict[str, str]) -> str:
 def _bounded(argv: list[str]) -> list[str]:
     """A run's budget (see the module's docstring): --n-trials and --repeats capped."""
     argv = list(argv)
-    for option, cap in (("--n-trials", MAX_TRIALS), ("--repeats", MAX_REPEATS)):
+    trials = MAX_FIREARMS_TRIALS if "firearms" in argv else MAX_TRIALS
+    for option, cap in (("--n-trials", trials), ("--repeats", MAX_REPEATS)):
         if option in argv:
             at = argv.index(option) + 1
             argv[at] = str(min(int(argv[at]), cap))
