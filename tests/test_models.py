@@ -200,3 +200,10 @@ def test_the_pool_keeps_a_compiled_model_per_optimizer_within_its_bounds():
     sgd = trial(frugal, "SGD")
     assert trial(frugal, "SGD") is sgd  # the most recently used stays
     assert trial(frugal, "Adam") not in (adam, sgd)  # Adam's was dropped past the bytes
+
+
+def test_the_pool_counts_each_dtype_at_its_size():
+    from hpo.trial._reuse import _itemsize
+
+    assert [_itemsize(d) for d in ("float32", "bfloat16", "float16", "uint8", "bool",
+                                   "int64", "float8_e4m3fn")] == [4, 2, 2, 1, 1, 8, 1]

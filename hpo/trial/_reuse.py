@@ -293,6 +293,9 @@ def _bytes(model: "keras.Model") -> int:
 
 
 def _itemsize(dtype: str) -> int:
-    """Bytes per element of a Keras dtype name (``float32``, ``bfloat16``, ``uint8``, ...)."""
-    bits = "".join(c for c in dtype if c.isdigit())
-    return max(1, int(bits) // 8) if bits else 1
+    """Bytes per element of a Keras dtype name (``float32``, ``bfloat16``, ``uint8``, ...):
+    numpy's, with the types ml_dtypes gives numpy (``bfloat16``, the float8s: Keras's own
+    dependency)."""
+    import ml_dtypes
+
+    return int(np.dtype(getattr(ml_dtypes, dtype, dtype)).itemsize)
