@@ -157,3 +157,14 @@ def test_study_settings_are_frozen():
                                        "grid": {"architecture": ["small_cnn"]}})
     with pytest.raises(Exception, match="frozen"):
         parsed.seed = 3
+
+
+def test_a_step_too_small_to_count_the_range_is_one_line(tmp_path):
+    from hpo.errors import ConfigError
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[data]\nsource = "images"\n[training]\narchitecture = '
+                    '"small_cnn"\n[space.learning_rate]\nlow = 1e-300\nhigh = 1e300\n'
+                    'step = 1e-300\n')
+    with pytest.raises(ConfigError, match="space.learning_rate.step.*more values than"):
+        load_study_config(path)

@@ -129,9 +129,9 @@ def _check_first_steps(config) -> None:
     """What a trial does before training: sample its parameters, resolve them, build the
     optimizer (for every grid point, and one sampled space point) and the model."""
     points = []
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for grid in (True, False):
+    for grid in (True, False):  # a grid and a search are studies of their own, as in hpo
         if (config.grid if grid else config.space):
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
             points.append(suggest(study.ask(), config, grid=grid))
     names = list(config.grid)
     for values in itertools.islice(itertools.product(*config.grid.values()), 30):

@@ -413,6 +413,9 @@ def _check_space_param(name: str, spec: SpaceParam, earlier: list[str]) -> None:
                                   "leaves one value; use a smaller step or drop the "
                                   "parameter from [space]")
     count = span / step
+    if not math.isfinite(count):
+        raise Rule(key + ".step", f"step {step} makes high - low = {span} more values than a "
+                                  "float can count; use a larger step or drop the step")
     if not math.isclose(count, round(count), rel_tol=0, abs_tol=1e-9):
         fitting = spec.low + math.floor(count + 1e-9) * step
         raise Rule(key + ".step", f"step {step} does not divide high - low = {span} "
