@@ -69,8 +69,11 @@ class GridClaims:
         #: it, so every baseline point starts before any other (0: no such boundary).
         self._defaults_end = 0
         if defaults_first:  # the thesis's baseline first: each optimizer at its defaults
-            self._order.sort(key=lambda item: not is_default(item[1]))
-            self._defaults_end = sum(1 for _, point in self._order if is_default(point))
+            defaults: list[tuple[int, dict[str, Any]]] = []
+            rest: list[tuple[int, dict[str, Any]]] = []
+            for item in self._order:  # one look at each point: a grid may be huge
+                (defaults if is_default(item[1]) else rest).append(item)
+            self._order, self._defaults_end = defaults + rest, len(defaults)
         self._cursor = 0
         self._after = -1  # trial ids up to here have been read
         self._unfinished: dict[int, TrialGroup] = {}

@@ -35,6 +35,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import ml_dtypes
 import numpy as np
 
 if TYPE_CHECKING:
@@ -296,6 +297,4 @@ def _itemsize(dtype: str) -> int:
     """Bytes per element of a Keras dtype name (``float32``, ``bfloat16``, ``uint8``, ...):
     numpy's, with the types ml_dtypes gives numpy (``bfloat16``, the float8s: Keras's own
     dependency)."""
-    import ml_dtypes
-
     return int(np.dtype(getattr(ml_dtypes, dtype, dtype)).itemsize)
