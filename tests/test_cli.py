@@ -135,12 +135,21 @@ def test_missing_imagenet_weights_is_a_clear_error(tmp_path, image_folder):
     _one_clean_error_line(result, "ImageNet weights for 'inception_v3'", "weights = 'none'")
 
 
+def _empty_cache(tmp_path: Path) -> dict[str, str]:
+    """A cache of its own: a bad storage must fail before any data is decoded, whatever the
+    tests before left in the session's cache."""
+    return {"HPO_CACHE_DIR": str(tmp_path / "empty-cache")}
+
+
 def test_unreachable_database_never_prints_the_password(tmp_path, tiny_study):
     url = "postgresql://hpo:s3cret-pw@127.0.0.1:1/hpo"
     line = _one_clean_error_line(
-        run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path),
+        run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path,
+                env=_empty_cache(tmp_path)),
         "cannot open storage postgresql://hpo:***@127.0.0.1:1/hpo", "unreachable")
     assert "s3cret" not in line
+    assert not (tmp_path / "empty-cache").exists() or \
+        not any((tmp_path / "empty-cache").iterdir())  # nothing decoded
 
 
 def test_wrong_password_is_reported_without_the_password(tmp_path, tiny_study):
@@ -150,7 +159,8 @@ def test_wrong_password_is_reported_without_the_password(tmp_path, tiny_study):
     try:
         url = f"postgresql://postgres:wrong-pw@127.0.0.1:{server.port}/test"
         line = _one_clean_error_line(
-            run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path),
+            run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path,
+                    env=_empty_cache(tmp_path)),
             "authentication failed", "postgres:***@")
     finally:
         server.close()

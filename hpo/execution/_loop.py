@@ -85,15 +85,16 @@ class WorkerRun:
 
 def prepare_study(config: StudyConfig, settings: RunSettings, *,
                   on_epoch: EpochReport | None = None) -> tuple[optuna.Study, Objective]:
-    """Checks weights, decodes the data into the cache, opens storage and study, and gives a
-    search the linked grid's finished trials as history (:func:`hpo.study.take_grid_history`,
-    logged in one line).
+    """Checks weights, opens the storage, decodes the data into the cache, opens the study,
+    and gives a search the linked grid's finished trials as history
+    (:func:`hpo.study.take_grid_history`, logged in one line).
 
-    Everything that can fail on bad input fails here, before any trial is created; the data
-    is loaded before the study is opened, since what it is (classes, images, split) is part
-    of the study's identity, checked before anything is stored. The settings themselves
-    were validated when they were made; what is checked here is how they meet the study
-    file (a pruner or CMA-ES with several objectives).
+    Everything that can fail on bad input fails here, before any trial is created. The
+    storage is reached before any data work (a wrong URL fails at once, not after the
+    decoding); the data is loaded before the study is opened, since what it is (classes,
+    images, split) is part of the study's identity, checked before anything is stored. The
+    settings themselves were validated when they were made; what is checked here is how
+    they meet the study file (a pruner or CMA-ES with several objectives).
     """
     search = settings.search
     kind = canonical_sampler(search.sampler)
@@ -107,12 +108,14 @@ def prepare_study(config: StudyConfig, settings: RunSettings, *,
                           "or grid")
     for name, arch in config.architectures.items():
         check_weights(name, arch.weights)
-    # The data first: what it is (classes, images, split) is part of the study's identity,
-    # checked before anything is stored.
+    # The storage is opened (reached, logged in, its schema checked) before any data work:
+    # a wrong URL or password fails in one line, not after minutes of decoding. The data
+    # comes before the study: what it is (classes, images, split) is part of the study's
+    # identity, checked before anything is stored in it.
+    storage = open_storage(settings.storage.url, StorageOptions.of(settings.storage))
     objective = Objective(config, settings.trial, grid=kind == "grid", on_epoch=on_epoch)
     datasets = [objective.dataset(architecture) for architecture in config.architectures]
     identity = study_identity(config, datasets[0])  # one folder, one class list
-    storage = open_storage(settings.storage.url, StorageOptions.of(settings.storage))
     with study_lock(storage, search.study_name or config.name):
         study = open_study(config, storage, sampler=kind, study_name=search.study_name,
                            seed=settings.trial.seed, pruner=search.pruner,
