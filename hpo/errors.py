@@ -26,7 +26,7 @@ SETTINGS = frozenset({
     "study", "sampler", "storage", "data", "study_name", "n_trials", "timeout", "seed",
     "precision", "pruner", "retry_failed", "heartbeat", "grace", "outage_timeout", "cache_dir",
     "strict", "quiet", "artifacts", "keep_models", "max_models_gb", "figures", "workers", "gpus", "trials_per_gpu", "worker_name",
-    "log_json", "objectives", "repeats", "enqueue_defaults", "isolate", "recycle_after",
+    "log_json", "objectives", "repeats", "enqueue_defaults", "isolate", "recycle_after", "pool_size",
     "max_consecutive_failures", "compile_cache", "steps_per_execution", "connect_timeout", "max_retry", "host", "port", "allow_write", "token_file",
     "force",
     "model", "out", "format",

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from hpo.config import DEFAULT_RECYCLE_AFTER
+from hpo.config import DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_AFTER, MIN_POOL_SIZE
 from hpo.errors import ConfigError, NoStudies, StudyError, writing
 from hpo.config import DEFAULT_STORAGE
 from hpo.storage import mask_url
@@ -189,6 +189,12 @@ def run(
         help="Replace the worker process with a fresh one every N trials, returning the "
              "memory the backend keeps between trials (0: never; default "
              f"{DEFAULT_RECYCLE_AFTER} with TensorFlow, never with JAX).")] = None,
+    pool_size: Annotated[int, typer.Option(
+        help="With --workers N or --gpus on PostgreSQL: the workers of this host share this "
+             "many database connections through a private PgBouncer (transaction pooling, "
+             f"a Unix socket only; at least {MIN_POOL_SIZE}); 0: each worker connects "
+             "directly (about 3 connections each). Without the pgbouncer program the "
+             "workers connect directly, and one line says so.")] = DEFAULT_POOL_SIZE,
     compile_cache: Annotated[bool, typer.Option(
         envvar="HPO_COMPILE_CACHE",
         help="Keep compiled XLA programs (JAX) in the cache folder, shared by every worker "

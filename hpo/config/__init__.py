@@ -18,9 +18,11 @@ from hpo.config._load import (
     load_study_config,
 )
 from hpo.config._run import (
+    DEFAULT_POOL_SIZE,
     DEFAULT_RECYCLE_AFTER,
     DEFAULT_STORAGE,
     FRESH_HEARTBEATS,
+    MIN_POOL_SIZE,
     SECTIONS,
     SETTING_NAMES,
     SETTINGS_ENV,
@@ -59,6 +61,8 @@ __all__ = [
     "DEFAULT_STORAGE",
     "FRESH_HEARTBEATS",
     "DEFAULT_RECYCLE_AFTER",
+    "DEFAULT_POOL_SIZE",
+    "MIN_POOL_SIZE",
     "SETTINGS_ENV",
     "settings_from_env",
     "flag",

@@ -31,10 +31,15 @@ from hpo.errors import ConfigError, InvalidSetting
 
 __all__ = ["RunSettings", "SearchSettings", "TrialSettings", "StorageSettings",
            "ProcessSettings", "SECTIONS", "SETTING_NAMES", "DEFAULT_STORAGE", "FRESH_HEARTBEATS",
-           "DEFAULT_RECYCLE_AFTER", "SETTINGS_ENV", "settings_from_env", "flag", "folder_problem"]
+           "DEFAULT_RECYCLE_AFTER", "DEFAULT_POOL_SIZE", "MIN_POOL_SIZE", "SETTINGS_ENV", "settings_from_env", "flag", "folder_problem"]
 
 #: Trials after which a TensorFlow worker replaces its process (``recycle_after``).
 DEFAULT_RECYCLE_AFTER = 20
+#: Database server connections the workers of one supervised run (``hpo run --workers N``
+#: / ``--gpus``) share through their private PgBouncer (``pool_size``; 0: none, each worker
+#: connects directly) and the fewest that cannot deadlock a claim.
+DEFAULT_POOL_SIZE = 4
+MIN_POOL_SIZE = 3
 #: The environment variable through which a parent hands a child process its settings.
 SETTINGS_ENV = "HPO_RUN_SETTINGS"
 
@@ -59,6 +64,7 @@ _EXPECTED = {
     "trials_per_gpu": "a number of at least 1, or auto",
     "repeats": "at least 1",
     "recycle_after": "0 (never) or more trials",
+    "pool_size": "0 (direct connections) or at least 3 connections",
     "max_consecutive_failures": "at least 1",
     "precision": "one of auto, float32, mixed_float16, mixed_bfloat16",
     "steps_per_execution": "from 1 to 10000",
@@ -143,8 +149,20 @@ class ProcessSettings(_Section):
     trials_per_gpu: pydantic.PositiveInt | Literal["auto"] = 1
     isolate: bool = False
     recycle_after: int | None = Field(default=None, ge=0)
+    pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=0)
     quiet: bool = False
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _pool_fits_a_claim(self) -> ProcessSettings:
+        if 0 < self.pool_size < MIN_POOL_SIZE:
+            raise _Rule("pool_size", f"{self.pool_size} connections can deadlock a claim: "
+                                     f"received $pool_size {self.pool_size}, expected 0 "
+                                     f"(direct connections) or at least {MIN_POOL_SIZE} (the "
+                                     "study lock's holder needs 2 and the next worker "
+                                     f"waiting for it 1); pass $pool_size {MIN_POOL_SIZE} "
+                                     "or more", self.pool_size)
+        return self
 
     @model_validator(mode="after")
     def _packing_needs_gpus(self) -> ProcessSettings:

@@ -33,6 +33,7 @@ from hpo.errors import ConfigError, TooManyFailures
 from hpo.execution._loop import prepare_study, report_best
 from hpo.execution._outcome import ENDINGS, failure_line
 from hpo.execution._packing import MEMORY_SHARE_ENV, memory_env, plan_packing
+from hpo.execution._pool import SharedConnections, start_pool
 from hpo.execution._signals import (
     PARENT_ENV,
     forwarding_signals,
@@ -286,9 +287,20 @@ def _supervise(settings: RunSettings, run_id: str) -> int:
             mask_url(url))
     with worker_signals():  # a signal while the study is prepared stops here, as a worker
         study, _ = prepare_study(config, settings)
-    reporter.info(f"storage {mask_url(url)}; starting {len(specs)} workers: "
+    pool = None
+    if len(specs) > 1:
+        # its own connections go back before the pool takes its share of the database's
+        close_storage(storage_of(study))
+        pool = start_pool(url, process.pool_size, outage_timeout=settings.storage.outage_timeout)
+    shared = "" if pool is None else \
+        f" (sharing {pool.size} database connections through PgBouncer)"
+    reporter.info(f"storage {mask_url(url)}; starting {len(specs)} workers{shared}: "
                   + ", ".join(spec.name for spec in specs))
-    code = launch_workers(specs, settings, run_id)
+    try:
+        code = launch_workers(specs, settings, run_id, pool=pool)
+    finally:
+        if pool is not None:  # its connections are the database's again before reaping
+            pool.close()
     _reap_after(study, code, StorageOptions.of(settings.storage).max_retry)
     report_best(study, reporter, config.metric)
     return code
@@ -334,7 +346,7 @@ def _measured_peaks(settings: RunSettings) -> list[float]:
 
 
 def launch_workers(specs: list[WorkerSpec], settings: RunSettings,
-                   run_id: str | None = None) -> int:
+                   run_id: str | None = None, *, pool: SharedConnections | None = None) -> int:
     """Starts one worker process per spec (``settings`` with the spec's name) and waits for
     all of them; with ``run_id``, as workers of that run (``n_trials`` is their total).
 
@@ -345,21 +357,29 @@ def launch_workers(specs: list[WorkerSpec], settings: RunSettings,
     Each worker watches this process: when it dies in any way (``kill -9`` included) the
     workers stop as on SIGTERM (:func:`hpo.execution._signals.watch_parent`).
 
+    With ``pool``, the workers reach the database through it (its URL, prepared statements
+    off) and each holds its pipe end, so that it lasts as long as the last of them
+    (:mod:`hpo.execution._pool`).
+
     Returns:
         0 when every worker succeeded, else the first non-zero exit status.
     """
     run = {RUN_ID_ENV: run_id} if run_id is not None else {}
-    procs = [_start_child({**os.environ, **spec.env, **run,
-                           **_child_settings(settings, worker_name=spec.name)})
+    pooled: dict[str, Any] = {} if pool is None else {"storage": pool.url}
+    extra = {} if pool is None else pool.worker_env()
+    keep = () if pool is None else (pool.keep_fd,)
+    procs = [_start_child({**os.environ, **spec.env, **run, **extra,
+                           **_child_settings(settings, worker_name=spec.name, **pooled)},
+                          keep)
              for spec in specs]
     return _wait_for(procs)
 
 
-def _start_child(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start_child(env: dict[str, str], keep: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
     """Starts a worker process (from the main thread: see :func:`watch_parent`) that stops
-    when this one dies."""
+    when this one dies; it inherits the file descriptors ``keep``."""
     return subprocess.Popen([sys.executable, *_CHILD], env={**env, PARENT_ENV: str(os.getpid())},
-                            start_new_session=True)
+                            start_new_session=True, pass_fds=keep)
 
 
 def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:

@@ -67,7 +67,8 @@ from typing import Any, Callable, Iterator
 from hpo.errors import Stopped
 
 __all__ = ["STOP_SIGNALS", "worker_signals", "held_signals", "raise_if_swallowed",
-           "forwarding_signals", "serve_until_signal", "watch_parent", "PARENT_ENV"]
+           "forwarding_signals", "serve_until_signal", "watch_parent", "PARENT_ENV",
+           "set_parent_death_signal"]
 
 
 def _named(*names: str) -> tuple[int, ...]:
@@ -368,6 +369,13 @@ def _set_parent_death_signal(signum: int) -> bool:
         return bool(libc.prctl(1, signum, 0, 0, 0) == 0)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return False
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """In a process hpo starts that is not a worker (the connection pool's PgBouncer): the
+    kernel sends it ``signum`` when its parent ends; False where that is not available.
+    Call it after any change of user (which clears the setting)."""
+    return _set_parent_death_signal(signum)
 
 
 def _poll_parent(pid: int) -> None:

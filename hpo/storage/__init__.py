@@ -10,6 +10,7 @@ from hpo.storage._locks import study_lock
 from hpo.storage._notes import NOTE_LIMIT, TrialNote, note_records, set_trial_notes
 from hpo.storage._open import (
     DEFAULT_STORAGE,
+    POOLED_ENV,
     STATE_INDEX,
     StorageOptions,
     close_storage,
@@ -46,6 +47,7 @@ from hpo.storage._url import DIALECTS, check_storage_url
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "POOLED_ENV",
     "STATE_INDEX",
     "StorageOptions",
     "mask_url",

@@ -1,6 +1,14 @@
 """A study-wide lock across worker processes and hosts, held while a grid point is claimed.
 
-* PostgreSQL: a session advisory lock (``pg_advisory_lock``), across hosts;
+* PostgreSQL: a transaction-scoped advisory lock (``pg_advisory_xact_lock``), across hosts,
+  held by a transaction left open on a connection of its own while the claim runs on the
+  storage's other connections (a session lock would not survive a pooler in transaction
+  mode, PgBouncer's, which hands a server connection to another client between
+  transactions). Before it, a worker takes its host's turn: an ``fcntl`` lock on a file in
+  a per-user folder of the host's temporary folder, keyed by database and study, so that
+  at most one worker per host waits in the database; through a pool of a few server
+  connections, waiters would otherwise fill the pool while the holder waits for a
+  connection to do its work;
 * SQLite and journal files: an ``fcntl`` lock on a file beside the database (one host);
 * other databases: no cross-process lock; grid claiming then relies on row locks only and
   a warning says so.
@@ -12,6 +20,8 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,14 +51,25 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _host_turn(storage: optuna.storages.RDBStorage, study_name: str) -> Path:
+    """The file whose lock is this host's turn to wait for the study lock of ``study_name``
+    in ``storage``'s database (the same file for every worker of this user on this host)."""
+    url = storage.engine.url
+    place = f"{url.host}:{url.port}:{url.query.get('host')}:{url.database}:{study_name}"
+    folder = Path(tempfile.gettempdir()) / f"hpo-turns-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{hashlib.sha256(place.encode()).hexdigest()[:24]}.lock"
+
+
 def _locked_connection(storage: optuna.storages.RDBStorage, key: int) -> Any:
-    """A connection holding the advisory lock ``key``; waits out a database outage."""
+    """A connection whose open transaction holds the advisory lock ``key``; waits out a
+    database outage."""
     import sqlalchemy
 
     def attempt(retry: bool) -> Any:
         conn = storage.engine.connect()
         try:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
         except sqlalchemy.exc.SQLAlchemyError:
             conn.close()
             raise
@@ -68,8 +89,7 @@ def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Iterator[No
         yield
     finally:
         try:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.commit()
+            conn.rollback()  # ends the lock's transaction, and the lock with it
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if not is_connection_error(exc):
                 raise
@@ -88,7 +108,8 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
     if isinstance(storage, optuna.storages.RDBStorage):
         url = storage.engine.url
         if url.get_backend_name() == "postgresql":
-            with _advisory_lock(storage, _lock_key(study_name)):
+            with _file_lock(_host_turn(storage, study_name)), \
+                    _advisory_lock(storage, _lock_key(study_name)):
                 yield
             return
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):

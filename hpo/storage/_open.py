@@ -35,11 +35,15 @@ from hpo.storage._resilient import (
 )
 from hpo.storage._url import check_storage_url
 
-__all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "STATE_INDEX", "StorageOptions",
+__all__ = ["DEFAULT_STORAGE", "DEFAULT_CONNECT_TIMEOUT", "POOLED_ENV", "STATE_INDEX", "StorageOptions",
            "mask_url", "is_sqlite", "open_storage", "close_storage"]
 
 _log = logging.getLogger(__name__)
 _SCHEMA_LOCK = 0x68706F5F736368  # "hpo_sch": the advisory lock around schema creation
+#: The environment variable that tells a worker its PostgreSQL URL leads to a connection
+#: pooler in transaction mode (the private PgBouncer of ``hpo run``, or a lab's): "1" turns
+#: psycopg's prepared statements off, which such a pooler cannot keep for a client.
+POOLED_ENV = "HPO_POOLED"
 #: Seconds a connection to a database server may take before the open fails (libpq's
 #: ``connect_timeout``): a server that accepts the TCP connection and never answers would
 #: otherwise hold the worker silently for minutes.
@@ -236,7 +240,12 @@ def _lost_schema_race(exc: Exception) -> bool:
 @contextlib.contextmanager
 def _schema_lock(url: str, connect_args: dict[str, object] | None = None) -> Iterator[None]:
     """Serialises schema creation on PostgreSQL: workers started at the same instant on an
-    empty database would otherwise race to create Optuna's tables (optuna#1092)."""
+    empty database would otherwise race to create Optuna's tables (optuna#1092).
+
+    A transaction-scoped advisory lock, held by a transaction left open on a connection of
+    its own while the schema is made on others: it works through a pooler in transaction
+    mode (PgBouncer), where a session's lock would stay with a server connection other
+    clients then use."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -247,12 +256,12 @@ def _schema_lock(url: str, connect_args: dict[str, object] | None = None) -> Ite
                                       connect_args=connect_args or {})
     try:
         with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"),
+                         {"k": _SCHEMA_LOCK})
             try:
                 yield
             finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
-                             {"k": _SCHEMA_LOCK})
+                conn.rollback()  # ends the transaction: the lock goes with it
     finally:
         engine.dispose()
 
@@ -285,6 +294,21 @@ def _ensure_state_index(storage: ResilientRDBStorage, url: str) -> None:
             pass  # the reason worth saying is the first one
         _log.info("the trials are read without hpo's index %s (%s): claims and reaping "
                   "read every trial of a study", STATE_INDEX, _explain(exc, url))
+
+
+def _pooled(url: str) -> bool:
+    """Whether ``url`` leads through a pooler in transaction mode (:data:`POOLED_ENV`) with
+    psycopg 3, whose prepared statements must then be turned off."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    if os.environ.get(POOLED_ENV, "") not in ("1", "true", "yes"):
+        return False
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # said when the storage is opened
+        return False
+    return parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg"
 
 
 def close_storage(storage: optuna.storages.BaseStorage) -> None:
@@ -361,6 +385,8 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
         if url.startswith(("postgresql", "mysql")):
             # libpq and PyMySQL take whole seconds (libpq: at least 2)
             connect_args = {"connect_timeout": max(2, math.ceil(options.connect_timeout))}
+            if _pooled(url):
+                connect_args["prepare_threshold"] = None
             engine_kwargs["connect_args"] = connect_args
         # Per worker process at most pool_size + max_overflow = 4 connections (the heartbeat
         # thread, the study lock and the trial's own writes), plus one short-lived
