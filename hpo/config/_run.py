@@ -156,12 +156,10 @@ class ProcessSettings(_Section):
     @model_validator(mode="after")
     def _pool_fits_a_claim(self) -> ProcessSettings:
         if 0 < self.pool_size < MIN_POOL_SIZE:
-            raise _Rule("pool_size", f"{self.pool_size} connections can deadlock a claim: "
-                                     f"received $pool_size {self.pool_size}, expected 0 "
-                                     f"(direct connections) or at least {MIN_POOL_SIZE} (the "
-                                     "study lock's holder needs 2 and the next worker "
-                                     f"waiting for it 1); pass $pool_size {MIN_POOL_SIZE} "
-                                     "or more", self.pool_size)
+            raise _Rule("pool_size", f"must be 0 (direct connections) or at least "
+                                     f"{MIN_POOL_SIZE} connections: a claim through the pool "
+                                     "needs 2 for the study lock's holder and 1 for the next "
+                                     "worker waiting for it", self.pool_size)
         return self
 
     @model_validator(mode="after")

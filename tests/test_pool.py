@@ -1,0 +1,348 @@
+"""The private connection pool of ``hpo run --workers N`` on PostgreSQL (issue 29): the
+workers of a host share ``--pool-size`` server connections through a PgBouncer the
+supervisor starts, exactly-once, reaping, outages and signals hold through it, and nothing
+(no PgBouncer, no password on disk) outlives the run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.execution._pool import PGBOUNCER_PORT, pool_config, pooled_url, start_pool
+from hpo.testing import write_study
+from tests.conftest import run_cli, wait_for_training
+from tests.tcp_proxy import CuttableProxy
+
+PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
+needs_pgbouncer = pytest.mark.skipif(
+    PGBOUNCER is None, reason="the pgbouncer program is not installed (apt-get install "
+                              "pgbouncer); the pool falls back to direct connections")
+SECRET = "Pool-Secret-7f3e"
+
+
+def _points(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
+    return [tuple(sorted(t.params.items())) for t in trials]
+
+
+def _pgbouncers() -> dict[int, str]:
+    """pid -> command line of every PgBouncer of this machine's hpo pools."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"pgbouncer") and b"hpo-pool-" in b" ".join(args):
+            found[int(entry.name)] = b" ".join(args).decode(errors="replace")
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} after {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.fixture()
+def limited_role(postgres_url: str) -> Iterator[tuple[str, str]]:
+    """A role allowed 4 connections, with a password, owning a database of its own: (its
+    URL, its name). Dropped after the test."""
+    import sqlalchemy
+
+    role = f"hpo_pool_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(
+            f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 4 PASSWORD '{SECRET}'"))
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{role}" OWNER {role}'))
+    url = sqlalchemy.engine.make_url(postgres_url).set(
+        username=role, password=SECRET, database=role).render_as_string(hide_password=False)
+    try:
+        yield url, role
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{role}" WITH (FORCE)'))
+            conn.execute(sqlalchemy.text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
+
+
+def _admin_url(postgres_url: str, database: str) -> str:
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(postgres_url).set(database=database).render_as_string(
+        hide_password=False)
+
+
+class _PeakConnections:
+    """Polls pg_stat_activity for the most connections ``role`` held at once."""
+
+    def __init__(self, postgres_url: str, role: str) -> None:
+        import sqlalchemy
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+        self._query = sqlalchemy.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = :r")
+        self._role = role
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        with self._engine.connect() as conn:
+            while not self._stop.wait(0.1):
+                count = conn.execute(self._query, {"r": self._role}).scalar_one()
+                conn.rollback()
+                self.peak = max(self.peak, int(count))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._engine.dispose()
+        return self.peak
+
+
+def _run(study_file: Path, storage: str, cwd: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo", "run", "--study", str(study_file), *extra],
+        cwd=cwd, env={**os.environ, "HPO_STORAGE": storage}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+# -- unit: the configuration, the URL, the fallback ------------------------------------------
+
+
+def test_the_pool_configuration_pools_transactions_on_a_private_socket(tmp_path):
+    ini, users = pool_config(f"postgresql://alice:{SECRET}@db.lab:5433/hpo", 4, tmp_path,
+                             outage_timeout=600)
+    lines = dict(line.split(" = ", 1) for line in ini.splitlines() if " = " in line)
+    assert lines["pool_mode"] == "transaction"
+    assert lines["listen_addr"] == ""  # no TCP port
+    assert lines["unix_socket_dir"] == str(tmp_path)
+    assert lines["default_pool_size"] == lines["max_db_connections"] == "4"
+    assert lines["auth_type"] == "trust"
+    assert int(lines["query_wait_timeout"]) > 600  # hpo's outage handling waits first
+    assert lines["server_login_retry"] == "1"
+    assert lines["hpo"] == (f"host='db.lab' port='5433' dbname='hpo' user='alice' "
+                            f"password='{SECRET}'")
+    assert ini.count(SECRET) == 1 and SECRET not in users
+    assert users == '"alice" ""\n'
+    quoted, _ = pool_config("postgresql://bob:it's@localhost/db", 3, tmp_path)
+    assert "password='it''s'" in quoted
+
+
+def test_the_workers_url_leads_to_the_socket_without_the_password(tmp_path):
+    url = pooled_url(f"postgresql+psycopg://alice:{SECRET}@db.lab:5433/hpo?sslmode=require",
+                     tmp_path)
+    assert SECRET not in url
+    import sqlalchemy
+
+    parsed = sqlalchemy.engine.make_url(url)
+    assert parsed.drivername == "postgresql+psycopg"
+    assert (parsed.username, parsed.host, parsed.database) == ("alice", None, "hpo")
+    assert parsed.query == {"host": str(tmp_path), "port": str(PGBOUNCER_PORT)}
+
+
+def test_without_pgbouncer_the_workers_connect_directly_with_one_line(monkeypatch, caplog):
+    from hpo.execution import _pool
+
+    monkeypatch.setattr(_pool.shutil, "which", lambda *args, **kwargs: None)
+    with caplog.at_level(logging.INFO):
+        assert start_pool("postgresql://u:p@127.0.0.1/db", 4) is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert "'pgbouncer' program is not installed" in lines[0]
+    assert "apt-get install pgbouncer" in lines[0] and "--pool-size 0" in lines[0]
+    caplog.clear()
+    assert start_pool("postgresql://u:p@127.0.0.1/db", 0) is None  # asked for none
+    assert start_pool("sqlite:///x.db", 4) is None  # nothing to share
+    assert not caplog.records
+
+
+def test_a_pool_too_small_for_a_claim_is_refused(cli, tiny_study):
+    result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", "2")
+    assert result.returncode == 2
+    assert "--pool-size" in result.stderr and "at least 3" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- the user's path: real PostgreSQL, real processes ----------------------------------------
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_eight_workers_through_four_connections_finish_the_grid_exactly_once(
+        tmp_path, image_folder, postgres_url, limited_role):
+    url, role = limited_role
+    name = f"pool8-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name,
+                             extra_grid="batch_size = [8, 16]")
+    peak = _PeakConnections(postgres_url, role)
+    proc = _run(study_file, url, tmp_path, "--workers", "8", "--pool-size", "4",
+                "--no-figures", "--keep-models", "0")
+    try:
+        wait_for_training(name, _admin_url(postgres_url, role), proc, timeout=300)
+        # running: the password is in no file of the pool's folder (nor anywhere in /tmp's
+        # hpo folders), and PgBouncer runs on a socket only
+        pools = list(Path("/tmp").glob("hpo-pool-*"))
+        assert pools, "no pool folder"
+        for folder in pools:
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    assert SECRET.encode() not in path.read_bytes(), path
+        assert any(f"hpo-pool-" in line for line in _pgbouncers().values())
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        most = peak.stop()
+    assert proc.returncode == 0, err[-3000:]
+    assert "sharing 4 database connections through PgBouncer" in err + out
+    assert SECRET not in out + err
+    assert most <= 4
+    study = optuna.load_study(study_name=name, storage=_admin_url(postgres_url, role))
+    points = _points(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert len(points) == len(set(points)) == 8
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    _wait_until(lambda: not _pgbouncers(), 30, "a PgBouncer is still running")
+    assert not [p for p in Path("/tmp").glob("hpo-pool-*")
+                if p.name in "".join(str(x) for x in pools)]
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
+        tmp_path, image_folder, postgres_url, limited_role):
+    url, role = limited_role
+    admin = _admin_url(postgres_url, role)
+    name = f"poolkill-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=12)
+    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "3",
+                "--heartbeat", "1", "--grace", "3", "--quiet", "--no-figures")
+    try:
+        victim = wait_for_training(name, admin, proc, timeout=300)
+        os.kill(int(victim.user_attrs["worker"]["pid"]), signal.SIGKILL)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGKILL, err[-3000:]
+    study = optuna.load_study(study_name=name, storage=admin)
+    assert study.trials[victim.number].state == TrialState.FAIL
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    points = _points(complete)
+    assert len(points) == len(set(points)) == 4
+    assert victim.params in [t.params for t in complete]
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    _wait_until(lambda: not _pgbouncers(), 30, "a PgBouncer is still running")
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
+        tmp_path, image_folder, postgres_url, limited_role):
+    import sqlalchemy
+
+    url, role = limited_role
+    parsed = sqlalchemy.engine.make_url(url)
+    proxy = CuttableProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    through_proxy = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False)
+    admin = _admin_url(postgres_url, role)
+    name = f"poolout-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=6)
+    proc = _run(study_file, through_proxy, tmp_path, "--workers", "3", "--pool-size", "3",
+                "--heartbeat", "1", "--grace", "60", "--no-figures")
+    try:
+        wait_for_training(name, admin, proc, min_epochs=2, timeout=300)
+        dropped = proxy.cut()
+        time.sleep(8)
+        proxy.restore()
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        proxy.close()
+    assert dropped >= 1
+    assert proc.returncode == 0, err[-3000:]
+    assert SECRET not in out + err
+    study = optuna.load_study(study_name=name, storage=admin)
+    points = _points(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert len(points) == len(set(points)) == 4  # lost: 0, duplicates: 0
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    _wait_until(lambda: not _pgbouncers(), 30, "a PgBouncer is still running")
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
+        tmp_path, image_folder, postgres_url, limited_role):
+    url, role = limited_role
+    admin = _admin_url(postgres_url, role)
+    name = f"poolsup-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=25)
+    before = set(_pgbouncers())
+    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "3",
+                "--quiet", "--no-figures")
+    try:
+        wait_for_training(name, admin, proc, timeout=300)
+        workers = _children(proc.pid)
+        ours = {pid: line for pid, line in _pgbouncers().items() if pid not in before}
+        assert len(ours) == 1, ours
+        (bouncer, line), = ours.items()
+        folder = Path(line.split()[-1]).parent
+        assert folder.is_dir()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        _wait_until(lambda: not any(_alive(pid) for pid in workers), 120,
+                    "a worker still runs")
+        _wait_until(lambda: not _alive(bouncer), 30, "its PgBouncer still runs")
+        _wait_until(lambda: not folder.exists(), 10, "the pool's folder is still there")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    study = optuna.load_study(study_name=name, storage=admin)
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # stopped: FAIL, not lost
+    assert study.get_trials(states=(TrialState.FAIL,))
