@@ -95,6 +95,9 @@ def limited_role(postgres_url: str) -> Iterator[tuple[str, str]]:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{role}" OWNER {role}'))
     url = sqlalchemy.engine.make_url(postgres_url).set(
         username=role, password=SECRET, database=role).render_as_string(hide_password=False)
+    from hpo.storage import close_storage, open_storage
+
+    close_storage(open_storage(url))  # Optuna's tables, the role's (the test reads as admin)
     try:
         yield url, role
     finally:
@@ -198,9 +201,9 @@ def test_without_pgbouncer_the_workers_connect_directly_with_one_line(monkeypatc
 
 
 def test_a_pool_too_small_for_a_claim_is_refused(cli, tiny_study):
-    result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", "2")
+    result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", "3")
     assert result.returncode == 2
-    assert "--pool-size" in result.stderr and "at least 3" in result.stderr
+    assert "--pool-size" in result.stderr and "at least 4" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -256,7 +259,7 @@ def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
     admin = _admin_url(postgres_url, role)
     name = f"poolkill-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=12)
-    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "3",
+    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4",
                 "--heartbeat", "1", "--grace", "3", "--quiet", "--no-figures")
     try:
         victim = wait_for_training(name, admin, proc, timeout=300)
@@ -291,7 +294,7 @@ def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
     admin = _admin_url(postgres_url, role)
     name = f"poolout-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=6)
-    proc = _run(study_file, through_proxy, tmp_path, "--workers", "3", "--pool-size", "3",
+    proc = _run(study_file, through_proxy, tmp_path, "--workers", "3", "--pool-size", "4",
                 "--heartbeat", "1", "--grace", "60", "--no-figures")
     try:
         wait_for_training(name, admin, proc, min_epochs=2, timeout=300)
@@ -323,7 +326,7 @@ def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
     name = f"poolsup-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=25)
     before = set(_pgbouncers())
-    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "3",
+    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4",
                 "--quiet", "--no-figures")
     try:
         wait_for_training(name, admin, proc, timeout=300)

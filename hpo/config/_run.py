@@ -31,7 +31,8 @@ from hpo.errors import ConfigError, InvalidSetting
 
 __all__ = ["RunSettings", "SearchSettings", "TrialSettings", "StorageSettings",
            "ProcessSettings", "SECTIONS", "SETTING_NAMES", "DEFAULT_STORAGE", "FRESH_HEARTBEATS",
-           "DEFAULT_RECYCLE_AFTER", "DEFAULT_POOL_SIZE", "MIN_POOL_SIZE", "SETTINGS_ENV", "settings_from_env", "flag", "folder_problem"]
+           "DEFAULT_RECYCLE_AFTER", "DEFAULT_POOL_SIZE", "MIN_POOL_SIZE", "SETTINGS_ENV",
+           "settings_from_env", "flag", "folder_problem"]
 
 #: Trials after which a TensorFlow worker replaces its process (``recycle_after``).
 DEFAULT_RECYCLE_AFTER = 20
@@ -39,7 +40,7 @@ DEFAULT_RECYCLE_AFTER = 20
 #: / ``--gpus``) share through their private PgBouncer (``pool_size``; 0: none, each worker
 #: connects directly) and the fewest that cannot deadlock a claim.
 DEFAULT_POOL_SIZE = 4
-MIN_POOL_SIZE = 3
+MIN_POOL_SIZE = 4
 #: The environment variable through which a parent hands a child process its settings.
 SETTINGS_ENV = "HPO_RUN_SETTINGS"
 
@@ -64,7 +65,7 @@ _EXPECTED = {
     "trials_per_gpu": "a number of at least 1, or auto",
     "repeats": "at least 1",
     "recycle_after": "0 (never) or more trials",
-    "pool_size": "0 (direct connections) or at least 3 connections",
+    "pool_size": "0 (direct connections) or at least 4 connections",
     "max_consecutive_failures": "at least 1",
     "precision": "one of auto, float32, mixed_float16, mixed_bfloat16",
     "steps_per_execution": "from 1 to 10000",
@@ -157,9 +158,10 @@ class ProcessSettings(_Section):
     def _pool_fits_a_claim(self) -> ProcessSettings:
         if 0 < self.pool_size < MIN_POOL_SIZE:
             raise _Rule("pool_size", f"must be 0 (direct connections) or at least "
-                                     f"{MIN_POOL_SIZE} connections: a claim through the pool "
-                                     "needs 2 for the study lock's holder and 1 for the next "
-                                     "worker waiting for it", self.pool_size)
+                                     f"{MIN_POOL_SIZE} connections: through the pool, the study "
+                                     "lock's holder needs 2, the next worker waiting for it 1 "
+                                     "and a worker opening the study 2 at once",
+                                     self.pool_size)
         return self
 
     @model_validator(mode="after")

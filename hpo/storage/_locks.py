@@ -23,14 +23,17 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import optuna
 
 from hpo.storage._optuna import journal_file, unwrap_storage
 from hpo.storage._resilient import ResilientRDBStorage, is_connection_error
 
-__all__ = ["study_lock"]
+if TYPE_CHECKING:
+    import sqlalchemy.engine
+
+__all__ = ["study_lock", "host_turn"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,14 +54,15 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _host_turn(storage: optuna.storages.RDBStorage, study_name: str) -> Path:
-    """The file whose lock is this host's turn to wait for the study lock of ``study_name``
-    in ``storage``'s database (the same file for every worker of this user on this host)."""
-    url = storage.engine.url
-    place = f"{url.host}:{url.port}:{url.query.get('host')}:{url.database}:{study_name}"
+def host_turn(url: sqlalchemy.engine.URL, name: str) -> contextlib.AbstractContextManager[None]:
+    """This host's turn to wait for the advisory lock ``name`` (a study's, the schema's) in
+    the database at ``url``: an ``fcntl`` lock on a file of a per-user folder of the host's
+    temporary folder (the same file for every process of this user on this host), so that
+    at most one of them waits in the database (holding a server connection) at a time."""
+    place = f"{url.host}:{url.port}:{url.query.get('host')}:{url.database}:{name}"
     folder = Path(tempfile.gettempdir()) / f"hpo-turns-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
-    return folder / f"{hashlib.sha256(place.encode()).hexdigest()[:24]}.lock"
+    return _file_lock(folder / f"{hashlib.sha256(place.encode()).hexdigest()[:24]}.lock")
 
 
 def _locked_connection(storage: optuna.storages.RDBStorage, key: int) -> Any:
@@ -108,7 +112,7 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
     if isinstance(storage, optuna.storages.RDBStorage):
         url = storage.engine.url
         if url.get_backend_name() == "postgresql":
-            with _file_lock(_host_turn(storage, study_name)), \
+            with host_turn(url, f"study:{study_name}"), \
                     _advisory_lock(storage, _lock_key(study_name)):
                 yield
             return

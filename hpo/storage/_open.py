@@ -27,6 +27,7 @@ import optuna
 from hpo.config import DEFAULT_STORAGE, StorageSettings
 from hpo.errors import NoStudies, StorageError
 from hpo.storage._heartbeat import StaleTrialRetry
+from hpo.storage._locks import host_turn
 from hpo.storage._optuna import unwrap_storage
 from hpo.storage._resilient import (
     DEFAULT_OUTAGE_TIMEOUT,
@@ -177,8 +178,9 @@ def _schema_problem(exc: RuntimeError, url: str) -> StorageError | None:
         "version or newer in this environment")
 
 
-def _has_schema(url: str, engine_kwargs: dict[str, object]) -> bool:
-    """Whether the database at ``url`` holds Optuna's tables (read, nothing created)."""
+def _has_schema(url: str, engine_kwargs: dict[str, object], *, index: bool = False) -> bool:
+    """Whether the database at ``url`` holds Optuna's tables (read, nothing created); with
+    ``index``, hpo's :data:`STATE_INDEX` too."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -187,7 +189,8 @@ def _has_schema(url: str, engine_kwargs: dict[str, object]) -> bool:
     engine = sqlalchemy.create_engine(url, poolclass=NullPool, **kwargs)
     try:
         inspector = sqlalchemy.inspect(engine)
-        return inspector.has_table("studies") and inspector.has_table("version_info")
+        return inspector.has_table("studies") and inspector.has_table("version_info") and \
+            (not index or inspector.has_index("trials", STATE_INDEX))
     finally:
         engine.dispose()
 
@@ -245,7 +248,7 @@ def _schema_lock(url: str, connect_args: dict[str, object] | None = None) -> Ite
     A transaction-scoped advisory lock, held by a transaction left open on a connection of
     its own while the schema is made on others: it works through a pooler in transaction
     mode (PgBouncer), where a session's lock would stay with a server connection other
-    clients then use."""
+    clients then use. It is taken in this host's turn to open (:func:`_open_turn`)."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -264,6 +267,21 @@ def _schema_lock(url: str, connect_args: dict[str, object] | None = None) -> Ite
                 conn.rollback()  # ends the transaction: the lock goes with it
     finally:
         engine.dispose()
+
+
+def _open_turn(url: str) -> contextlib.AbstractContextManager[None]:
+    """On PostgreSQL, this host's turn to open a storage (:func:`hpo.storage._locks.host_turn`):
+    Optuna's open holds a transaction on one connection while it takes a second (the schema
+    version check), and the schema lock a third. Through a pool of a few server connections
+    (PgBouncer in transaction mode), processes opening at once could each hold one and wait
+    for another for ever; one opener per host at a time cannot. Taken before the "no answer
+    yet" notice is timed: waiting for this host's other workers is not a server that does
+    not answer."""
+    import sqlalchemy.engine
+
+    if not url.startswith("postgresql"):
+        return contextlib.nullcontext()
+    return host_turn(sqlalchemy.engine.make_url(url), "open")
 
 
 #: hpo's one addition to Optuna's schema: an index of the trials by study and state. Optuna
@@ -394,8 +412,13 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
         engine_kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
 
     def make() -> ResilientRDBStorage:
+        # On PostgreSQL a schema already made (the usual case: every worker after the first,
+        # every worker of 'hpo run') is only read: no lock, no connection held waiting for
+        # one while others claim (through a pool of a few connections, that could deadlock)
+        made = create and url.startswith("postgresql") and \
+            _has_schema(url, engine_kwargs, index=True)
         lock: contextlib.AbstractContextManager[None] = \
-            _schema_lock(url, connect_args) if create else contextlib.nullcontext()
+            _schema_lock(url, connect_args) if create and not made else contextlib.nullcontext()
         with warnings.catch_warnings(), lock:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if not create and not _has_schema(url, engine_kwargs):
@@ -410,16 +433,16 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
                 heartbeat_interval=options.heartbeat_interval,
                 grace_period=options.grace_period,
                 heartbeat_stale_trial_callback=StaleTrialRetry(options.max_retry),
-                skip_table_creation=not create,
+                skip_table_creation=not create or made,
             )
-            if create:
+            if create and not made:
                 _ensure_state_index(storage, url)
             return storage
 
     try:
         slow = contextlib.nullcontext() if is_sqlite(url) else \
             _said_when_slow(url, options.connect_timeout)  # a server that does not answer
-        with slow:
+        with _open_turn(url), slow:
             return _open_with_retries(make, url, options.outage_timeout)
     except RuntimeError as exc:  # Optuna's schema version check
         problem = _schema_problem(exc, url)
