@@ -63,7 +63,7 @@ _STOP_TIMEOUT_S = 5.0
 #: The user PgBouncer runs as when hpo runs as root (PgBouncer refuses to run as root).
 _UNPRIVILEGED = "nobody"
 _HOW_TO_GET = ("install it (apt-get install pgbouncer, or your system's package) to share "
-               "connections between this host's workers, or pass $pool_size 0 to silence "
+               "connections between this host's workers, or pass --pool-size 0 to silence "
                "this line")
 
 
@@ -191,8 +191,8 @@ def start_pool(url: str, size: int, *, outage_timeout: float = 600.0
         return None
     program = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
     if program is None:
-        _log.info("%s", _render("connecting each worker directly to the database: the "
-                                "'pgbouncer' program is not installed; " + _HOW_TO_GET))
+        _log.info("connecting each worker directly to the database: the 'pgbouncer' program "
+                  "is not installed; %s", _HOW_TO_GET)
         return None
     read_fd, keep_fd = os.pipe()
     spec = {"url": url, "size": size, "program": program, "fd": read_fd,
@@ -223,12 +223,6 @@ def start_pool(url: str, size: int, *, outage_timeout: float = 600.0
     _log.warning("connecting each worker directly to the database: the connection pool "
                  "(PgBouncer) did not start (%s)", mask_url(reason))
     return None
-
-
-def _render(message: str) -> str:
-    """``message`` with its settings named as options (``$pool_size`` -> ``--pool-size``):
-    this line is logged, not raised, so :meth:`hpo.errors.HpoError.render` is not used."""
-    return message.replace("$pool_size", "--pool-size")
 
 
 def _read_line(stream: Any, timeout: float) -> str:
