@@ -349,3 +349,32 @@ def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
     study = optuna.load_study(study_name=name, storage=admin)
     assert not study.get_trials(states=(TrialState.RUNNING,))  # stopped: FAIL, not lost
     assert study.get_trials(states=(TrialState.FAIL,))
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_hpo_worker_processes_behind_a_pgbouncer_in_transaction_mode_share_it(
+        tmp_path, image_folder, postgres_url, limited_role):
+    """docs/cluster.md's path for job schedulers: 'hpo worker' processes pointed at a
+    PgBouncer in transaction mode (here the private pool's, started by hand) with
+    HPO_POOLED=1 run the grid exactly once through the role's 4 connections."""
+    url, role = limited_role
+    name = f"poolwk-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name)
+    pool = start_pool(url, 4)
+    assert pool is not None
+    try:
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "hpo", "worker", "--study", str(study_file), "--quiet",
+             "--no-figures", "--keep-models", "0", "--worker-name", f"w{i}"],
+            cwd=tmp_path, env={**os.environ, "HPO_STORAGE": pool.url, "HPO_POOLED": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+        results = [proc.communicate(timeout=600) for proc in procs]
+    finally:
+        pool.close()
+    assert [proc.returncode for proc in procs] == [0, 0, 0], results
+    study = optuna.load_study(study_name=name, storage=_admin_url(postgres_url, role))
+    points = _points(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert len(points) == len(set(points)) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert pool.watcher.returncode == 0
