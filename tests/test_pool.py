@@ -52,6 +52,20 @@ def _pgbouncers() -> dict[int, str]:
     return found
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _pool_of(supervisor: int) -> dict[int, Path]:
+    """The PgBouncer a supervisor started (through its watcher): pid -> its folder. Tests
+    running at once each see only their own."""
+    return {pid: Path(line.split()[-1]).parent for pid, line in _pgbouncers().items()
+            if _parent(_parent(pid)) == supervisor}
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for entry in Path("/proc").iterdir():
@@ -225,13 +239,12 @@ def test_eight_workers_through_four_connections_finish_the_grid_exactly_once(
         wait_for_training(name, _admin_url(postgres_url, role), proc, timeout=300)
         # running: the password is in no file of the pool's folder (nor anywhere in /tmp's
         # hpo folders), and PgBouncer runs on a socket only
-        pools = list(Path("/tmp").glob("hpo-pool-*"))
-        assert pools, "no pool folder"
-        for folder in pools:
-            for path in folder.rglob("*"):
-                if path.is_file():
-                    assert SECRET.encode() not in path.read_bytes(), path
-        assert any(f"hpo-pool-" in line for line in _pgbouncers().values())
+        ours = _pool_of(proc.pid)
+        assert len(ours) == 1, ours
+        folder = next(iter(ours.values()))
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
@@ -246,9 +259,7 @@ def test_eight_workers_through_four_connections_finish_the_grid_exactly_once(
     points = _points(study.get_trials(states=(TrialState.COMPLETE,)))
     assert len(points) == len(set(points)) == 8
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    _wait_until(lambda: not _pgbouncers(), 30, "a PgBouncer is still running")
-    assert not [p for p in Path("/tmp").glob("hpo-pool-*")
-                if p.name in "".join(str(x) for x in pools)]
+    assert not any(_alive(pid) for pid in ours) and not folder.exists()
 
 
 @needs_pgbouncer
@@ -263,6 +274,8 @@ def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
                 "--heartbeat", "1", "--grace", "3", "--quiet", "--no-figures")
     try:
         victim = wait_for_training(name, admin, proc, timeout=300)
+        ours = _pool_of(proc.pid)
+        assert len(ours) == 1, ours
         os.kill(int(victim.user_attrs["worker"]["pid"]), signal.SIGKILL)
         out, err = proc.communicate(timeout=900)
     finally:
@@ -277,7 +290,7 @@ def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
     assert len(points) == len(set(points)) == 4
     assert victim.params in [t.params for t in complete]
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    _wait_until(lambda: not _pgbouncers(), 30, "a PgBouncer is still running")
+    assert not any(_alive(pid) for pid in ours)  # stopped before the supervisor ended
 
 
 @needs_pgbouncer
@@ -298,6 +311,8 @@ def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
                 "--heartbeat", "1", "--grace", "60", "--no-figures")
     try:
         wait_for_training(name, admin, proc, min_epochs=2, timeout=300)
+        ours = _pool_of(proc.pid)
+        assert len(ours) == 1, ours
         dropped = proxy.cut()
         time.sleep(8)
         proxy.restore()
@@ -314,7 +329,7 @@ def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
     points = _points(study.get_trials(states=(TrialState.COMPLETE,)))
     assert len(points) == len(set(points)) == 4  # lost: 0, duplicates: 0
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    _wait_until(lambda: not _pgbouncers(), 30, "a PgBouncer is still running")
+    assert not any(_alive(pid) for pid in ours)  # stopped before the supervisor ended
 
 
 @needs_pgbouncer
@@ -325,16 +340,14 @@ def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
     admin = _admin_url(postgres_url, role)
     name = f"poolsup-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=25)
-    before = set(_pgbouncers())
     proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4",
                 "--quiet", "--no-figures")
     try:
         wait_for_training(name, admin, proc, timeout=300)
         workers = _children(proc.pid)
-        ours = {pid: line for pid, line in _pgbouncers().items() if pid not in before}
+        ours = _pool_of(proc.pid)
         assert len(ours) == 1, ours
-        (bouncer, line), = ours.items()
-        folder = Path(line.split()[-1]).parent
+        (bouncer, folder), = ours.items()
         assert folder.is_dir()
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
