@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -76,6 +77,17 @@ def _own_working_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     with pytest.MonkeyPatch.context() as own:
         own.chdir(tmp_path_factory.mktemp("cwd"))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _hpo_logger_as_it_was() -> Iterator[None]:
+    """An in-process CLI run (``setup_logging``) gives the ``hpo`` logger a handler of its
+    own and stops its propagation, which would hide later tests' log lines from ``caplog``
+    (a test's outcome then depended on which tests ran before it in its worker)."""
+    logger = logging.getLogger("hpo")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 #: What ``hpo`` writes beside the user by default: never in the checkout after a test.
