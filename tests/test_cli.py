@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import subprocess
@@ -25,51 +23,6 @@ def _one_clean_error_line(result: subprocess.CompletedProcess[str], *fragments: 
     for fragment in fragments:
         assert fragment in lines[0]
     return lines[0]
-
-
-@pytest.mark.slow
-def test_the_readme_demo_runs_resumes_and_is_a_stock_optuna_study(tmp_path):
-    result = run_cli("run", "--study", "demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    trial_lines = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
-    assert len(trial_lines) == 12
-    assert all("val_accuracy=" in line and "optimizer=" in line for line in trial_lines)
-    assert "  trial 0 epoch 1/3" in result.stdout
-    best_line = result.stdout.strip().splitlines()[-1]
-    assert best_line.startswith("best: trial ")
-    assert (tmp_path / "hpo.db").is_file()
-
-    again = run_cli("run", "--study", "demo", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "grid complete: nothing left to run" in again.stdout
-    assert not [line for line in again.stdout.splitlines() if line.startswith("trial ")]
-
-    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
-    assert len(study.trials) == 12
-    optuna_cli = Path(sys.executable).with_name("optuna")
-    stock = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "demo", "--storage",
-                            "sqlite:///hpo.db", "-f", "json"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=120)
-    assert stock.returncode == 0, stock.stderr
-    assert json.loads(stock.stdout)["number"] == study.best_trial.number
-
-    best = run_cli("best", "demo", "--json", cwd=tmp_path)
-    assert best.returncode == 0
-    record = json.loads(best.stdout)
-    assert record["number"] == study.best_trial.number
-    assert record["value"] == pytest.approx(study.best_value)
-    assert len(record["confusion_matrix"]) == 10
-
-    table = run_cli("trials", "demo", "--csv", cwd=tmp_path)
-    rows = list(csv.DictReader(io.StringIO(table.stdout)))
-    assert len(rows) == 12
-    assert {r["state"] for r in rows} == {"COMPLETE"}
-    assert {r["optimizer"] for r in rows} == {"Adam", "SGD", "RMSprop"}
-
-    listing = run_cli("studies", cwd=tmp_path)
-    assert listing.returncode == 0
-    assert "firearms" in listing.stdout
-    assert "demo                   12 trials (12 complete)" in listing.stdout
 
 
 def test_quiet_prints_only_the_best_trial(tmp_path, tiny_study):

@@ -260,6 +260,11 @@ def test_eight_workers_through_four_connections_finish_the_grid_exactly_once(
     assert len(points) == len(set(points)) == 8
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     assert not any(_alive(pid) for pid in ours) and not folder.exists()
+    names = {t.user_attrs["worker"]["name"] for t in study.trials}
+    assert names <= {f"cpu{i}" for i in range(8)} and len(names) >= 2, names
+    status = run_cli("status", str(study_file), "--storage", _admin_url(postgres_url, role),
+                     cwd=tmp_path)
+    assert "grid: 8 points: 8 done, 0 running, 0 failed, 0 left" in status.stdout, status
 
 
 @needs_pgbouncer

@@ -14,8 +14,11 @@ just done the quick start would type it. What stands in for the user's world, an
   README says) with 1-2 epochs at the smallest image sizes its architectures take (67x67,
   75x75), everything else as shipped; likewise the study file ``hpo init`` writes (the
   thesis grid's 10 and 200 epochs become 1 and 2);
-* a run's budget: each ``hpo run`` / ``hpo worker`` trains at most :data:`MAX_TRIALS`
-  trials (``--n-trials``) and :data:`MAX_REPEATS` repeats, a ``firearms`` run one trial
+* a run's budget: the quick start (``hpo run --study demo``, the README's first command)
+  runs as written, its 12 trials, and keeps the promises the README makes of it
+  (:func:`_the_quick_start_keeps_its_promises`); every later ``hpo run`` / ``hpo worker``
+  trains at most :data:`MAX_TRIALS` trials (``--n-trials``) and :data:`MAX_REPEATS`
+  repeats, a ``firearms`` run one trial
   (:data:`MAX_FIREARMS_TRIALS`: an InceptionV3 trial traces its train step for about a
   minute on 2 CPU cores, even at 75x75 and one epoch), so the whole README runs in
   minutes on CI's 2 cores (the journey test, tests/test_journey.py, runs a whole grid).
@@ -29,6 +32,9 @@ its page, and stopped. Every other command must exit 0 with no traceback.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import shlex
@@ -39,6 +45,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 import pytest
 
 from hpo.testing import make_image_folder
@@ -226,6 +233,50 @@ def _dashboard(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
     assert "Traceback" not in err, err
 
 
+def _hpo(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "hpo", *args], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+    return done
+
+
+def _the_quick_start_keeps_its_promises(work: Path, env: dict[str, str],
+                                        done: subprocess.CompletedProcess[str]) -> None:
+    """What the README says of ``hpo run --study demo``: 12 CNNs, their epochs and trial
+    lines as shown, the best trial last; run again, it resumes and trains nothing; the
+    study is a stock Optuna study in ``./hpo.db`` (``optuna.load_study``, the ``optuna``
+    CLI), and ``hpo best`` / ``trials`` / ``studies`` read it."""
+    trial_lines = [line for line in done.stdout.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 12, done.stdout
+    assert all("val_accuracy=" in line and "optimizer=" in line for line in trial_lines)
+    assert "  trial 0 epoch 1/3" in done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("best: trial ")
+    assert (work / "hpo.db").is_file()
+
+    again = _hpo(work, env, "run", "--study", "demo")
+    assert "grid complete: nothing left to run" in again.stdout
+    assert not [line for line in again.stdout.splitlines() if line.startswith("trial ")]
+
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{work / 'hpo.db'}")
+    assert len(study.trials) == 12
+    stock = subprocess.run([str(Path(sys.executable).with_name("optuna")), "best-trial",
+                            "--study-name", "demo", "--storage", "sqlite:///hpo.db", "-f",
+                            "json"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert stock.returncode == 0, stock.stderr
+    assert json.loads(stock.stdout)["number"] == study.best_trial.number
+
+    record = json.loads(_hpo(work, env, "best", "demo", "--json").stdout)
+    assert record["number"] == study.best_trial.number
+    assert record["value"] == pytest.approx(study.best_value)
+    assert len(record["confusion_matrix"]) == 10
+    rows = list(csv.DictReader(io.StringIO(_hpo(work, env, "trials", "demo", "--csv").stdout)))
+    assert len(rows) == 12 and {r["state"] for r in rows} == {"COMPLETE"}
+    assert {r["optimizer"] for r in rows} == {"Adam", "SGD", "RMSprop"}
+    listing = _hpo(work, env, "studies").stdout
+    assert "firearms" in listing
+    assert "demo                   12 trials (12 complete)" in listing
+
+
 @pytest.mark.slow
 def test_every_shell_block_of_the_readme_runs_in_order(tmp_path, server_url):
     commands = readme_commands(README.read_text())
@@ -258,10 +309,13 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path, server_url):
         elif why is not None:
             skips.append((command.text, why))
             continue
+        quick_start = argv[1] == "run" and not quick_start_done
         if argv[1] in ("run", "worker"):
-            if not quick_start_done:
+            if quick_start:
+                assert argv == ["hpo", "run", "--study", "demo"], argv
                 _shadow_long_studies(work)
-            argv = _bounded(argv)
+            else:
+                argv = _bounded(argv)
             quick_start_done = True
         if "HPO_DASHBOARD_TOKEN" in extra:
             extra["HPO_DASHBOARD_TOKEN"] = "readme-test-token-0123456789"
@@ -278,6 +332,8 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path, server_url):
             f"README block {command.block}: {command.text!r} -> {argv} exited "
             f"{done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         ran.append(command.text)
+        if quick_start:
+            _the_quick_start_keeps_its_promises(work, {**env, **extra}, done)
         if argv[1] == "init":  # the study file it wrote holds the thesis grid's budgets
             for written in (work / "studies").glob("*.toml"):
                 if written.name != "firearms.toml":

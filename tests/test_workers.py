@@ -19,8 +19,6 @@ from tests.conftest import run_cli, wait_for_training
 
 pytestmark = pytest.mark.postgres
 
-GRID_24 = "batch_size = [8, 16, 32]\nepochs = [1, 2]"
-
 
 def _points(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
     return [tuple(sorted(t.params.items())) for t in trials]
@@ -33,25 +31,6 @@ def _worker(study_file: Path, storage: str, cwd: Path, name: str,
          "--grace", "3", "--quiet", "--worker-name", name, *extra],
         cwd=cwd, env={**os.environ, "HPO_STORAGE": storage}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
-
-
-def test_three_workers_run_every_grid_point_exactly_once(tmp_path, image_folder,
-                                                         postgres_url):
-    name = f"three-{uuid.uuid4().hex[:8]}"
-    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name,
-                             extra_grid=GRID_24)
-    result = run_cli("run", "--study", str(study_file), "--workers", "3", "--storage",
-                     postgres_url, "--quiet", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name=name, storage=postgres_url)
-    points = _points(study.trials)
-    assert len(points) == len(set(points)) == 24
-    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
-    names = {t.user_attrs["worker"]["name"] for t in study.trials}
-    assert names <= {"cpu0", "cpu1", "cpu2"} and len(names) >= 2
-    status = run_cli("status", str(study_file), "--storage", postgres_url, cwd=tmp_path)
-    assert "grid: 24 points: 24 done, 0 running, 0 failed, 0 left" in status.stdout
-    optuna.delete_study(study_name=name, storage=postgres_url)
 
 
 def test_a_worker_killed_mid_trial_is_reclaimed_by_the_others(tmp_path, image_folder,
