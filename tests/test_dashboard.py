@@ -19,15 +19,21 @@ import hpo
 from hpo.errors import ConfigError
 from hpo.reporting import check_host
 from hpo.testing import write_study
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import built_once, free_port, wait_for_port
 
 
 @pytest.fixture()
-def served(tmp_path, image_folder):
-    study_file = write_study(tmp_path / "d.toml", data=image_folder, name="browsed")
-    storage = f"sqlite:///{tmp_path / 'd.db'}"
-    artifacts = tmp_path / "artifacts"
-    hpo.run(study_file, storage=storage, n_trials=2, artifacts=artifacts, keep_models=1)
+def served(tmp_path, tmp_path_factory, image_folder):
+    """``hpo dashboard`` of its own on a study of two trials, trained once per test run
+    (:func:`built_once`): the dashboard only reads it."""
+    def build(folder):
+        study_file = write_study(folder / "d.toml", data=image_folder, name="browsed")
+        hpo.run(study_file, storage=f"sqlite:///{folder / 'd.db'}", n_trials=2,
+                artifacts=folder / "artifacts", keep_models=1)
+
+    folder = built_once(tmp_path_factory, "browsed", build)
+    storage = f"sqlite:///{folder / 'd.db'}"
+    artifacts = folder / "artifacts"
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--study", "browsed",
                              "--storage", storage, "--artifacts", str(artifacts), "--port",

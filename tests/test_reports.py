@@ -11,19 +11,24 @@ from hpo.config import load_study_config
 from hpo.reporting import build_report, write_report
 from hpo.testing import write_study
 from hpo.trial import Artifacts, model_path, models_folder
-from tests.conftest import run_cli
+from tests.conftest import built_once, run_cli
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, image_folder):
-    """A finished 2x2 grid at batch 32 (so the Keras defaults are grid points)."""
-    tmp_path = tmp_path_factory.mktemp("reported")
-    study_file = write_study(tmp_path / "r.toml", data=image_folder, name="reported",
-                             epochs=4, extra_grid="batch_size = [32]")
-    storage = f"sqlite:///{tmp_path / 'r.db'}"
-    artifacts = Artifacts(directory=tmp_path / "artifacts", keep_models=2)
-    study = hpo.run(study_file, storage=storage, artifacts=artifacts.directory, keep_models=2)
-    return study_file, storage, artifacts, study
+    """A finished 2x2 grid at batch 32 (so the Keras defaults are grid points), trained
+    once per test run (:func:`built_once`) and only read here."""
+    def build(folder):
+        study_file = write_study(folder / "r.toml", data=image_folder, name="reported",
+                                 epochs=4, extra_grid="batch_size = [32]")
+        hpo.run(study_file, storage=f"sqlite:///{folder / 'r.db'}",
+                artifacts=folder / "artifacts", keep_models=2)
+
+    folder = built_once(tmp_path_factory, "reported", build)
+    storage = f"sqlite:///{folder / 'r.db'}"
+    artifacts = Artifacts(directory=folder / "artifacts", keep_models=2)
+    study = optuna.load_study(study_name="reported", storage=storage)
+    return folder / "r.toml", storage, artifacts, study
 
 
 def test_each_trial_has_its_figures_as_optuna_artifacts(finished):
