@@ -232,14 +232,27 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -
 #: together (with ``--maxschedchunk 1`` in ``addopts``, each process takes its next test
 #: when it is free). ``slow``-marked tests not named here come next, then the rest in the
 #: collection's order. Add a test here when ``--durations`` shows it among the longest.
-SLOWEST_FIRST: tuple[str, ...] = (
+SLOWEST_FIRST: tuple[str, ...] = (  # the longest at -n 4 on 2 cores, longest first
     "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order",
     "tests/test_journey.py::test_quick_start_grid_search_repeats_compare_report_export_dashboard",
+    "tests/test_study_identity.py::test_a_changed_identity_is_refused_naming_the_key",
+    "tests/test_pool.py::test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing",
+    "tests/test_workers.py::test_a_worker_killed_mid_trial_is_reclaimed_by_the_others",
+    "tests/test_pool.py::test_eight_workers_through_four_connections_finish_the_grid_exactly_once",
+    "tests/test_packing.py::test_two_workers_share_a_gpu_under_their_own_names",
     "tests/test_study_identity.py::test_a_search_after_the_grid_starts_from_the_grid_on_sqlite",
+    "tests/test_reliability.py::test_a_live_trial_falsely_failed_as_stale_keeps_its_result",
+    "tests/test_steps.py::test_a_trial_on_reused_steps_trains_exactly_as_a_fresh_compile",
+    "tests/test_reliability.py::"
+    "test_the_database_unreachable_for_ten_seconds_mid_trial_loses_nothing",
     "tests/test_study_identity.py::"
     "test_a_search_after_the_grid_starts_from_the_grid_on_postgresql",
+    "tests/test_reliability.py::test_every_connection_terminated_mid_trial_loses_nothing",
+    "tests/test_pool.py::"
+    "test_hpo_worker_processes_behind_a_pgbouncer_in_transaction_mode_share_it",
     "tests/test_crash.py::test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it",
     "tests/test_crash.py::test_kill_9_leaves_no_trial_running_forever",
+    "tests/test_pool.py::test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again",
     "tests/test_reliability.py::"
     "test_a_paused_worker_that_resumes_after_its_retry_was_taken_adds_no_second_result",
     "tests/test_budget.py::test_n_trials_is_the_total_of_a_run_of_several_workers",
