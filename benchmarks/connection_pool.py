@@ -39,29 +39,7 @@ import sqlalchemy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-STUDY = """
-name = "{name}"
-metric = "val_accuracy"
-seed = 0
-pruner = "none"
-
-[data]
-source = "bundled:digits"
-channels = 1
-
-[training]
-architecture = "small_cnn"
-optimizer = "Adam"
-learning_rate = 0.001
-batch_size = 32
-epochs = 1
-
-[grid]
-optimizer = ["Adam", "SGD", "RMSprop", "Nadam", "Adamax", "Adagrad", "Adadelta", "Ftrl"]
-learning_rate = [{rates}]
-batch_size = [16, 32, 64]
-"""
+from coordination_scale import STUDY  # noqa: E402  (the same no-training grid)
 
 
 def _worker(url: str, study_file: str, go_file: str) -> None:
@@ -147,7 +125,7 @@ def _case(admin: str, workers: int, limit: int | None, pool_size: int, points: i
                       for i in range(points // 24))
     name = f"pool-{workers}-{pool_size}"
     study_file = folder / f"{name}.toml"
-    study_file.write_text(STUDY.format(name=name, rates=rates))
+    study_file.write_text(STUDY.format(name=name, rates=rates, batches="16, 32, 64"))
     close_storage(open_storage(url))  # the schema, once
     pool = start_pool(url, pool_size) if pool_size else None
     worker_url = url if pool is None else pool.url

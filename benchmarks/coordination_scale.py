@@ -60,7 +60,7 @@ from hpo.study import open_study
 from study_throughput import ROOT, _cpu_model, _export  # benchmarks/ is first on sys.path
 
 STUDY = """
-name = "scale"
+name = "{name}"
 metric = "val_accuracy"
 seed = 0
 pruner = "none"
@@ -402,7 +402,7 @@ def main() -> None:
         rates = ", ".join(f"{1e-5 * (i + 1):.6g}" for i in range(100))
         batches = ", ".join(str(8 + i) for i in range(125))
         study_file = folder / "scale.toml"
-        study_file.write_text(STUDY.format(rates=rates, batches=batches))
+        study_file.write_text(STUDY.format(name="scale", rates=rates, batches=batches))
         config = load_study_config(study_file)
         grid = WorkerGridSampler(grid_search_space(config))
         storages = [kind for kind in args.storages if kind == "sqlite" or args.postgres]

@@ -47,7 +47,8 @@ def count(url: str, sampler: str, trials: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         study_file = Path(folder) / "statements.toml"
         # coordination_scale's study on a small grid (8 x 5 x 4 points)
-        study_file.write_text(STUDY.format(rates="0.1, 0.01, 0.001, 0.0001, 0.00001",
+        study_file.write_text(STUDY.format(name="scale",
+                                           rates="0.1, 0.01, 0.001, 0.0001, 0.00001",
                                            batches="16, 32, 64, 128"))
         config = load_study_config(study_file)
         name = f"statements-{uuid.uuid4().hex[:8]}"

@@ -164,6 +164,13 @@ def _run(study_file: Path, storage: str, cwd: Path, *extra: str) -> subprocess.P
         stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _kill_if_running(proc: subprocess.Popen[str]) -> None:
+    """A test's last word on its ``hpo run``: killed with its workers if it still runs."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
 # -- unit: the configuration, the URL, the fallback ------------------------------------------
 
 
@@ -247,9 +254,7 @@ def test_eight_workers_through_four_connections_finish_the_grid_exactly_once(
                 assert SECRET.encode() not in path.read_bytes(), path
         out, err = proc.communicate(timeout=900)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        _kill_if_running(proc)
         most = peak.stop()
     assert proc.returncode == 0, err[-3000:]
     assert "sharing 4 database connections through PgBouncer" in err + out
@@ -284,9 +289,7 @@ def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
         os.kill(int(victim.user_attrs["worker"]["pid"]), signal.SIGKILL)
         out, err = proc.communicate(timeout=900)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        _kill_if_running(proc)
     assert proc.returncode == 128 + signal.SIGKILL, err[-3000:]
     study = optuna.load_study(study_name=name, storage=admin)
     assert study.trials[victim.number].state == TrialState.FAIL
@@ -323,9 +326,7 @@ def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
         proxy.restore()
         out, err = proc.communicate(timeout=900)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        _kill_if_running(proc)
         proxy.close()
     assert dropped >= 1
     assert proc.returncode == 0, err[-3000:]
@@ -361,9 +362,7 @@ def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
         _wait_until(lambda: not _alive(bouncer), 30, "its PgBouncer still runs")
         _wait_until(lambda: not folder.exists(), 10, "the pool's folder is still there")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        _kill_if_running(proc)
     study = optuna.load_study(study_name=name, storage=admin)
     assert not study.get_trials(states=(TrialState.RUNNING,))  # stopped: FAIL, not lost
     assert study.get_trials(states=(TrialState.FAIL,))
