@@ -185,8 +185,9 @@ def test_the_pool_configuration_pools_transactions_on_a_private_socket(tmp_path)
     assert lines["auth_type"] == "trust"
     assert int(lines["query_wait_timeout"]) > 600  # hpo's outage handling waits first
     assert lines["server_login_retry"] == "1"
-    assert lines["hpo"] == (f"host='db.lab' port='5433' dbname='hpo' user='alice' "
-                            f"password='{SECRET}'")
+    # PgBouncer's fallback entry, whatever the database's name (see the odd-name test)
+    assert lines["*"] == (f"host='db.lab' port='5433' dbname='hpo' user='alice' "
+                          f"password='{SECRET}'")
     assert ini.count(SECRET) == 1 and SECRET not in users
     assert users == '"alice" ""\n'
     quoted, _ = pool_config("postgresql://bob:it's@localhost/db", 3, tmp_path)
@@ -229,6 +230,37 @@ def test_a_pool_too_small_for_a_claim_is_refused(cli, tiny_study):
 
 
 # -- the user's path: real PostgreSQL, real processes ----------------------------------------
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_a_database_whose_name_is_no_plain_word_is_pooled_too(tmp_path, image_folder,
+                                                              postgres_url):
+    """PgBouncer 1.18's configuration parser takes no quoted key: a database named
+    ``hpo-studies`` (or with a space, or ``Ünï``) stopped it from starting, and every worker
+    connected directly after a 'did not start (... cannot load config file)' line."""
+    import sqlalchemy
+
+    database = f"hpo pool-Ünï.{uuid.uuid4().hex[:6]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+    url = _admin_url(postgres_url, database)
+    name = f"poolname-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name)
+    try:
+        result = run_cli("run", "--study", str(study_file), "--storage", url, "--workers", "2",
+                         "--n-trials", "2", "--no-figures", "--keep-models", "0", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "did not start" not in result.stderr, result.stderr[-3000:]
+        assert "sharing 4 database connections through PgBouncer" in result.stderr + result.stdout
+        study = optuna.load_study(study_name=name, storage=url)
+        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @needs_pgbouncer

@@ -117,6 +117,12 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
     The client side trusts whoever reaches the socket (the folder is 0700); the password of
     ``url`` stands only in the ``[databases]`` entry PgBouncer logs in with. The auth file
     names the user with no password (PgBouncer's ``trust`` still looks the user up there).
+
+    That entry is PgBouncer's fallback ``*`` (with the ``dbname`` of ``url``), not the
+    database's own name: PgBouncer's configuration parser (1.18) takes only ASCII letters,
+    digits, ``_``, ``-`` and ``.`` in a key and no quoting, so a database named ``my db`` or
+    ``Ünï`` would stop PgBouncer from starting. Only this run's workers reach the socket, all
+    asking for that one database.
     """
     import sqlalchemy.engine
 
@@ -128,7 +134,6 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
         entry["user"] = parsed.username
     if parsed.password:
         entry["password"] = str(parsed.password)
-    database = parsed.database or parsed.username or "postgres"
     connstr = " ".join(f"{key}={_quote(value)}" for key, value in entry.items())
     settings = {
         "listen_addr": "",  # no TCP: the Unix socket only
@@ -158,14 +163,10 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
         "pidfile": "",
         "logfile": "",
     }
-    ini = (f"[databases]\n{_quote_name(database)} = {connstr}\n\n[pgbouncer]\n"
+    ini = (f"[databases]\n* = {connstr}\n\n[pgbouncer]\n"
            + "".join(f"{key} = {value}\n" for key, value in settings.items()))
     users = f'"{(parsed.username or "postgres").replace(chr(34), chr(34) * 2)}" ""\n'
     return ini, users
-
-
-def _quote_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"' if not name.isidentifier() else name
 
 
 def pooled_url(url: str, folder: Path, port: int = PGBOUNCER_PORT) -> str:
