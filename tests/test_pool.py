@@ -229,6 +229,19 @@ def test_a_pool_too_small_for_a_claim_is_refused(cli, tiny_study):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("size", ["2147483648", "99999999999999999999999"])
+def test_a_pool_too_big_for_pgbouncer_is_refused(cli, tiny_study, size):
+    # PgBouncer took 2**31 and more as a pool that never hands out a connection: the
+    # workers waited for one forever
+    result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", size,
+                 "--storage", "postgresql://u:Pw-Secret@127.0.0.1:1/db")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"hpo: error: --pool-size must be 0 (direct connections) or from 4 to 262143 "
+        f"connections, received {size}"]
+    assert "Pw-Secret" not in result.stdout + result.stderr
+
+
 # -- the user's path: real PostgreSQL, real processes ----------------------------------------
 
 

@@ -41,6 +41,9 @@ DEFAULT_RECYCLE_AFTER = 20
 #: connects directly) and the fewest that cannot deadlock a claim.
 DEFAULT_POOL_SIZE = 4
 MIN_POOL_SIZE = 4
+#: The most: PostgreSQL's own most ``max_connections`` (PgBouncer reads 2**31 and more as
+#: a pool that never hands out a connection: the workers waited forever).
+MAX_POOL_SIZE = 262143
 #: The environment variable through which a parent hands a child process its settings.
 SETTINGS_ENV = "HPO_RUN_SETTINGS"
 
@@ -65,7 +68,7 @@ _EXPECTED = {
     "trials_per_gpu": "a number of at least 1, or auto",
     "repeats": "at least 1",
     "recycle_after": "0 (never) or more trials",
-    "pool_size": "0 (direct connections) or at least 4 connections",
+    "pool_size": "0 (direct connections) or from 4 to 262143 connections",
     "max_consecutive_failures": "at least 1",
     "precision": "one of auto, float32, mixed_float16, mixed_bfloat16",
     "steps_per_execution": "from 1 to 10000",
@@ -150,7 +153,7 @@ class ProcessSettings(_Section):
     trials_per_gpu: pydantic.PositiveInt | Literal["auto"] = 1
     isolate: bool = False
     recycle_after: int | None = Field(default=None, ge=0)
-    pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=0)
+    pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=0, le=MAX_POOL_SIZE)
     quiet: bool = False
     log_json: bool = False
 
