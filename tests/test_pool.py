@@ -222,6 +222,50 @@ def test_without_pgbouncer_the_workers_connect_directly_with_one_line(monkeypatc
     assert not caplog.records
 
 
+def test_a_url_with_options_is_not_pooled_with_one_line(caplog):
+    # PgBouncer drops the startup 'options': behind it the workers ran without them
+    with caplog.at_level(logging.INFO):
+        assert start_pool(f"postgresql://u:{SECRET}@127.0.0.1/db?options=-csearch_path%3Dx",
+                          4) is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert "'options'" in lines[0] and "directly" in lines[0] and SECRET not in lines[0]
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_the_workers_keep_the_search_path_of_the_urls_options(tmp_path, image_folder,
+                                                               postgres_url):
+    """Through the pool, '?options=-csearch_path=S' was dropped: the supervisor made the
+    study in schema S, the workers made Optuna's tables and the study again in 'public'
+    and ran their trials there ('no trial has completed yet')."""
+    import sqlalchemy
+
+    schema = f"hpo_opt_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    url = sqlalchemy.engine.make_url(postgres_url).update_query_dict(
+        {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    name = f"poolopt-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name)
+    try:
+        result = run_cli("run", "--study", str(study_file), "--storage", url, "--workers", "2",
+                         "--n-trials", "2", "--no-figures", "--keep-models", "0", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        with admin.connect() as conn:
+            done = conn.execute(sqlalchemy.text(
+                f"SELECT count(*) FROM {schema}.trials t JOIN {schema}.studies s "
+                f"USING (study_id) WHERE s.study_name = :n AND t.state = 'COMPLETE'"),
+                {"n": name}).scalar_one()
+        assert done == 2, result.stderr[-3000:]
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
 def test_a_pool_too_small_for_a_claim_is_refused(cli, tiny_study):
     result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", "3")
     assert result.returncode == 2

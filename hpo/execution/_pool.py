@@ -186,9 +186,19 @@ def start_pool(url: str, size: int, *, outage_timeout: float = 600.0
                ) -> SharedConnections | None:
     """Starts the private pool of a supervised run (the watcher and its PgBouncer) and
     returns it, ready; None when there is none to start: ``size`` 0, a database other than
-    PostgreSQL, no ``pgbouncer`` program (one line says so), or a PgBouncer that did not
-    start (one line says why); the workers then connect directly."""
+    PostgreSQL, a URL with ``options`` (PgBouncer would drop them; one line says so), no
+    ``pgbouncer`` program (one line says so), or a PgBouncer that did not start (one line
+    says why); the workers then connect directly."""
     if size == 0 or not url.startswith("postgresql"):
+        return None
+    import sqlalchemy.engine
+
+    if "options" in sqlalchemy.engine.make_url(url).query:
+        # PgBouncer drops a client's startup options (ignore_startup_parameters): the workers
+        # would run without them, e.g. in another schema than -c search_path=... names
+        _log.warning("connecting each worker directly to the database: the 'options' of the "
+                     "storage URL would not reach PostgreSQL through the connection pool "
+                     "(PgBouncer); pass --pool-size 0 to silence this line")
         return None
     program = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
     if program is None:
