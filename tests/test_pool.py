@@ -194,6 +194,22 @@ def test_the_pool_configuration_pools_transactions_on_a_private_socket(tmp_path)
     assert "password='it''s'" in quoted
 
 
+def test_the_pool_reaches_postgresql_over_tls_as_the_url_asks(tmp_path):
+    # PgBouncer's default is no TLS to the server: sslmode=require went unencrypted (and a
+    # server that accepts only TLS refused every worker)
+    def settings(url: str) -> dict[str, str]:
+        ini, _ = pool_config(url, 4, tmp_path)
+        return dict(line.split(" = ", 1) for line in ini.splitlines() if " = " in line)
+
+    assert settings("postgresql://a:b@db/hpo")["server_tls_sslmode"] == "prefer"  # libpq's
+    required = settings("postgresql://a:b@db/hpo?sslmode=require")
+    assert required["server_tls_sslmode"] == "require"
+    assert "server_tls_ca_file" not in required
+    verified = settings("postgresql://a:b@db/hpo?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+    assert verified["server_tls_sslmode"] == "verify-full"
+    assert verified["server_tls_ca_file"] == "/etc/ca.pem"
+
+
 def test_the_workers_url_leads_to_the_socket_without_the_password(tmp_path):
     url = pooled_url(f"postgresql+psycopg://alice:{SECRET}@db.lab:5433/hpo?sslmode=require",
                      tmp_path)

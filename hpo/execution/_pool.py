@@ -135,6 +135,15 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
     if parsed.password:
         entry["password"] = str(parsed.password)
     connstr = " ".join(f"{key}={_quote(value)}" for key, value in entry.items())
+    # TLS to PostgreSQL as the URL asks for it (libpq's default: prefer); PgBouncer's own
+    # default (disable) sent the study, and a password the server asks for in clear text,
+    # unencrypted where the URL said sslmode=require
+    tls = {"server_tls_sslmode": str(parsed.query.get("sslmode") or "prefer")}
+    for param, setting in (("sslrootcert", "server_tls_ca_file"),
+                           ("sslcert", "server_tls_cert_file"),
+                           ("sslkey", "server_tls_key_file")):
+        if parsed.query.get(param):
+            tls[setting] = str(Path(str(parsed.query[param])).expanduser().absolute())
     settings = {
         "listen_addr": "",  # no TCP: the Unix socket only
         "listen_port": str(port),
@@ -155,6 +164,7 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
         "server_connect_timeout": "10",
         "server_idle_timeout": "60",
         "server_reset_query": "",  # transaction pooling: nothing to reset
+        **tls,
         "ignore_startup_parameters": "extra_float_digits,options",
         "log_connections": "0",
         "log_disconnections": "0",
