@@ -194,6 +194,34 @@ def test_the_pool_configuration_pools_transactions_on_a_private_socket(tmp_path)
     assert "password='it''s'" in quoted
 
 
+def test_the_pool_logs_in_with_the_password_libpq_would_find(tmp_path, monkeypatch):
+    # a URL without its password (PGPASSWORD, ~/.pgpass): the supervisor, connecting
+    # directly, got in; PgBouncer reads neither, and every worker failed 'authentication
+    # failed' behind it
+    def server_entry(url: str) -> str:
+        ini, _ = pool_config(url, 4, tmp_path)
+        return dict(line.split(" = ", 1) for line in ini.splitlines() if " = " in line)["*"]
+
+    for name in ("PGPASSWORD", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE"):
+        monkeypatch.delenv(name, raising=False)
+    pgpass = tmp_path / "pgpass"
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    monkeypatch.setenv("PGPASSWORD", SECRET)
+    assert f"user='alice' password='{SECRET}'" in server_entry("postgresql://alice@db.lab/hpo")
+    monkeypatch.delenv("PGPASSWORD")
+    pgpass.write_text("other:5432:*:alice:nope\n"
+                      "db.lab:*:hpo:alice:it\\:s-mine\n"
+                      "*:*:*:*:catch-all\n")
+    pgpass.chmod(0o600)
+    assert "password='it:s-mine'" in server_entry("postgresql://alice@db.lab/hpo")
+    assert "password='catch-all'" in server_entry("postgresql://bob@db.lab/hpo")
+    pgpass.chmod(0o644)  # libpq ignores a password file others may read
+    assert "password=" not in server_entry("postgresql://alice@db.lab/hpo")
+    monkeypatch.setenv("PGUSER", "carol")  # no user in the URL: libpq's, in both files
+    ini, users = pool_config("postgresql://db.lab/hpo", 4, tmp_path)
+    assert "user='carol'" in ini and users == '"carol" ""\n'
+
+
 def test_the_pool_reaches_postgresql_over_tls_as_the_url_asks(tmp_path):
     # PgBouncer's default is no TLS to the server: sslmode=require went unencrypted (and a
     # server that accepts only TLS refused every worker)

@@ -30,6 +30,7 @@ saying how to get it (or ``pool_size`` 0 to silence it).
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -127,13 +128,20 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
     import sqlalchemy.engine
 
     parsed = sqlalchemy.engine.make_url(url)
-    host = parsed.host or str(parsed.query.get("host") or "") or "/var/run/postgresql"
-    entry = {"host": host, "port": str(parsed.port or parsed.query.get("port") or 5432),
-             "dbname": parsed.database or parsed.username or "postgres"}
-    if parsed.username:
-        entry["user"] = parsed.username
-    if parsed.password:
-        entry["password"] = str(parsed.password)
+    env = os.environ
+    # what libpq would take where the URL says nothing (the workers' own libpq does so too)
+    host = (parsed.host or str(parsed.query.get("host") or "") or env.get("PGHOST")
+            or "/var/run/postgresql")
+    user = parsed.username or env.get("PGUSER") or getpass.getuser()
+    entry = {"host": host,
+             "port": str(parsed.port or parsed.query.get("port") or env.get("PGPORT") or 5432),
+             "dbname": parsed.database or env.get("PGDATABASE") or user, "user": user}
+    # a password in PGPASSWORD or ~/.pgpass (PGPASSFILE), as libpq finds it: PgBouncer reads
+    # neither, and every worker failed 'authentication failed' behind it
+    password = (parsed.password or env.get("PGPASSWORD")
+                or _pgpass(entry["host"], entry["port"], entry["dbname"], user))
+    if password:
+        entry["password"] = str(password)
     connstr = " ".join(f"{key}={_quote(value)}" for key, value in entry.items())
     # TLS to PostgreSQL as the URL asks for it (libpq's default: prefer); PgBouncer's own
     # default (disable) sent the study, and a password the server asks for in clear text,
@@ -175,8 +183,37 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
     }
     ini = (f"[databases]\n* = {connstr}\n\n[pgbouncer]\n"
            + "".join(f"{key} = {value}\n" for key, value in settings.items()))
-    users = f'"{(parsed.username or "postgres").replace(chr(34), chr(34) * 2)}" ""\n'
+    users = f'"{user.replace(chr(34), chr(34) * 2)}" ""\n'
     return ini, users
+
+
+def _pgpass(host: str, port: str, dbname: str, user: str) -> str | None:
+    """The password libpq would take from the password file (``PGPASSFILE``, else
+    ``~/.pgpass``; ignored unless only its owner may read it) for this connection."""
+    path = Path(os.environ.get("PGPASSFILE") or Path.home() / ".pgpass")
+    try:
+        if path.stat().st_mode & 0o077:
+            return None
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    wanted = ["localhost" if host.startswith("/") else host, port, dbname, user]
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields, field, escaped = [], "", False
+        for char in line:
+            if escaped:
+                field, escaped = field + char, False
+            elif char == "\\":
+                escaped = True
+            elif char == ":" and len(fields) < 4:
+                fields, field = fields + [field], ""
+            else:
+                field += char
+        if len(fields) == 4 and all(f in ("*", w) for f, w in zip(fields, wanted)):
+            return field
+    return None
 
 
 def pooled_url(url: str, folder: Path, port: int = PGBOUNCER_PORT) -> str:
