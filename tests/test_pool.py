@@ -276,6 +276,16 @@ def test_a_url_with_options_is_not_pooled_with_one_line(caplog):
     assert "'options'" in lines[0] and "directly" in lines[0] and SECRET not in lines[0]
 
 
+@pytest.mark.parametrize("hosts", ["host=h1:5432&host=h2:5433", "host=h1,h2&port=5432,5433"])
+def test_a_url_with_several_hosts_is_not_pooled_with_one_line(caplog, hosts):
+    # PgBouncer got "('h1:5432', 'h2:5433')" as one host name: the pool started, and every
+    # worker waited for a server that never answered
+    with caplog.at_level(logging.INFO):
+        assert start_pool(f"postgresql://u:{SECRET}@/db?{hosts}", 4) is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "several hosts" in lines[0], lines
+
+
 @needs_pgbouncer
 @pytest.mark.postgres
 def test_the_workers_keep_the_search_path_of_the_urls_options(tmp_path, image_folder,

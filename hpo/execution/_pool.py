@@ -233,19 +233,16 @@ def start_pool(url: str, size: int, *, outage_timeout: float = 600.0
                ) -> SharedConnections | None:
     """Starts the private pool of a supervised run (the watcher and its PgBouncer) and
     returns it, ready; None when there is none to start: ``size`` 0, a database other than
-    PostgreSQL, a URL with ``options`` (PgBouncer would drop them; one line says so), no
+    PostgreSQL, a URL with ``options`` (PgBouncer would drop them) or several hosts (one
+    line says so), no
     ``pgbouncer`` program (one line says so), or a PgBouncer that did not start (one line
     says why); the workers then connect directly."""
     if size == 0 or not url.startswith("postgresql"):
         return None
-    import sqlalchemy.engine
-
-    if "options" in sqlalchemy.engine.make_url(url).query:
-        # PgBouncer drops a client's startup options (ignore_startup_parameters): the workers
-        # would run without them, e.g. in another schema than -c search_path=... names
-        _log.warning("connecting each worker directly to the database: the 'options' of the "
-                     "storage URL would not reach PostgreSQL through the connection pool "
-                     "(PgBouncer); pass --pool-size 0 to silence this line")
+    unpoolable = _unpoolable(url)
+    if unpoolable:
+        _log.warning("connecting each worker directly to the database: %s; pass --pool-size 0 "
+                     "to silence this line", unpoolable)
         return None
     program = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
     if program is None:
@@ -280,6 +277,25 @@ def start_pool(url: str, size: int, *, outage_timeout: float = 600.0
         "it did not answer"
     _log.warning("connecting each worker directly to the database: the connection pool "
                  "(PgBouncer) did not start (%s)", mask_url(reason))
+    return None
+
+
+def _unpoolable(url: str) -> str | None:
+    """Why the connection pool cannot stand in for ``url``'s connections, if it cannot."""
+    import sqlalchemy.engine
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if "options" in parsed.query:
+        # PgBouncer drops a client's startup options (ignore_startup_parameters): the workers
+        # would run without them, e.g. in another schema than -c search_path=... names
+        return ("the 'options' of the storage URL would not reach PostgreSQL through the "
+                "connection pool (PgBouncer)")
+    hosts = parsed.query.get("host")
+    if (isinstance(hosts, tuple) and len(hosts) > 1) or "," in str(parsed.host or hosts or ""):
+        # libpq tries them in turn (target_session_attrs); PgBouncer was handed them as
+        # one host name and its workers waited for a server that never answered
+        return ("the storage URL names several hosts, which the connection pool (PgBouncer) "
+                "would not try as libpq does")
     return None
 
 
