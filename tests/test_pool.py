@@ -222,14 +222,20 @@ def test_the_pool_logs_in_with_the_password_libpq_would_find(tmp_path, monkeypat
     assert "user='carol'" in ini and users == '"carol" ""\n'
 
 
-def test_the_pool_reaches_postgresql_over_tls_as_the_url_asks(tmp_path):
+def test_the_pool_reaches_postgresql_over_tls_as_the_url_asks(tmp_path, monkeypatch):
     # PgBouncer's default is no TLS to the server: sslmode=require went unencrypted (and a
     # server that accepts only TLS refused every worker)
     def settings(url: str) -> dict[str, str]:
         ini, _ = pool_config(url, 4, tmp_path)
         return dict(line.split(" = ", 1) for line in ini.splitlines() if " = " in line)
 
+    for name in ("PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"):
+        monkeypatch.delenv(name, raising=False)
     assert settings("postgresql://a:b@db/hpo")["server_tls_sslmode"] == "prefer"  # libpq's
+    monkeypatch.setenv("PGSSLMODE", "require")  # libpq's environment, when the URL is silent
+    assert settings("postgresql://a:b@db/hpo")["server_tls_sslmode"] == "require"
+    assert settings("postgresql://a:b@db/hpo?sslmode=disable")["server_tls_sslmode"] == "disable"
+    monkeypatch.delenv("PGSSLMODE")
     required = settings("postgresql://a:b@db/hpo?sslmode=require")
     assert required["server_tls_sslmode"] == "require"
     assert "server_tls_ca_file" not in required

@@ -146,12 +146,14 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
     # TLS to PostgreSQL as the URL asks for it (libpq's default: prefer); PgBouncer's own
     # default (disable) sent the study, and a password the server asks for in clear text,
     # unencrypted where the URL said sslmode=require
-    tls = {"server_tls_sslmode": str(parsed.query.get("sslmode") or "prefer")}
+    tls = {"server_tls_sslmode": str(parsed.query.get("sslmode") or env.get("PGSSLMODE")
+                                     or "prefer")}
     for param, setting in (("sslrootcert", "server_tls_ca_file"),
                            ("sslcert", "server_tls_cert_file"),
                            ("sslkey", "server_tls_key_file")):
-        if parsed.query.get(param):
-            tls[setting] = str(Path(str(parsed.query[param])).expanduser().absolute())
+        value = parsed.query.get(param) or env.get("PG" + param.upper())
+        if value:
+            tls[setting] = str(Path(str(value)).expanduser().absolute())
     settings = {
         "listen_addr": "",  # no TCP: the Unix socket only
         "listen_port": str(port),
