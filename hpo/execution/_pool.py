@@ -132,7 +132,7 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
     # what libpq would take where the URL says nothing (the workers' own libpq does so too)
     host = (parsed.host or str(parsed.query.get("host") or "") or env.get("PGHOST")
             or "/var/run/postgresql")
-    user = parsed.username or env.get("PGUSER") or getpass.getuser()
+    user = parsed.username or env.get("PGUSER") or _login()
     entry = {"host": host,
              "port": str(parsed.port or parsed.query.get("port") or env.get("PGPORT") or 5432),
              "dbname": parsed.database or env.get("PGDATABASE") or user, "user": user}
@@ -187,6 +187,15 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
            + "".join(f"{key} = {value}\n" for key, value in settings.items()))
     users = f'"{user.replace(chr(34), chr(34) * 2)}" ""\n'
     return ini, users
+
+
+def _login() -> str:
+    """libpq's default user: this process's login name ('postgres' where it has none, as in
+    a container run with a user id that /etc/passwd does not know)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "postgres"
 
 
 def _pgpass(host: str, port: str, dbname: str, user: str) -> str | None:
