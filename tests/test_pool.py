@@ -222,6 +222,20 @@ def test_the_pool_logs_in_with_the_password_libpq_would_find(tmp_path, monkeypat
     assert "user='carol'" in ini and users == '"carol" ""\n'
 
 
+def test_a_password_in_the_urls_query_logs_the_pool_in_and_is_never_shown(tmp_path):
+    # libpq's 'postgresql://host/db?user=u&password=p': the pool logged in as the login
+    # name with no password (every worker failed '"trust" authentication failed'), and the
+    # password stood in the workers' URL and in every 'storage ...' line
+    from hpo.storage import mask_url
+
+    url = f"postgresql://db.lab:5433/hpo?user=alice&password={SECRET}&sslmode=require"
+    ini, users = pool_config(url, 4, tmp_path)
+    assert f"user='alice' password='{SECRET}'" in ini and users == '"alice" ""\n'
+    assert SECRET not in pooled_url(url, tmp_path)
+    assert SECRET not in mask_url(url) and "password=***" in mask_url(url)
+    assert mask_url(f"postgresql://h/db?password={SECRET}") == "postgresql://h/db?password=***"
+
+
 def test_the_pool_reaches_postgresql_over_tls_as_the_url_asks(tmp_path, monkeypatch):
     # PgBouncer's default is no TLS to the server: sslmode=require went unencrypted (and a
     # server that accepts only TLS refused every worker)

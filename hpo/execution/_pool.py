@@ -132,13 +132,15 @@ def pool_config(url: str, size: int, folder: Path, port: int = PGBOUNCER_PORT,
     # what libpq would take where the URL says nothing (the workers' own libpq does so too)
     host = (parsed.host or str(parsed.query.get("host") or "") or env.get("PGHOST")
             or "/var/run/postgresql")
-    user = parsed.username or env.get("PGUSER") or _login()
+    query = {key: str(value) for key, value in parsed.query.items() if isinstance(value, str)}
+    user = parsed.username or query.get("user") or env.get("PGUSER") or _login()
     entry = {"host": host,
              "port": str(parsed.port or parsed.query.get("port") or env.get("PGPORT") or 5432),
-             "dbname": parsed.database or env.get("PGDATABASE") or user, "user": user}
+             "dbname": parsed.database or query.get("dbname") or env.get("PGDATABASE") or user,
+             "user": user}
     # a password in PGPASSWORD or ~/.pgpass (PGPASSFILE), as libpq finds it: PgBouncer reads
     # neither, and every worker failed 'authentication failed' behind it
-    password = (parsed.password or env.get("PGPASSWORD")
+    password = (parsed.password or query.get("password") or env.get("PGPASSWORD")
                 or _pgpass(entry["host"], entry["port"], entry["dbname"], user))
     if password:
         entry["password"] = str(password)
@@ -233,7 +235,8 @@ def pooled_url(url: str, folder: Path, port: int = PGBOUNCER_PORT) -> str:
     import sqlalchemy.engine
 
     parsed = sqlalchemy.engine.make_url(url)
-    query = {k: v for k, v in parsed.query.items() if k not in ("host", "port", "sslmode")}
+    query = {k: v for k, v in parsed.query.items()
+             if k not in ("host", "port", "sslmode", "password")}
     query.update(host=str(folder), port=str(port))
     return sqlalchemy.engine.URL.create(
         parsed.drivername, username=parsed.username, database=parsed.database,

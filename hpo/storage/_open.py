@@ -84,11 +84,13 @@ class StorageOptions:
 #: user:password@ as SQLAlchemy's make_url reads it: the user name has no ':' or '/' (it may
 #: be empty or hold an '@'), the password runs to the next '@' (it may hold a '/').
 _USERINFO = re.compile(r"(://[^:/]*:)([^@]*)@")
+#: libpq's other place for it: ``postgresql://host/db?user=u&password=p``.
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#\s]*)", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", url)
+    """``url`` with any password replaced by ``***`` (in its user part or its query)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1***@", url))
 
 
 def is_sqlite(url: str) -> bool:
@@ -100,7 +102,7 @@ def _scrub(text: str, url: str) -> str:
     """Removes the password of ``url`` from ``text`` (a driver's message): every occurrence
     of a password of 4 characters or more; a shorter one where it stands alone (not inside
     a word, which masking would garble: "p" in "psycopg")."""
-    match = _USERINFO.search(url)
+    match = _USERINFO.search(url) or _QUERY_PASSWORD.search(url)
     if match and match.group(2):
         secret = match.group(2)
         if len(secret) >= 4:
