@@ -214,7 +214,8 @@ def _pgpass(host: str, port: str, dbname: str, user: str) -> str | None:
     for line in lines:
         if not line.strip() or line.startswith("#"):
             continue
-        fields, field, escaped = [], "", False
+        fields: list[str] = []
+        field, escaped = "", False
         for char in line:
             if escaped:
                 field, escaped = field + char, False
