@@ -340,6 +340,30 @@ def test_the_workers_keep_the_search_path_of_the_urls_options(tmp_path, image_fo
         admin.dispose()
 
 
+@needs_pgbouncer
+@pytest.mark.parametrize("kind", ["private", "long"])
+def test_the_pool_starts_whatever_the_temporary_folder(tmp_path, monkeypatch, kind):
+    # run as root with a private TMPDIR (0700), PgBouncer ('nobody') could not reach its
+    # folder; under a long TMPDIR its socket's path passed 107 bytes: either way it did not
+    # start ('cannot load config file') and the workers connected directly
+    if kind == "private":
+        if os.geteuid() != 0:
+            pytest.skip("PgBouncer runs as another user only when hpo runs as root")
+        temp = tmp_path / "private"
+        temp.mkdir(mode=0o700)
+    else:
+        temp = tmp_path / ("x" * 60) / ("y" * 40)
+        temp.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(temp))
+    pool = start_pool("postgresql://u:p@127.0.0.1:1/db", 4)
+    assert pool is not None
+    try:
+        assert str(temp) not in pool.url
+    finally:
+        pool.close()
+    assert not list(temp.iterdir())
+
+
 def test_a_pool_too_small_for_a_claim_is_refused(cli, tiny_study):
     result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", "3")
     assert result.returncode == 2

@@ -37,6 +37,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -419,6 +420,29 @@ def _wait_for_eof(fd: int, pgbouncer: subprocess.Popen[bytes]) -> None:
             return
 
 
+#: The longest path of a Unix socket (``sun_path``, less its final NUL).
+_SOCKET_PATH_MAX = 107
+
+
+def _pool_parent() -> str | None:
+    """Where the pool's folder goes: the temporary folder (None), unless PgBouncer could not
+    listen there, then ``/tmp``: run as root, PgBouncer (``nobody``) could not reach a private
+    TMPDIR (0700), and a socket's path has at most 107 bytes. Each made PgBouncer fail to
+    start ('cannot load config file'), and the workers connected directly."""
+    parent = Path(tempfile.gettempdir()).resolve()
+    socket = parent / "hpo-pool-xxxxxxxx" / f".s.PGSQL.{PGBOUNCER_PORT}"
+    if len(os.fsencode(socket)) > _SOCKET_PATH_MAX:
+        return "/tmp"
+    if os.geteuid() == 0:
+        try:
+            if any(not folder.stat().st_mode & stat.S_IXOTH
+                   for folder in (parent, *parent.parents)):
+                return "/tmp"
+        except OSError:
+            return "/tmp"
+    return None
+
+
 def watcher_main() -> int:
     """The watcher process: reads its spec (JSON) from stdin, starts PgBouncer, says
     ``ready FOLDER`` (or ``failed REASON``) on stdout, and stops PgBouncer once the pipe it
@@ -427,7 +451,7 @@ def watcher_main() -> int:
         signal.signal(signum, _on_signal)
     spec = json.loads(sys.stdin.read())
     fd = int(spec["fd"])
-    folder = Path(tempfile.mkdtemp(prefix="hpo-pool-"))  # 0700
+    folder = Path(tempfile.mkdtemp(prefix="hpo-pool-", dir=_pool_parent()))  # 0700
     proc: subprocess.Popen[bytes] | None = None
     try:
         try:
