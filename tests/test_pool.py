@@ -527,6 +527,45 @@ def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
 
 @needs_pgbouncer
 @pytest.mark.postgres
+def test_a_pool_killed_mid_run_stops_the_workers_at_once_with_one_line(
+        tmp_path, image_folder, postgres_url, limited_role):
+    """The pool's watcher killed (the OOM killer's way): its PgBouncer stops, and the
+    workers could reach the database no more; they are stopped at once with one line (they
+    waited out the whole outage timeout, then failed 'check the server'), what they left
+    RUNNING is failed and re-queued, and the pool's folder goes."""
+    url, role = limited_role
+    admin = _admin_url(postgres_url, role)
+    name = f"poollost-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=25)
+    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4",
+                "--outage-timeout", "600", "--quiet", "--no-figures")
+    workers: list[int] = []
+    try:
+        wait_for_training(name, admin, proc, timeout=300)
+        workers = _children(proc.pid)
+        (bouncer, folder), = _pool_of(proc.pid).items()
+        os.kill(_parent(bouncer), signal.SIGKILL)  # its watcher
+        out, err = proc.communicate(timeout=120)  # not the 600 s outage timeout
+    finally:
+        for pid in workers:  # in sessions of their own, holding the output's pipes
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        _kill_if_running(proc)
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if "connection pool" in line]
+    assert len(lines) == 1 and "ended while workers ran" in lines[0], err[-3000:]
+    assert "run the same command again" in lines[0]
+    assert "Traceback" not in err and SECRET not in out + err
+    _wait_until(lambda: not _alive(bouncer), 30, "its PgBouncer still runs")
+    assert not folder.exists()
+    study = optuna.load_study(study_name=name, storage=admin)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert study.get_trials(states=(TrialState.FAIL,))
+    assert study.get_trials(states=(TrialState.WAITING,))  # each failed point re-queued
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
 def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
         tmp_path, image_folder, postgres_url, limited_role):
     url, role = limited_role

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hpo.config import (
     DEFAULT_RECYCLE_AFTER,
@@ -372,7 +373,7 @@ def launch_workers(specs: list[WorkerSpec], settings: RunSettings,
                            **_child_settings(settings, worker_name=spec.name, **pooled)},
                           keep)
              for spec in specs]
-    return _wait_for(procs)
+    return _wait_for(procs, pool)
 
 
 def _start_child(env: dict[str, str], keep: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
@@ -382,8 +383,19 @@ def _start_child(env: dict[str, str], keep: tuple[int, ...] = ()) -> subprocess.
                             start_new_session=True, pass_fds=keep)
 
 
-def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:
-    """Waits for every process, passing the stop signals on (see :func:`launch_workers`)."""
+#: How long the workers of a run whose pool died have to stop (SIGTERM) before SIGKILL.
+POOL_LOST_GRACE = 10.0
+
+
+def _wait_for(procs: list[subprocess.Popen[bytes]],
+              pool: SharedConnections | None = None) -> int:
+    """Waits for every process, passing the stop signals on (see :func:`launch_workers`).
+
+    With ``pool``: should it end while workers run (its watcher or PgBouncer killed, the
+    OOM killer), the workers could reach the database no more and would each wait out the
+    outage timeout; they are stopped at once instead (SIGTERM, then SIGKILL after
+    :data:`POOL_LOST_GRACE` seconds), with one line saying why, and the supervisor fails
+    what they left RUNNING (:func:`_reap_after`) over its own connection."""
     def forward(signum: int) -> None:
         for proc in procs:
             if proc.poll() is None:
@@ -395,6 +407,8 @@ def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:
                 proc.kill()
 
     with forwarding_signals(forward, kill) as received:
+        if pool is not None:
+            _unless_the_pool_ends(procs, pool, forward, kill)
         codes = [proc.wait() for proc in procs]
     failed = [c for c in codes if c != 0]
     if len(received) > 1:
@@ -402,6 +416,26 @@ def _wait_for(procs: list[subprocess.Popen[bytes]]) -> int:
     if failed:
         return 128 - failed[0] if failed[0] < 0 else failed[0]
     return 0
+
+
+def _unless_the_pool_ends(procs: list[subprocess.Popen[bytes]], pool: SharedConnections,
+                          forward: Callable[[int], None], kill: Callable[[], None]) -> None:
+    """Returns when every worker has ended, or stops them when ``pool`` ends first."""
+    while any(proc.poll() is None for proc in procs):
+        if pool.watcher.poll() is not None:
+            break
+        time.sleep(0.2)
+    else:
+        return
+    _log.error("the connection pool (PgBouncer) ended while workers ran (its watcher exited "
+               "with status %s): stopping the workers; run the same command again to "
+               "resume (--pool-size 0 connects each worker directly)", pool.watcher.returncode)
+    pool.forget()
+    forward(signal.SIGTERM)
+    deadline = time.monotonic() + POOL_LOST_GRACE
+    while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    kill()
 
 
 def child_main() -> None:

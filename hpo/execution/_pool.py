@@ -22,7 +22,8 @@ supervisor and each worker hold the write end of a pipe whose read end the watch
 on; the kernel closes a process's end when it dies. Workers that outlive a killed
 supervisor (they stop on its death, marking their trials FAIL) still reach the database
 while they stop. If the watcher itself is killed, PgBouncer gets SIGTERM from the kernel
-(``PR_SET_PDEATHSIG``).
+(``PR_SET_PDEATHSIG``), and the supervisor, seeing its watcher gone, stops the workers at
+once with one line (they could reach the database no more) and removes the folder.
 
 Without the ``pgbouncer`` program the run falls back to direct connections with one line
 saying how to get it (or ``pool_size`` 0 to silence it).
@@ -79,16 +80,23 @@ class SharedConnections:
             PgBouncer once every holder has closed it.
         watcher: The watcher process.
         size: Server connections at most.
+        folder: The pool's folder (PgBouncer's socket and files), which the watcher removes.
     """
 
     url: str
     keep_fd: int
     watcher: subprocess.Popen[bytes]
     size: int
+    folder: Path
 
     def worker_env(self) -> dict[str, str]:
         """What a worker's environment adds: it is pooled (no prepared statements)."""
         return {POOLED_ENV: "1"}
+
+    def forget(self) -> None:
+        """After the watcher ended before the workers (killed: PgBouncer then gets SIGTERM
+        from the kernel), removes the folder it could not."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def close(self, timeout: float = 30.0) -> None:
         """Lets go of the pool: once the workers are gone too, the watcher stops PgBouncer;
@@ -282,7 +290,7 @@ def start_pool(url: str, size: int, *, outage_timeout: float = 600.0
     if answer.startswith("ready "):
         folder = Path(answer[len("ready "):])
         return SharedConnections(url=pooled_url(url, folder), keep_fd=keep_fd,
-                                 watcher=watcher, size=size)
+                                 watcher=watcher, size=size, folder=folder)
     os.close(keep_fd)
     try:
         watcher.wait(timeout=_STOP_TIMEOUT_S * 2)
