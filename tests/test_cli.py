@@ -25,6 +25,26 @@ def _one_clean_error_line(result: subprocess.CompletedProcess[str], *fragments: 
     return lines[0]
 
 
+@pytest.mark.parametrize("argv, fragments", [
+    (["run", "--study", "demo", "--n-trials", "abc"], ["'--n-trials'", "valid integer"]),
+    (["run", "--study", "demo", "--pool-size", "1.5"], ["'--pool-size'", "valid integer"]),
+    (["run", "--nope"], ["No such option: --nope"]),
+    (["bogus"], ["No such command 'bogus'"]),
+    (["best"], ["Missing argument"]),
+])
+def test_clicks_own_errors_are_one_line_naming_the_help(tmp_path, argv, fragments):
+    """An option of the wrong type, an unknown option or command, a missing argument: one
+    line and exit 2, as hpo's own errors (Click printed a usage box of several lines)."""
+    line = _one_clean_error_line(run_cli(*argv, cwd=tmp_path), *fragments)
+    assert line.startswith("hpo: error: ") and "--help')" in line
+
+
+def test_a_bare_hpo_prints_its_help(tmp_path):
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Usage:" in result.stdout + result.stderr and "run" in result.stdout + result.stderr
+
+
 def test_quiet_prints_only_the_best_trial(tmp_path, tiny_study):
     result = run_cli("run", "--study", str(tiny_study), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -26,9 +26,41 @@ from hpo.config import DEFAULT_STORAGE
 from hpo.storage import mask_url
 from hpo.study import attrs
 
+#: Click's base error, as Typer raises it (Typer 0.2x ships its own copy of Click).
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Click's own errors (an option of the wrong type, a missing argument, an unknown
+    command) as one ``hpo: error:`` line naming the help that fixes it, exit 2, as hpo's
+    own errors are; Click printed a usage box of several lines. A bare ``hpo`` still
+    prints the help."""
+
+    def main(self, args: Any = None, *, standalone_mode: bool = True,  # type: ignore[override]
+             **kwargs: Any) -> Any:
+        argv = sys.argv[1:] if args is None else list(args)
+        if not standalone_mode or not argv:
+            return super().main(argv, standalone_mode=standalone_mode, **kwargs)
+        try:
+            code = super().main(argv, standalone_mode=False, **kwargs)
+        except _CLICK_ERROR as error:
+            context = getattr(error, "ctx", None)
+            where = context.command_path if context is not None else "hpo"
+            message = error.format_message()  # type: ignore[attr-defined]
+            exit_code = int(getattr(error, "exit_code", 2))
+            raise SystemExit(_fail(f"{message} (see '{where} --help')", exit_code).exit_code
+                             ) from None
+        except typer.Abort:
+            sys.stderr.write("Aborted!\n")
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="hpo",
     help="Hyperparameter search for Keras image classifiers, on Optuna.",
+    cls=_OneLineErrors,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
