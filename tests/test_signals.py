@@ -488,7 +488,7 @@ import os, sys, time
 import hpo.execution._signals as signals
 from hpo.errors import Stopped
 if sys.argv[1] == "poll":  # where prctl is not available (not Linux)
-    signals._set_parent_death_signal = lambda signum: False
+    signals.set_parent_death_signal = lambda signum: False
 with signals.worker_signals():
     try:
         signals.watch_parent(int(sys.argv[2]))

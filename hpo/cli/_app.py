@@ -49,8 +49,8 @@ class _OneLineErrors(typer.core.TyperGroup):
             where = context.command_path if context is not None else "hpo"
             message = error.format_message()  # type: ignore[attr-defined]
             exit_code = int(getattr(error, "exit_code", 2))
-            raise SystemExit(_fail(f"{message} (see '{where} --help')", exit_code).exit_code
-                             ) from None
+            _fail(f"{message} (see '{where} --help')")  # writes the line
+            raise SystemExit(exit_code) from None
         except typer.Abort:
             sys.stderr.write("Aborted!\n")
             raise SystemExit(1) from None

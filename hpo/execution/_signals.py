@@ -356,10 +356,11 @@ def serve_until_signal(server: Any) -> int:
     return 128 + received[0]
 
 
-def _set_parent_death_signal(signum: int) -> bool:
+def set_parent_death_signal(signum: int) -> bool:
     """``prctl(PR_SET_PDEATHSIG, signum)`` (Linux): the kernel sends ``signum`` to this
-    process when the thread that started it ends (hpo starts its workers from its main
-    thread). False where that is not available."""
+    process when the thread that started it ends (hpo starts its workers, and the pool's
+    watcher its PgBouncer, from their main thread). False where that is not available.
+    A change of user clears it: call it after one."""
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -369,13 +370,6 @@ def _set_parent_death_signal(signum: int) -> bool:
         return bool(libc.prctl(1, signum, 0, 0, 0) == 0)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return False
-
-
-def set_parent_death_signal(signum: int) -> bool:
-    """In a process hpo starts that is not a worker (the connection pool's PgBouncer): the
-    kernel sends it ``signum`` when its parent ends; False where that is not available.
-    Call it after any change of user (which clears the setting)."""
-    return _set_parent_death_signal(signum)
 
 
 def _poll_parent(pid: int) -> None:
@@ -393,7 +387,7 @@ def watch_parent(pid: int) -> None:
     own, out of reach of Ctrl-C. On Linux the kernel signals it (``PR_SET_PDEATHSIG``);
     elsewhere a thread looks at the parent's pid twice a second."""
     _parent[:] = [pid]
-    if not _set_parent_death_signal(signal.SIGTERM):
+    if not set_parent_death_signal(signal.SIGTERM):
         import threading
 
         threading.Thread(target=_poll_parent, args=(pid,), name="hpo-parent-watch",
