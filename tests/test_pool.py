@@ -164,6 +164,19 @@ def _run(study_file: Path, storage: str, cwd: Path, *extra: str) -> subprocess.P
         stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _two_pooled_workers(tmp_path: Path, image_folder: Path, postgres_url: str,
+                        limited_role: tuple[str, str], prefix: str, epochs: int,
+                        *extra: str) -> tuple[subprocess.Popen[str], str, str]:
+    """``hpo run --workers 2 --pool-size 4 --quiet --no-figures`` as the limited role, on a
+    study of its own (``epochs`` a trial): the run, the study's name, the admin's URL."""
+    url, role = limited_role
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=epochs)
+    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4", "--quiet",
+                "--no-figures", *extra)
+    return proc, name, _admin_url(postgres_url, role)
+
+
 def _kill_if_running(proc: subprocess.Popen[str]) -> None:
     """A test's last word on its ``hpo run``: killed with its workers if it still runs."""
     if proc.poll() is None:
@@ -463,12 +476,8 @@ def test_eight_workers_through_four_connections_finish_the_grid_exactly_once(
 @pytest.mark.postgres
 def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
         tmp_path, image_folder, postgres_url, limited_role):
-    url, role = limited_role
-    admin = _admin_url(postgres_url, role)
-    name = f"poolkill-{uuid.uuid4().hex[:8]}"
-    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=12)
-    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4",
-                "--heartbeat", "1", "--grace", "3", "--quiet", "--no-figures")
+    proc, name, admin = _two_pooled_workers(tmp_path, image_folder, postgres_url, limited_role,
+                                            "poolkill", 12, "--heartbeat", "1", "--grace", "3")
     try:
         victim = wait_for_training(name, admin, proc, timeout=300)
         ours = _pool_of(proc.pid)
@@ -533,12 +542,8 @@ def test_a_pool_killed_mid_run_stops_the_workers_at_once_with_one_line(
     workers could reach the database no more; they are stopped at once with one line (they
     waited out the whole outage timeout, then failed 'check the server'), what they left
     RUNNING is failed and re-queued, and the pool's folder goes."""
-    url, role = limited_role
-    admin = _admin_url(postgres_url, role)
-    name = f"poollost-{uuid.uuid4().hex[:8]}"
-    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=25)
-    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4",
-                "--outage-timeout", "600", "--quiet", "--no-figures")
+    proc, name, admin = _two_pooled_workers(tmp_path, image_folder, postgres_url, limited_role,
+                                            "poollost", 25, "--outage-timeout", "600")
     workers: list[int] = []
     try:
         wait_for_training(name, admin, proc, timeout=300)
@@ -568,12 +573,8 @@ def test_a_pool_killed_mid_run_stops_the_workers_at_once_with_one_line(
 @pytest.mark.postgres
 def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
         tmp_path, image_folder, postgres_url, limited_role):
-    url, role = limited_role
-    admin = _admin_url(postgres_url, role)
-    name = f"poolsup-{uuid.uuid4().hex[:8]}"
-    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=25)
-    proc = _run(study_file, url, tmp_path, "--workers", "2", "--pool-size", "4",
-                "--quiet", "--no-figures")
+    proc, name, admin = _two_pooled_workers(tmp_path, image_folder, postgres_url, limited_role,
+                                            "poolsup", 25)
     try:
         wait_for_training(name, admin, proc, timeout=300)
         workers = _children(proc.pid)
