@@ -184,6 +184,9 @@ def main() -> None:
     parser.add_argument("--after-extra", default="",
                         help="more hpo run arguments for the working tree's sides only, e.g. "
                              "'--steps-per-execution 8' against --before-tree of this tree")
+    parser.add_argument("--cache", type=Path,
+                        help="image and compile cache folder, kept after the run (default: a "
+                             "temporary one), so that a later run can find it warm")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if Path(args.study).is_file():  # a study file: the runs start in a temporary folder
@@ -215,7 +218,7 @@ def main() -> None:
         order = [s for s in args.order.split(",") if s != "packed" or args.packed]
         if args.before_tree is None and "before" in order:
             _export(args.before, before)
-        cache = Path(tmp) / "cache"
+        cache = args.cache.resolve() if args.cache else Path(tmp) / "cache"
         common = tuple(args.extra.split())
         mine = (*common, *args.after_extra.split())
         sides = {"before": (before, common), "after": (ROOT, mine),
