@@ -35,7 +35,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import ml_dtypes
 import numpy as np
 
 if TYPE_CHECKING:
@@ -296,5 +295,9 @@ def _bytes(model: "keras.Model") -> int:
 def _itemsize(dtype: str) -> int:
     """Bytes per element of a Keras dtype name (``float32``, ``bfloat16``, ``uint8``, ...):
     numpy's, with the types ml_dtypes gives numpy (``bfloat16``, the float8s: Keras's own
-    dependency)."""
+    dependency). Imported here, not with the module: its import takes 1.4 s of CPU, which
+    every ``hpo`` command that trains nothing (``hpo studies``, a refused run) would pay;
+    a process that holds a model has imported it already, with Keras."""
+    import ml_dtypes
+
     return int(np.dtype(getattr(ml_dtypes, dtype, dtype)).itemsize)
