@@ -17,6 +17,7 @@ import optuna
 import pytest
 import tomli_w
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from hypothesis.internal.conjecture import utils as conjecture_utils
 from hypothesis_jsonschema import _from_schema, from_schema
 
@@ -177,7 +178,9 @@ def _load_or_one_line(tmp_path: Path, document: dict):
 
 
 @_SETTINGS
-@given(document=from_schema(_small(SCHEMA)))
+# deferred: building a schema's strategy takes seconds, which every test process would
+# pay while collecting, whether or not it runs the test
+@given(document=st.deferred(lambda: from_schema(_small(SCHEMA))))
 def test_schema_valid_study_files_load_or_are_refused_in_one_line(tmp_path, document):
     config = _load_or_one_line(tmp_path, document)
     if config is not None:
@@ -186,7 +189,7 @@ def test_schema_valid_study_files_load_or_are_refused_in_one_line(tmp_path, docu
 
 @pytest.mark.filterwarnings("ignore")
 @_SETTINGS
-@given(document=from_schema(_likely(SCHEMA)))
+@given(document=st.deferred(lambda: from_schema(_likely(SCHEMA))))
 def test_loaded_study_files_pass_a_trials_first_steps(tmp_path, document):
     config = _load_or_one_line(tmp_path, document)
     if config is not None:

@@ -1,7 +1,11 @@
 """The README runs as written (issue 25, item 8).
 
-Every ```bash block of README.md runs, in order, in one fresh folder, as a user who has
-just done the quick start would type it. What stands in for the user's world, and only that:
+Every ```bash block of README.md runs, in order, as a user who has just done the quick start
+would type it. The commands run as threads side by side (:func:`readme_threads`): each thread
+holds every command on one study file in one storage, in the README's order, in a copy of
+the folder where the quick start ran (once, for all of them); no thread reads what another
+one writes, so each sees what it would see with the README run start to end in one folder.
+What stands in for the user's world, and only that:
 
 * ``/path/to/images`` and ``/data/firearms`` (a user's own folder): a small generated folder
   of two classes;
@@ -38,6 +42,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -49,7 +54,7 @@ import optuna
 import pytest
 
 from hpo.testing import make_image_folder
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, built_once, free_port
 
 README = REPO / "README.md"
 MAX_TRIALS = 2
@@ -138,8 +143,7 @@ def server_url(tmp_path):
         admin.dispose()
 
 
-def _stand_ins(tmp: Path, postgres: str) -> dict[str, str]:
-    data = make_image_folder(tmp / "images", per_class=16, size=32)
+def _stand_ins(data: Path, postgres: str) -> dict[str, str]:
     return {"/path/to/images": str(data), "/data/firearms": str(data),
             "postgresql://user:password@dbhost/hpo": postgres,
             "postgresql://...": postgres}
@@ -277,51 +281,158 @@ def _the_quick_start_keeps_its_promises(work: Path, env: dict[str, str],
     assert "demo                   12 trials (12 complete)" in listing
 
 
-@pytest.mark.slow
-def test_every_shell_block_of_the_readme_runs_in_order(tmp_path, server_url):
+@dataclass
+class Step:
+    """A command of the README as it runs in its thread: with the environment the README's
+    ``export`` lines set before it."""
+
+    command: Command
+    env: dict[str, str]
+
+
+#: The commands that name no study run with the one before them in their block, or else with
+#: the one after it (``hpo init`` writes the study the next line runs).
+_STUDY_FREE = ("init", "dashboard")
+
+
+def _study_of(argv: list[str], names: dict[str, str]) -> str | None:
+    """The study file a command works on (``demo``, ``firearms``, ``images``), or None."""
+    if "--study" in argv:
+        study = Path(argv[argv.index("--study") + 1]).stem
+        if "--study-name" in argv:
+            names[argv[argv.index("--study-name") + 1]] = study
+        return study
+    if len(argv) > 2 and argv[1] in ("best", "compare", "report", "export", "status",
+                                     "trials"):
+        return names.get(argv[2], argv[2])
+    return None
+
+
+def readme_threads(text: str) -> tuple[dict[str, list[Step]], list[tuple[str, str]]]:
+    """The README's commands as threads that run side by side, and the skipped commands
+    with why.
+
+    A thread is every command on one study file (``demo``, ``firearms``, the study ``hpo
+    init`` writes) in one storage (the SQLite file of the folder, or the server): its
+    commands run in the README's order, in one folder, with the environment the README set
+    before each. Threads share nothing but the quick start, which each continues from (a copy
+    of its folder): what one thread's commands do, no other thread's command reads, so each
+    thread sees what it would see with the whole README run in order (the ``demo`` thread
+    holds every command on the quick start's own study)."""
+    env: dict[str, str] = {}
+    names: dict[str, str] = {}
+    placed: list[tuple[Step, str | None]] = []
+    skips = []
+    for command in readme_commands(text):
+        if not command.argv:  # `export VAR=value`
+            env.update(command.env)
+            continue
+        why = skipped(command)
+        argv = command.argv
+        if why is not None:
+            skips.append((command.text, why))
+            if "hpo" not in argv or argv[0] == "hpo":
+                continue
+            argv = argv[argv.index("hpo"):]  # the quick start: install && hpo run --study demo
+            command = Command(command.block, command.text, argv, command.env)
+        assert argv[0] == "hpo", (
+            f"README block {command.block}: {command.text!r} is neither hpo nor a known "
+            "skip; teach this test about it")
+        if any(step.command.text == command.text for step, _ in placed):
+            continue  # one line split at `&&` into skipped parts and an hpo command
+        study = _study_of(argv, names)
+        assert study is not None or argv[1] in _STUDY_FREE, (
+            f"README block {command.block}: {command.text!r} names no study; teach this "
+            "test which thread it belongs to")
+        placed.append((Step(command, {**env, **command.env}), study))
+    threads: dict[str, list[Step]] = {}
+    for at, (step, study) in enumerate(placed):
+        if study is None:  # the one before in its block, else the one after
+            block = step.command.block
+            before = [s for (o, s) in reversed(placed[:at]) if o.command.block == block and s]
+            after = [s for (o, s) in placed[at + 1:] if o.command.block == block and s]
+            study = (before or after or [None])[0]
+            assert study, f"README block {step.command.block}: {step.command.text!r}"
+        words = [*step.command.argv, *step.env.values()]
+        where = "server" if any("postgresql://" in word for word in words) else "sqlite"
+        threads.setdefault(f"{study}-{where}", []).append(step)
+    return threads, skips
+
+
+THREADS, SKIPS = readme_threads(README.read_text())
+QUICK_START = ["hpo", "run", "--study", "demo"]
+
+
+def _built_quick_start(folder: Path) -> None:
+    """The quick start as the README's first command runs it (``hpo run --study demo``, its 12
+    trials), in ``work/``, with what every thread shares beside it: the stand-in data folder
+    (``images/``), the image cache (``cache/``) and a Keras cache holding the ImageNet stand-in
+    (``keras-home/``). Its output is kept in ``quick-start.out`` / ``.err`` for the thread
+    that checks the README's promises of it."""
+    (folder / "work").mkdir()
+    make_image_folder(folder / "images", per_class=16, size=32)
+    _imagenet_stand_ins(folder / "keras-home")
+    _shadow_long_studies(folder / "work")
+    env = _environment(folder, folder / "cache")
+    done = subprocess.run([sys.executable, "-m", "hpo", *QUICK_START[1:]], cwd=folder / "work",
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (
+        f"the quick start exited {done.returncode}\n{done.stdout[-3000:]}\n"
+        f"{done.stderr[-3000:]}")
+    (folder / "quick-start.out").write_text(done.stdout)
+    (folder / "quick-start.err").write_text(done.stderr)
+
+
+def _environment(built: Path, cache: Path) -> dict[str, str]:
+    env = {**os.environ, "HPO_CACHE_DIR": str(cache), "KERAS_HOME": str(built / "keras-home")}
+    env.pop("HPO_STORAGE", None)
+    return env
+
+
+def test_every_command_of_the_readme_runs_in_one_thread():
+    """Every command of every ```bash block is either run by exactly one thread or skipped
+    by a rule with its reason; the quick start opens the ``demo`` thread."""
     commands = readme_commands(README.read_text())
     assert len(commands) > 20, "the README's blocks were not found"
-    work = tmp_path / "work"
-    work.mkdir()
-    stand_ins = _stand_ins(tmp_path, server_url)
-    keras_home = Path(os.environ["KERAS_HOME"])
-    _imagenet_stand_ins(keras_home)
-    env = {**os.environ, "HPO_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("HPO_STORAGE", None)
-    quick_start_done = False
-    ran, skips = [], []
+    threaded = [step.command.text for steps in THREADS.values() for step in steps]
+    assert len(threaded) == len(set(threaded)) >= 15
     for command in commands:
-        why = skipped(command)
+        assert not command.argv or command.text in threaded or \
+            command.text in {text for text, _ in SKIPS}, command.text
+    assert THREADS["demo-sqlite"][0].command.argv == QUICK_START
+    assert {"firearms-sqlite", "firearms-server", "demo-server"} <= set(THREADS)
+    assert [why for text, why in SKIPS if "--gpus" in text] == ["needs a GPU"] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("thread", sorted(THREADS, key=lambda name: (
+    -sum("firearms" in s.command.text for s in THREADS[name]), name)))
+def test_every_shell_block_of_the_readme_runs_in_order(thread, tmp_path_factory, tmp_path,
+                                                       server_url):
+    built = built_once(tmp_path_factory, "readme-quick-start", _built_quick_start)
+    work = tmp_path / "work"
+    shutil.copytree(built / "work", work)
+    shutil.copytree(built / "cache", tmp_path / "cache")
+    stand_ins = _stand_ins(built / "images", server_url)
+    env = _environment(built, tmp_path / "cache")
+    steps = THREADS[thread]
+    if thread == "demo-sqlite":
+        assert steps[0].command.argv == QUICK_START
+        steps = steps[1:]
+        done = subprocess.CompletedProcess(QUICK_START, 0, (built / "quick-start.out")
+                                           .read_text(), (built / "quick-start.err")
+                                           .read_text())
+        _the_quick_start_keeps_its_promises(work, env, done)
+    for step in steps:
+        command = step.command
         argv = [_substitute(word, stand_ins) for word in command.argv]
-        extra = {k: _substitute(v, stand_ins) for k, v in command.env.items()}
-        if not argv:  # `export VAR=value`
-            env.update(extra)
-            continue
-        if argv[0] != "hpo":
-            if why is None:
-                raise AssertionError(f"README block {command.block}: {command.text!r} is "
-                                     "neither hpo nor a known skip; teach this test about it")
-            skips.append((command.text, why))
-            if "hpo" in argv:  # the quick start: install && hpo run --study demo
-                argv = argv[argv.index("hpo"):]
-            else:
-                continue
-        elif why is not None:
-            skips.append((command.text, why))
-            continue
-        quick_start = argv[1] == "run" and not quick_start_done
+        extra = {k: _substitute(v, stand_ins) for k, v in step.env.items()}
         if argv[1] in ("run", "worker"):
-            if quick_start:
-                assert argv == ["hpo", "run", "--study", "demo"], argv
-                _shadow_long_studies(work)
-            else:
-                argv = _bounded(argv)
-            quick_start_done = True
+            argv = _bounded(argv)
         if "HPO_DASHBOARD_TOKEN" in extra:
             extra["HPO_DASHBOARD_TOKEN"] = "readme-test-token-0123456789"
         if argv[1] == "dashboard":
             _dashboard(argv, work, {**env, **extra})
-            ran.append(command.text)
             continue
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "hpo", *argv[1:]], cwd=work,
@@ -331,14 +442,7 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path, server_url):
         assert done.returncode == 0 and "Traceback" not in done.stderr, (
             f"README block {command.block}: {command.text!r} -> {argv} exited "
             f"{done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        ran.append(command.text)
-        if quick_start:
-            _the_quick_start_keeps_its_promises(work, {**env, **extra}, done)
         if argv[1] == "init":  # the study file it wrote holds the thesis grid's budgets
             for written in (work / "studies").glob("*.toml"):
                 if written.name != "firearms.toml":
                     written.write_text(_short(written.read_text()))
-    print(f"ran {len(ran)} README commands; skipped {len(skips)}:")
-    for text, why in skips:
-        print(f"  {text}: {why}")
-    assert len(ran) >= 15
