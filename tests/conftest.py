@@ -233,10 +233,14 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -
 #: when it is free). ``slow``-marked tests not named here come next, then the rest in the
 #: collection's order. Add a test here when ``--durations`` shows it among the longest.
 SLOWEST_FIRST: tuple[str, ...] = (  # the longest at -n 4 on 2 cores, longest first
-    "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order",
+    # the README's longest thread, which builds the quick start the others start from
+    "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order[firearms-sqlite]",
     "tests/test_journey.py::test_quick_start_grid_search_repeats_compare_report_export_dashboard",
     "tests/test_study_identity.py::test_a_changed_identity_is_refused_naming_the_key",
     "tests/test_pool.py::test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing",
+    # the README's other threads: they wait for the quick start, so not at the very start
+    # (three test processes waiting on it would leave a core idle)
+    "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order",
     "tests/test_workers.py::test_a_worker_killed_mid_trial_is_reclaimed_by_the_others",
     "tests/test_pool.py::test_eight_workers_through_four_connections_finish_the_grid_exactly_once",
     "tests/test_packing.py::test_two_workers_share_a_gpu_under_their_own_names",
