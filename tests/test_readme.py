@@ -309,7 +309,8 @@ _STUDY_FREE = ("init", "dashboard")
 
 
 def _study_of(argv: list[str], names: dict[str, str]) -> str | None:
-    """The study file a command works on (``demo``, ``firearms``, ``images``), or None."""
+    """The study file a command works on (``demo``, ``firearms``, ``images``), or None;
+    a ``--study-name`` it gives is recorded in ``names`` for the commands that read it."""
     if "--study" in argv:
         study = Path(argv[argv.index("--study") + 1]).stem
         if "--study-name" in argv:
@@ -341,13 +342,10 @@ def readme_threads(text: str) -> tuple[dict[str, list[Step]], list[tuple[str, st
             env.update(command.env)
             continue
         why = skipped(command)
-        argv = command.argv
-        if why is not None:
+        if why is not None:  # the install parts of the quick start's line among them
             skips.append((command.text, why))
-            if "hpo" not in argv or argv[0] == "hpo":
-                continue
-            argv = argv[argv.index("hpo"):]  # the quick start: install && hpo run --study demo
-            command = Command(command.block, command.text, argv, command.env)
+            continue
+        argv = command.argv
         assert argv[0] == "hpo", (
             f"README block {command.block}: {command.text!r} is neither hpo nor a known "
             "skip; teach this test about it")
