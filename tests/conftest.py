@@ -15,6 +15,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Every process a test starts prints each thread's stack on SIGABRT (:func:`ended`) or a crash.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 from hpo.testing import make_image_folder, write_study  # noqa: E402
 
@@ -69,6 +71,35 @@ def _own_postgres_database() -> Iterator[None]:
         admin.dispose()
 
 
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the whole test run, shared by its test processes (pytest-xdist gives
+    each process a folder of its own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(autouse=True)
+def _keras_backend_of_the_test(request: pytest.FixtureRequest,
+                               tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``@pytest.mark.keras_backend("jax")``: the ``hpo`` processes the test starts train on
+    that backend (``KERAS_BACKEND``). For the scenario tests whose subject is processes and
+    storage, not the backend: a JAX process starts in about 3 CPU s where a TensorFlow one
+    takes 5 (import alone), and the GPU machines run JAX. Their JAX processes share one
+    compilation cache for the whole run, as the workers of one host do. Only for tests
+    that train in subprocesses: this test process keeps the backend it imported first."""
+    marker = request.node.get_closest_marker("keras_backend")
+    if marker is None:
+        yield
+        return
+    (name,) = marker.args
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_BACKEND", name)
+        if name == "jax":
+            patch.setenv("JAX_COMPILATION_CACHE_DIR",
+                         str(run_folder(tmp_path_factory) / "jax-compile-cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _own_working_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test runs in an empty folder of its own: what ``hpo`` writes beside the user
@@ -91,17 +122,23 @@ def _hpo_logger_as_it_was() -> Iterator[None]:
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
-#: What ``hpo`` writes beside the user by default: never in the checkout after a test.
-_LEFT_BEHIND = ("hpo-artifacts", "hpo.db", "hpo.db.lock", "build")
+#: What ``hpo`` writes beside the user by default (globs): never in the checkout after a
+#: test. ``hpo.db*`` covers SQLite's own files and the study lock's (``hpo.db.<key>.lock``).
+_LEFT_BEHIND = ("hpo-artifacts", "hpo.db*", "build")
+
+
+def _left_in_the_checkout() -> set[str]:
+    return {path.name for pattern in _LEFT_BEHIND for path in REPO.glob(pattern)}
 
 
 @pytest.fixture(autouse=True)
 def _nothing_left_in_the_checkout(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fails the test after which ``./hpo-artifacts``, ``./hpo.db`` or ``./build`` appeared
-    in the repository (a relative default resolved against the checkout)."""
-    before = {name for name in _LEFT_BEHIND if (REPO / name).exists()}
+    """Fails the test after which ``./hpo-artifacts``, ``./hpo.db`` (or a file of its) or
+    ``./build`` appeared in the repository (a relative default resolved against the
+    checkout)."""
+    before = _left_in_the_checkout()
     yield
-    appeared = [name for name in _LEFT_BEHIND if (REPO / name).exists() and name not in before]
+    appeared = sorted(_left_in_the_checkout() - before)
     assert not appeared, f"{request.node.nodeid} left {appeared} in the checkout"
 
 
@@ -167,6 +204,25 @@ def wait_for_training(name: str, storage: str, proc: subprocess.Popen[str], *,
     raise AssertionError(f"no trial of {name} started training within {timeout} s")
 
 
+def ended(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout=timeout)``; a process still running then is sent SIGABRT
+    (each of its threads' stacks is printed: ``PYTHONFAULTHANDLER``) and the test fails
+    with the end of what it printed, so a hang says where it hung."""
+    import signal
+
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"{proc.args} still ran {timeout} s later; its stdout:\n"
+                             f"{out[-4000:]}\nits stderr:\n{err[-12000:]}") from None
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Runs ``python -m hpo ARGS`` as a user would, capturing its output."""
@@ -188,9 +244,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
     lock; the others wait, then read it. Tests treat it as read-only."""
     import fcntl
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the run's folder, above each process's own
+    base = run_folder(tmp_path_factory)
     folder = base / f"built-{name}"
     with open(base / f"built-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -242,7 +296,7 @@ SLOWEST_FIRST: tuple[str, ...] = (  # the longest at -n 4 on 2 cores, longest fi
     # (three test processes waiting on it would leave a core idle)
     "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order",
     "tests/test_workers.py::test_a_worker_killed_mid_trial_is_reclaimed_by_the_others",
-    "tests/test_pool.py::test_eight_workers_through_four_connections_finish_the_grid_exactly_once",
+    "tests/test_pool.py::test_six_workers_through_four_connections_finish_the_grid_exactly_once",
     "tests/test_packing.py::test_two_workers_share_a_gpu_under_their_own_names",
     "tests/test_study_identity.py::test_a_search_after_the_grid_starts_from_the_grid_on_sqlite",
     "tests/test_reliability.py::test_a_live_trial_falsely_failed_as_stale_keeps_its_result",

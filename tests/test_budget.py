@@ -8,6 +8,10 @@ import pytest
 
 from tests.conftest import run_cli
 
+#: The subject here is processes and storage, not the backend: the hpo processes train on
+#: JAX, which starts faster (tests/conftest.py, ``_keras_backend_of_the_test``).
+pytestmark = pytest.mark.keras_backend("jax")
+
 
 @pytest.mark.parametrize("sampler", ["grid", "random"])
 def test_n_trials_is_the_total_of_a_run_of_several_workers(tiny_study, sqlite_url, tmp_path,

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import wait_for_training
+from tests.conftest import ended, wait_for_training
 
 
 def _start(study: Path, storage: str, cwd: Path) -> subprocess.Popen[str]:
@@ -39,7 +39,7 @@ def test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, i
     proc = _start(study_file, storage, tmp_path)
     victim = wait_for_training("sigint", storage, proc)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    out, err = ended(proc, 120)
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("hpo: error: interrupted")
@@ -66,7 +66,7 @@ def test_kill_9_leaves_no_trial_running_forever(tmp_path, image_folder):
     proc = _start(study_file, storage, tmp_path)
     victim = wait_for_training("sigkill", storage, proc)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
+    ended(proc, 60)
     study = optuna.load_study(study_name="sigkill", storage=storage)
     assert study.trials[victim.number].state == TrialState.RUNNING  # nobody could mark it
 
@@ -106,7 +106,7 @@ def test_a_trial_child_killed_under_isolate_is_failed_and_requeued_by_its_parent
     victim = wait_for_training("isolated", storage, proc)
     [child] = _children(proc.pid)
     os.kill(child, signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    out, err = ended(proc, 120)
     assert proc.returncode == 137, (out, err)
     assert f"marked 1 lost trial(s) FAIL and re-queued them: {victim.number}" in err
     study = optuna.load_study(study_name="isolated", storage=storage)

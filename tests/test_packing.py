@@ -8,6 +8,10 @@ from hpo.execution._launch import plan_workers
 from hpo.execution._packing import MEMORY_SHARE_ENV, memory_env, plan_packing
 from tests.conftest import run_cli
 
+#: The subject here is processes and storage, not the backend: the hpo processes train on
+#: JAX, which starts faster (tests/conftest.py, ``_keras_backend_of_the_test``).
+pytestmark = pytest.mark.keras_backend("jax")
+
 H100 = (80_000.0, 81_559.0)  # free, total MiB
 
 

@@ -269,6 +269,7 @@ def _the_quick_start_keeps_its_promises(work: Path, env: dict[str, str],
     assert "  trial 0 epoch 1/3" in done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("best: trial ")
     assert (work / "hpo.db").is_file()
+    assert not [p.name for p in work.glob("hpo.db?*")]  # no lock or journal left beside it
 
     again = _hpo(work, env, "run", "--study", "demo")
     assert "grid complete: nothing left to run" in again.stdout

@@ -22,7 +22,9 @@ from hpo.testing import write_study
 from tests.conftest import run_cli, wait_for_training
 from tests.tcp_proxy import CuttableProxy
 
-pytestmark = pytest.mark.postgres
+#: The subject here is processes and storage, not the backend: the hpo processes train on
+#: JAX, which starts faster (tests/conftest.py, ``_keras_backend_of_the_test``).
+pytestmark = [pytest.mark.postgres, pytest.mark.keras_backend("jax")]
 
 
 def _worker(study_file: Path, storage: str, cwd: Path, *extra: str) -> subprocess.Popen[str]:

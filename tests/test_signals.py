@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import free_port, wait_for_port, wait_for_training
+from tests.conftest import ended, free_port, wait_for_port, wait_for_training
 
 
 def _ignore_sigint() -> None:
@@ -53,7 +53,7 @@ def test_sigint_stops_a_worker_that_inherited_sigint_ignored(tmp_path, image_fol
     proc = _start(tmp_path, storage, "run", "--study", str(study), "--heartbeat", "1")
     victim = wait_for_training("ign", storage, proc)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, 60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("hpo: error: interrupted")
@@ -70,7 +70,7 @@ def test_sigterm_fails_the_trial_at_once_and_exits_143(tmp_path, image_folder, p
     proc = _start(tmp_path, postgres_url, "worker", "--study", str(study), "--heartbeat", "60")
     victim = wait_for_training(name, postgres_url, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, 60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert "stopped (SIGTERM)" in err.strip().splitlines()[-1]
@@ -98,7 +98,7 @@ def test_the_supervisor_passes_sigterm_on_and_exits_with_the_workers_status(
     proc = _start(tmp_path, postgres_url, "run", "--study", str(study), "--workers", "2")
     wait_for_training(name, postgres_url, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=90)
+    out, err = ended(proc, 90)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     trials = _trials(name, postgres_url)
@@ -120,7 +120,7 @@ def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
                             stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
     wait_for_port(port, proc)
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=30)
+    out, err = ended(proc, 30)
     assert proc.returncode == code, err
     assert "dashboard stopped" in out
     assert "Traceback" not in err
@@ -151,7 +151,7 @@ def test_a_second_sigterm_ends_a_server_stuck_in_its_shutdown_at_once():
     proc.send_signal(signal.SIGTERM)
     assert proc.stdout.readline() == "stopping\n"
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    _, err = ended(proc, 30)
     assert proc.returncode == 143, err
     assert err.strip() == "hpo: SIGTERM again: stopping at once"
 
@@ -398,7 +398,7 @@ def test_sighup_fails_the_trial_and_exits_129(tmp_path, image_folder):
     proc = _start(tmp_path, storage, "worker", "--study", str(study), "--heartbeat", "1")
     victim = wait_for_training("hup", storage, proc)
     proc.send_signal(signal.SIGHUP)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, 60)
     assert proc.returncode == 129, err
     assert "Traceback" not in err
     [line] = [line for line in err.strip().splitlines() if line.startswith("hpo: error")]
@@ -418,7 +418,7 @@ def test_the_supervisor_passes_sighup_on_to_its_workers(tmp_path, image_folder):
                   "--heartbeat", "1")
     wait_for_training("suphup", storage, proc)
     proc.send_signal(signal.SIGHUP)
-    out, err = proc.communicate(timeout=90)
+    out, err = ended(proc, 90)
     assert proc.returncode == 129, err
     assert "Traceback" not in err
     trials = _trials("suphup", storage)
@@ -469,7 +469,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path, image_folder):
     workers = _children(proc.pid)
     assert len(workers) == 2, workers
     proc.kill()
-    proc.communicate(timeout=30)
+    ended(proc, 30)
     assert _wait_until_ended(workers, timeout=60) == []
     trials = _trials("orphan", storage)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -513,7 +513,7 @@ def test_a_worker_process_stops_when_its_parent_dies(tmp_path, how):
     told = tmp_path / "told"
     proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, how, str(told)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, 60)
     assert proc.returncode == -signal.SIGKILL, err
     assert _wait_until_ended([int(out.split()[0])], timeout=20) == []
     assert told.read_text() == f"stopped (its supervisor, process {proc.pid}, died)"
@@ -581,7 +581,7 @@ def test_sigterm_during_hpo_run_fails_the_trial(tmp_path, image_folder):
                             text=True, preexec_fn=_ignore_sigint)
     victim = wait_for_training("api", storage, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, 60)
     assert (proc.returncode, out.strip()) == (143, "stopped (SIGTERM)"), err
     trials = _trials("api", storage)
     assert trials[victim.number].state == TrialState.FAIL

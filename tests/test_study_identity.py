@@ -149,6 +149,7 @@ def test_a_grid_trial_is_converted_only_when_the_space_holds_it(tmp_path, image_
                                 {**training, "epochs": 5})
 
 
+@pytest.mark.keras_backend("jax")  # processes only: tests/conftest.py
 def test_a_changed_identity_is_refused_naming_the_key(tmp_path, image_folder):
     url = f"sqlite:///{tmp_path / 'i.db'}"
     name = f"id-{uuid.uuid4().hex[:8]}"

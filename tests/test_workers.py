@@ -33,6 +33,7 @@ def _worker(study_file: Path, storage: str, cwd: Path, name: str,
         stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.keras_backend("jax")  # processes and storage: tests/conftest.py
 def test_a_worker_killed_mid_trial_is_reclaimed_by_the_others(tmp_path, image_folder,
                                                               postgres_url):
     name = f"kill-{uuid.uuid4().hex[:8]}"
@@ -91,6 +92,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path, image_fo
     optuna.delete_study(study_name=name, storage=postgres_url)
 
 
+@pytest.mark.keras_backend("jax")
 def test_a_worker_with_an_edited_grid_is_refused(tmp_path, image_folder, postgres_url):
     name = f"edit-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name)

@@ -9,7 +9,8 @@
   at most one worker per host waits in the database; through a pool of a few server
   connections, waiters would otherwise fill the pool while the holder waits for a
   connection to do its work;
-* SQLite and journal files: an ``fcntl`` lock on a file beside the database (one host);
+* SQLite and journal files: an ``fcntl`` lock on a file beside the database (one host),
+  removed when the lock is released;
 * other databases: no cross-process lock; grid claiming then relies on row locks only and
   a warning says so.
 """
@@ -44,14 +45,40 @@ def _lock_key(study_name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` names the file open as ``fd`` now."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """An exclusive ``flock`` on ``path``, a file that exists only while someone holds or
+    waits for it: the holder removes it before unlocking, so nothing is left beside the
+    database after a run. A waiter that then gets the lock of the removed file (or of one
+    replaced meanwhile) sees that ``path`` no longer names it, and takes the lock of the
+    file ``path`` names now: at most one process holds the lock of the current file."""
+    while True:
+        handle = open(path, "a+b")
+        current = False
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            current = _names(path, handle.fileno())
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if not current:  # removed or replaced while this process waited (or an error)
+                handle.close()
+        if current:
+            break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # still held: a waiter on it tries again with a new file
+        handle.close()  # releases the lock
 
 
 def host_turn(url: sqlalchemy.engine.URL, name: str) -> contextlib.AbstractContextManager[None]:
