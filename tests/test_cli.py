@@ -157,6 +157,7 @@ def test_module_and_console_script_agree(tmp_path):
         assert command in result.stdout
 
 
+@pytest.mark.keras_backend("jax")  # processes: tests/conftest.py
 def test_isolate_runs_each_trial_in_a_fresh_process(tmp_path, tiny_study):
     storage = f"sqlite:///{tmp_path / 'iso.db'}"
     result = run_cli("run", "--study", str(tiny_study), "--isolate", "--n-trials", "2",
@@ -169,6 +170,7 @@ def test_isolate_runs_each_trial_in_a_fresh_process(tmp_path, tiny_study):
     assert len(study.trials) == 2 and len(pids) == 2
 
 
+@pytest.mark.keras_backend("jax")  # processes: tests/conftest.py
 def test_a_worker_replaces_its_process_every_n_trials_keeping_its_pid(tmp_path, tiny_study):
     """--recycle-after: the fresh process (exec, same PID) runs what is left of --n-trials."""
     storage = f"sqlite:///{tmp_path / 'recycle.db'}"

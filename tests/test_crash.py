@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
@@ -60,6 +61,7 @@ def test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, i
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
+@pytest.mark.keras_backend("jax")  # no handler runs: any backend (tests/conftest.py)
 def test_kill_9_leaves_no_trial_running_forever(tmp_path, image_folder):
     study_file = _long_study(tmp_path, image_folder, "sigkill")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -92,6 +94,7 @@ def _children(pid: int) -> list[int]:
         return [int(child) for child in listing.read().split()]
 
 
+@pytest.mark.keras_backend("jax")  # processes: tests/conftest.py
 def test_a_trial_child_killed_under_isolate_is_failed_and_requeued_by_its_parent(
         tmp_path, image_folder):
     """``hpo worker --isolate`` runs each trial in a child; the child is ``kill -9``'d

@@ -91,6 +91,7 @@ def test_sigterm_fails_the_trial_at_once_and_exits_143(tmp_path, image_folder, p
 
 
 @pytest.mark.postgres
+@pytest.mark.keras_backend("jax")  # the supervisor's part: TensorFlow workers' own are above
 def test_the_supervisor_passes_sigterm_on_and_exits_with_the_workers_status(
         tmp_path, image_folder, postgres_url):
     name = f"sup-{uuid.uuid4().hex[:8]}"
@@ -411,6 +412,7 @@ def test_sighup_fails_the_trial_and_exits_129(tmp_path, image_folder):
     assert "- fail reason: stopped (SIGHUP)" in _note(storage, "hup", victim.number)
 
 
+@pytest.mark.keras_backend("jax")  # the supervisor's part (tests/conftest.py)
 def test_the_supervisor_passes_sighup_on_to_its_workers(tmp_path, image_folder):
     study = write_study(tmp_path / "s.toml", data=image_folder, name="suphup", epochs=30)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -458,6 +460,7 @@ def _wait_until_ended(pids: list[int], timeout: float) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.keras_backend("jax")  # processes: tests/conftest.py
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path, image_folder):
     # kill -9 of `hpo run --workers 2` left both workers training on their own, out of reach
     # of Ctrl-C, their trials RUNNING once they were killed in turn.
