@@ -58,6 +58,7 @@ def test_an_edited_repeat_count_is_a_different_study(tiny_study, sqlite_url):
         hpo.run(tiny_study, storage=sqlite_url, n_trials=1, repeats=2)
 
 
+@pytest.mark.keras_backend("jax")  # the search's order, not the backend: tests/conftest.py
 def test_enqueued_defaults_are_the_first_trials(tiny_study, sqlite_url, tmp_path):
     name = load_study_config(tiny_study).name
     result = run_cli("run", "--study", str(tiny_study), "--sampler", "tpe", "--n-trials", "3",
@@ -69,6 +70,7 @@ def test_enqueued_defaults_are_the_first_trials(tiny_study, sqlite_url, tmp_path
     assert {t.state for t in trials} == {TrialState.COMPLETE}
 
 
+@pytest.mark.keras_backend("jax")
 def test_grid_defaults_first(tiny_study, sqlite_url, tmp_path):
     name = load_study_config(tiny_study).name
     result = run_cli("run", "--study", str(tiny_study), "--n-trials", "2",

@@ -72,6 +72,7 @@ def test_reap_fails_a_trial_whose_host_went_silent(tmp_path, postgres_url):
     optuna.delete_study(study_name=name, storage=postgres_url)
 
 
+@pytest.mark.keras_backend("jax")  # the supervisor's part: a TensorFlow worker's own in test_signals/test_crash
 def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path, image_folder,
                                                               postgres_url):
     name = f"int-{uuid.uuid4().hex[:8]}"
