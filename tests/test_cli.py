@@ -52,6 +52,7 @@ def test_quiet_prints_only_the_best_trial(tmp_path, tiny_study):
     assert len(result.stdout.strip().splitlines()) == 1
 
 
+@pytest.mark.keras_backend("jax")  # the data it reads, not the backend
 def test_data_override_points_a_study_at_another_folder(tmp_path, image_folder):
     result = run_cli("run", "--study", "cifar10", "--data", str(image_folder),
                      "--n-trials", "1", "--storage", f"sqlite:///{tmp_path / 'c.db'}",
