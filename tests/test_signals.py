@@ -1,7 +1,8 @@
 """Signals from shells and schedulers, whatever disposition the process inherited.
 
 Every process here starts with SIGINT *ignored*, as a script's background job (``cmd &``),
-``nohup`` and many CI runners start it: hpo must install its own handlers.
+``nohup`` and many CI runners start it: hpo must install its own handlers. The other
+signals start at their defaults, whatever the test run itself inherited (:func:`_ignore_sigint`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.execution import STOP_SIGNALS
 from hpo.testing import write_study
 from tests.conftest import ended, free_port, wait_for_port, wait_for_training
 
 
 def _ignore_sigint() -> None:
+    """SIGINT ignored, as a script's background job inherits it; every other signal hpo
+    handles at its default, whatever this test process inherited (started as a background
+    job itself, it has SIGQUIT ignored too, and under ``nohup`` SIGHUP, which hpo then
+    rightly leaves alone: the tests that send them assume a terminal's defaults). Runs in
+    the child between fork and exec: nothing is imported there."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
