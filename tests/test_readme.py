@@ -212,21 +212,20 @@ def _alexnet_grid_only(work: Path) -> None:
 
 def _imagenet_stand_ins(keras_home: Path) -> None:
     """Headless weights files where the Keras cache keeps ImageNet's (random values of the
-    right shapes: the user's real file is what the README asks them to put there)."""
-    script = f"""
-import keras
-from keras.src.legacy.saving import legacy_h5_format
-import h5py
-models = keras.applications
-for build, name in [(models.InceptionV3, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")]:
-    model = build(weights=None, include_top=False)
-    with h5py.File({str(keras_home / 'models')!r} + "/" + name, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-"""
+    right shapes: the user's real file is what the README asks them to put there). Written
+    by this test process, which has Keras loaded already (a new process would import
+    TensorFlow again for it)."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
     (keras_home / "models").mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
+    for build, name in [(keras.applications.InceptionV3,
+                         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")]:
+        model = build(weights=None, include_top=False)
+        with h5py.File(keras_home / "models" / name, "w") as handle:
+            legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+        del model
 
 
 def _dashboard(argv: list[str], cwd: Path, env: dict[str, str]) -> None:

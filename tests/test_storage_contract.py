@@ -6,8 +6,10 @@ Optuna's own CI."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import optuna
 import pytest
@@ -38,11 +40,21 @@ def _postgres_schema() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="module")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file with Optuna's tables and nothing in them, made once per test module
+    (creating the tables takes most of a contract test's time)."""
+    path = tmp_path_factory.mktemp("contract") / "template.db"
+    optuna.storages.RDBStorage(f"sqlite:///{path}").engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def url(request, tmp_path) -> Iterator[str]:
-    """An empty database per test: a new SQLite file, or the module's PostgreSQL schema with
-    every study of the previous test deleted."""
+    """An empty database per test: a copy of the empty SQLite template, or the module's
+    PostgreSQL schema with every study of the previous test deleted."""
     if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), tmp_path / "contract.db")
         yield f"sqlite:///{tmp_path / 'contract.db'}"
         return
     url = request.getfixturevalue("_postgres_schema")
