@@ -22,12 +22,14 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import optuna
 
+from hpo.errors import StorageError
 from hpo.storage._optuna import journal_file, unwrap_storage
 from hpo.storage._resilient import ResilientRDBStorage, is_connection_error
 
@@ -48,11 +50,25 @@ def _lock_key(study_name: str) -> int:
 def _names(path: Path, fd: int) -> bool:
     """Whether ``path`` names the file open as ``fd`` now."""
     try:
-        now = os.stat(path)
+        now = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return False
     held = os.fstat(fd)
     return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, created if absent; read-only (``flock`` needs no more, so another
+    user who can read it waits for it rather than failing), never through a symbolic link."""
+    flags = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise StorageError(
+            f"received a lock file hpo cannot open: {path} ({exc.strerror}); expected a "
+            "folder this user can create files in (hpo takes a study's lock there while a "
+            "worker claims a grid point); fix: give this user write access to that folder, "
+            "or remove what stands at that name") from None
 
 
 @contextlib.contextmanager
@@ -61,24 +77,47 @@ def _file_lock(path: Path) -> Iterator[None]:
     waits for it: the holder removes it before unlocking, so nothing is left beside the
     database after a run. A waiter that then gets the lock of the removed file (or of one
     replaced meanwhile) sees that ``path`` no longer names it, and takes the lock of the
-    file ``path`` names now: at most one process holds the lock of the current file."""
+    file ``path`` names now: at most one process holds the lock of the current file. The
+    path is made absolute first, so that a change of folder meanwhile changes nothing.
+    Not reentrant: a process that takes a lock it holds (two study names whose files are
+    the same, in a journal file every study's) waits for itself."""
+    path = Path(os.path.abspath(path))
     while True:
-        handle = open(path, "a+b")
+        fd = _open_lock_file(path)
         current = False
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            current = _names(path, handle.fileno())
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = _names(path, fd)
         finally:
             if not current:  # removed or replaced while this process waited (or an error)
-                handle.close()
+                os.close(fd)
         if current:
             break
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # still held: a waiter on it tries again with a new file
-        handle.close()  # releases the lock
+        try:
+            if _names(path, fd):
+                os.unlink(path)  # still held: a waiter on it tries again with a new file
+        except OSError as exc:  # a folder that lets this user create but not remove
+            _log.debug("lock file %s left in place (%s)", path, exc.strerror)
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _own_folder(folder: Path) -> Path:
+    """``folder``, created for this user alone if absent; refused when it is someone
+    else's or others may write in it (the lock files in it would be theirs to replace)."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    found = os.lstat(folder)
+    if (not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid()
+            or found.st_mode & 0o022):
+        raise StorageError(
+            f"received a folder for hpo's host-wide turns, {folder}, owned by user "
+            f"{found.st_uid} with mode {stat.S_IMODE(found.st_mode):o}; expected a folder of "
+            f"this user's own (user {os.getuid()}) that no one else can write in; fix: "
+            "remove it, or point TMPDIR at a folder of your own")
+    return folder
 
 
 def host_turn(url: sqlalchemy.engine.URL, name: str) -> contextlib.AbstractContextManager[None]:
@@ -87,8 +126,7 @@ def host_turn(url: sqlalchemy.engine.URL, name: str) -> contextlib.AbstractConte
     temporary folder (the same file for every process of this user on this host), so that
     at most one of them waits in the database (holding a server connection) at a time."""
     place = f"{url.host}:{url.port}:{url.query.get('host')}:{url.database}:{name}"
-    folder = Path(tempfile.gettempdir()) / f"hpo-turns-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder = _own_folder(Path(tempfile.gettempdir()) / f"hpo-turns-{os.getuid()}")
     return _file_lock(folder / f"{hashlib.sha256(place.encode()).hexdigest()[:24]}.lock")
 
 
@@ -134,7 +172,9 @@ def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Iterator[No
 
 @contextlib.contextmanager
 def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
-    """Holds the lock of ``study_name`` in ``storage`` for the ``with`` block."""
+    """Holds the lock of ``study_name`` in ``storage`` for the ``with`` block. Not
+    reentrant: do not nest two of them (on SQLite two names may share a file, on a journal
+    file every name does, and the process would wait for itself)."""
     storage = unwrap_storage(storage)
     if isinstance(storage, optuna.storages.RDBStorage):
         url = storage.engine.url
