@@ -15,7 +15,6 @@ _COUNT = """
 import sys, time
 from pathlib import Path
 import optuna
-import pytest
 from hpo.storage import study_lock
 
 storage = optuna.storages.RDBStorage(sys.argv[1])

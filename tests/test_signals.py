@@ -2,7 +2,8 @@
 
 Every process here starts with SIGINT *ignored*, as a script's background job (``cmd &``),
 ``nohup`` and many CI runners start it: hpo must install its own handlers. The other
-signals start at their defaults, whatever the test run itself inherited (:func:`_ignore_sigint`).
+signals start at their defaults, whatever the test run itself inherited
+(:func:`_only_sigint_ignored`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hpo.testing import write_study
 from tests.conftest import ended, free_port, wait_for_port, wait_for_training
 
 
-def _ignore_sigint() -> None:
+def _only_sigint_ignored() -> None:
     """SIGINT ignored, as a script's background job inherits it; every other signal hpo
     handles at its default, whatever this test process inherited (started as a background
     job itself, it has SIGQUIT ignored too, and under ``nohup`` SIGHUP, which hpo then
@@ -38,14 +39,14 @@ def _in_own_process(script: str) -> subprocess.CompletedProcess[str]:
     """Runs ``script`` in a Python process of its own (only a main thread has signal
     handlers), started with SIGINT ignored as a script's background job is."""
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, preexec_fn=_ignore_sigint)
+                          timeout=120, preexec_fn=_only_sigint_ignored)
 
 
 def _start(cwd: Path, storage: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "hpo", *args, "--quiet"], cwd=cwd,
                             env={**os.environ, "HPO_STORAGE": storage},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_ignore_sigint)
+                            preexec_fn=_only_sigint_ignored)
 
 
 def _trials(name: str, storage: str) -> list[optuna.trial.FrozenTrial]:
@@ -127,7 +128,8 @@ def test_the_dashboard_stops_on_sigint_and_sigterm(tmp_path, signum, code):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", storage,
                              "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_only_sigint_ignored)
     wait_for_port(port, proc)
     proc.send_signal(signum)
     out, err = ended(proc, 30)
@@ -590,7 +592,7 @@ def test_sigterm_during_hpo_run_fails_the_trial(tmp_path, image_folder):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     proc = subprocess.Popen([sys.executable, "-c", API_SCRIPT, str(study), storage],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_ignore_sigint)
+                            text=True, preexec_fn=_only_sigint_ignored)
     victim = wait_for_training("api", storage, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = ended(proc, 60)
