@@ -147,14 +147,20 @@ def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) means the database could not be reached.
 
     Covers a refused or dropped connection, a server that closed it (restart, failover,
-    ``pg_terminate_backend``), a connection the pool invalidated, and the transient
-    ``OperationalError`` family (deadlocks, "database is locked") that a retry also cures.
+    ``pg_terminate_backend``), a connection the pool invalidated, a connection lost inside a
+    transaction and used again before its rollback (``PendingRollbackError``: Optuna's
+    ``RDBStorage._get_trials`` queries again in the same session after an
+    ``OperationalError`` of its trials query, "Falling back to a slower alternative"; its
+    session block rolls back before the error leaves it, so a retry starts afresh), and the
+    transient ``OperationalError`` family (deadlocks, "database is locked") that a retry
+    also cures.
     """
     if permanent_problem(exc) is not None:
         return False
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                             sqlalchemy.exc.PendingRollbackError)):
             return True
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
             return True
