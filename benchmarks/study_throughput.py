@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -92,9 +93,11 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
             argv += ["--n-trials", str(n_trials)]
         started_at = datetime.now()
         started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with GpuMonitor(gpu, interval=_SAMPLE_S) as busy:  # hpo's own sampler of a trial
             done = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise RuntimeError(f"hpo run failed (exit {done.returncode}) from {source}:\n"
                                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -113,6 +116,10 @@ def _run_study(source: Path, study: str, cache: Path, *, n_trials: int | None = 
         "trials": len(trials),
         "workers": workers,
         "study_wall_s": round(wall, 2),
+        # the hpo process's CPU (and its workers'), user and kernel, and its page faults
+        "cpu_user_s": round(after.ru_utime - before.ru_utime, 2),
+        "cpu_sys_s": round(after.ru_stime - before.ru_stime, 2),
+        "minor_page_faults": after.ru_minflt - before.ru_minflt,
         "trials_per_hour": round(len(trials) / wall * 3600, 1),
         "fit_s_total": round(sum(fit), 2),
         "outside_fit_s_per_trial": round((wall - sum(fit)) / len(trials), 3),

@@ -504,10 +504,6 @@ def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
 
 @needs_pgbouncer
 @pytest.mark.postgres
-# On TensorFlow, as before: with JAX workers one CI run of three failed here, a worker
-# giving up on the outage with SQLAlchemy's "Can't reconnect until invalid transaction
-# is rolled back" (issue 27's note of session 15: not yet found)
-@pytest.mark.keras_backend("tensorflow")
 def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
         tmp_path, image_folder, postgres_url, limited_role):
     import sqlalchemy

@@ -19,6 +19,7 @@ __all__ = [
     "enable_compile_cache",
     "gpu_count",
     "is_out_of_memory",
+    "keep_freed_memory",
     "keep_tensorflow_unloaded",
     "resolve_precision",
     "training_errors",
@@ -26,6 +27,36 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+#: glibc's ``M_TOP_PAD`` (``<malloc.h>``): how much memory each malloc arena keeps beyond
+#: what it uses when it grows and when it gives memory back (default 128 KiB).
+_M_TOP_PAD = -2
+#: 64 MiB: TensorFlow's CPU kernels allocate their output tensors with malloc on the
+#: thread that runs them; with glibc's default every step's tensors are given back to the
+#: system and faulted in again, page by page, at the next step (2.3 million page faults,
+#: a third of a CPU study's CPU time in the kernel; BENCHMARKS.md, "Host memory").
+_TOP_PAD_BYTES = 64 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Lets glibc's malloc keep up to 64 MiB of freed memory per arena for the next
+    allocation instead of giving it back at once (``mallopt(M_TOP_PAD)``), so that a
+    training step reuses the pages of the one before. Process-wide; it takes effect at
+    any time, on the next allocation. Returns whether it was set: False where the C
+    library is not glibc (musl and macOS have no such knob worth setting)."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # no symbol table to search, or no mallopt in it
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_TOP_PAD, _TOP_PAD_BYTES))
 
 
 def backend() -> str:
