@@ -28,22 +28,33 @@ __all__ = [
 _log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
-#: glibc's ``M_TOP_PAD`` (``<malloc.h>``): how much memory each malloc arena keeps beyond
-#: what it uses when it grows and when it gives memory back (default 128 KiB).
-_M_TOP_PAD = -2
-#: 64 MiB: TensorFlow's CPU kernels allocate their output tensors with malloc on the
-#: thread that runs them; with glibc's default every step's tensors are given back to the
-#: system and faulted in again, page by page, at the next step (2.3 million page faults,
-#: a third of a CPU study's CPU time in the kernel; BENCHMARKS.md, "Host memory").
-_TOP_PAD_BYTES = 64 << 20
+#: glibc's ``mallopt`` parameters (``<malloc.h>``) and what hpo sets them to. Training on
+#: the CPU allocates and frees the same large buffers at every step: TensorFlow's kernels
+#: their output tensors, XLA (JAX) each execution's temporary buffer (68 MiB for the demo
+#: study's step). At glibc's defaults each was given back to the system when freed and
+#: faulted in again, page by page, at the next step: a third of a CPU study's CPU time was
+#: in the kernel (BENCHMARKS.md, section 15).
+_MALLOPT = (
+    # M_ARENA_MAX: one arena for every thread. A thread's own arena grows in heaps of at
+    # most 64 MiB, so a larger buffer (XLA's) is mmapped whatever the other settings.
+    (-8, 1),
+    # M_MMAP_MAX: no allocation gets its own mapping (which is unmapped when freed): all
+    # come from the arena, whose freed memory the next step reuses.
+    (-4, 0),
+    # M_TRIM_THRESHOLD: the arena gives memory back only beyond 256 MiB free at its top.
+    (-1, 256 << 20),
+    # M_TOP_PAD: and keeps 64 MiB beyond what it uses when it grows or gives back.
+    (-2, 64 << 20),
+)
 
 
 def keep_freed_memory() -> bool:
-    """Lets glibc's malloc keep up to 64 MiB of freed memory per arena for the next
-    allocation instead of giving it back at once (``mallopt(M_TOP_PAD)``), so that a
-    training step reuses the pages of the one before. Process-wide; it takes effect at
-    any time, on the next allocation. Returns whether it was set: False where the C
-    library is not glibc (musl and macOS have no such knob worth setting)."""
+    """Lets glibc's malloc keep freed memory for the next allocation instead of giving it
+    back to the system at once (``mallopt``, see ``_MALLOPT``), so that a training step
+    reuses the pages of the one before. Process-wide; call it before the backend starts
+    its threads (the arena limit applies to threads that have none yet). Returns whether
+    every setting was taken: False where the C library is not glibc (musl and macOS have
+    no such knobs worth setting)."""
     import ctypes
     import platform
 
@@ -56,7 +67,7 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_TOP_PAD, _TOP_PAD_BYTES))
+    return all([bool(mallopt(parameter, value)) for parameter, value in _MALLOPT])
 
 
 def backend() -> str:
