@@ -748,7 +748,9 @@ def compare(
 def main() -> None:
     """Console-script entry point."""
     from hpo.reporting import flush_or_drop
+    from hpo.trial import keep_freed_memory
 
+    keep_freed_memory()  # hpo's own process: a CPU step reuses the last one's pages
     try:
         app()
     finally:

@@ -52,7 +52,7 @@ from hpo.storage import (
     study_lock,
 )
 from hpo.study import attrs, finished_trials, reap_dead_trials
-from hpo.trial import gpu_memory_mb
+from hpo.trial import gpu_memory_mb, keep_freed_memory
 
 if TYPE_CHECKING:
     import optuna
@@ -447,6 +447,7 @@ def child_main() -> None:
 
     if os.environ.get(PARENT_ENV, "").isdigit():
         watch_parent(int(os.environ[PARENT_ENV]))
+    keep_freed_memory()  # hpo's own process: a CPU step reuses the last one's pages
     quiet_backends()
     try:
         settings = settings_from_env()

@@ -24,6 +24,7 @@ from hpo.trial._device import (
     enable_compile_cache,
     gpu_count,
     is_out_of_memory,
+    keep_freed_memory,
     resolve_precision,
     training_errors,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "evaluate_classifier",
     "PRECISIONS",
     "apply_precision",
+    "keep_freed_memory",
     "backend",
     "configure_gpus",
     "configured_backend",

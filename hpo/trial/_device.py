@@ -51,14 +51,20 @@ _MALLOPT = (
 def keep_freed_memory() -> bool:
     """Lets glibc's malloc keep freed memory for the next allocation instead of giving it
     back to the system at once (``mallopt``, see ``_MALLOPT``), so that a training step
-    reuses the pages of the one before. Process-wide; call it before the backend starts
-    its threads (the arena limit applies to threads that have none yet). Returns whether
-    every setting was taken: False where the C library is not glibc (musl and macOS have
-    no such knobs worth setting)."""
+    reuses the pages of the one before. Process-wide, so only for processes hpo owns (the
+    ``hpo`` command and the workers it starts; never the interpreter that calls
+    :func:`hpo.run`), before the backend starts its threads (the arena limit applies to
+    threads that have none yet). Returns whether every setting was taken: False where the
+    C library is not glibc (musl and macOS have no such knobs worth setting), or where the
+    user tuned malloc already (a ``MALLOC_*`` variable or ``glibc.malloc`` tunables in
+    ``GLIBC_TUNABLES``): theirs wins."""
     import ctypes
     import platform
 
     if platform.libc_ver()[0] != "glibc":
+        return False
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") or any(
+            name.startswith("MALLOC_") for name in os.environ):
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -38,7 +38,6 @@ from hpo.trial._device import (
     describe_host,
     gpu_count,
     is_out_of_memory,
-    keep_freed_memory,
     keep_tensorflow_unloaded,
     resolve_precision,
     training_errors,
@@ -156,7 +155,6 @@ class Objective:
         not its first trial's. Called by the run loop before the first trial."""
         if self._precision is not None:
             return
-        keep_freed_memory()  # a CPU step reuses the last one's pages (hpo.trial._device)
         configure_gpus()  # before the backend initialises a GPU
         self._precision = resolve_precision(self._settings.precision)  # imports Keras
         keep_tensorflow_unloaded()  # under JAX: set_random_seed would import it
