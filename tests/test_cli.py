@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_here
 
 
 def _one_clean_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -35,7 +35,7 @@ def _one_clean_error_line(result: subprocess.CompletedProcess[str], *fragments: 
 def test_clicks_own_errors_are_one_line_naming_the_help(tmp_path, argv, fragments):
     """An option of the wrong type, an unknown option or command, a missing argument: one
     line and exit 2, as hpo's own errors (Click printed a usage box of several lines)."""
-    line = _one_clean_error_line(run_cli(*argv, cwd=tmp_path), *fragments)
+    line = _one_clean_error_line(run_here(*argv, cwd=tmp_path), *fragments)
     assert line.startswith("hpo: error: ") and "--help')" in line
 
 
@@ -64,20 +64,20 @@ def test_data_override_points_a_study_at_another_folder(tmp_path, image_folder):
 
 
 def test_space_prints_the_thesis_grid_size(tmp_path):
-    result = run_cli("space", "firearms", "--sampler", "grid", "--json", cwd=tmp_path)
+    result = run_here("space", "firearms", "--sampler", "grid", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     description = json.loads(result.stdout)
     assert description["size"] == 384
     assert description["parameters"]["optimizer"] == ["Adadelta", "Adagrad", "Adam", "Adamax",
                                                       "Ftrl", "Nadam", "RMSprop", "SGD"]
-    text = run_cli("space", "firearms", cwd=tmp_path)
+    text = run_here("space", "firearms", cwd=tmp_path)
     assert "grid: 2 x 8 x 4 x 3 x 2 = 384 points" in text.stdout
-    tpe = run_cli("space", "firearms", "--sampler", "tpe", cwd=tmp_path)
+    tpe = run_here("space", "firearms", "--sampler", "tpe", cwd=tmp_path)
     assert "momentum" in tpe.stdout and "when optimizer in {SGD, RMSprop}" in tpe.stdout
 
 
 def test_unknown_study_lists_the_known_ones(tmp_path):
-    line = _one_clean_error_line(run_cli("run", "--study", "nope", cwd=tmp_path),
+    line = _one_clean_error_line(run_here("run", "--study", "nope", cwd=tmp_path),
                                  "unknown study 'nope'", "firearms")
     assert "demo" in line
 
@@ -85,13 +85,13 @@ def test_unknown_study_lists_the_known_ones(tmp_path):
 def test_malformed_study_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [unclosed")
-    _one_clean_error_line(run_cli("run", "--study", str(bad), cwd=tmp_path),
+    _one_clean_error_line(run_here("run", "--study", str(bad), cwd=tmp_path),
                           str(bad), "malformed TOML")
 
 
 def test_missing_data_folder_stores_nothing(tmp_path):
-    result = run_cli("run", "--study", "cifar10", "--data", str(tmp_path / "nowhere"),
-                     cwd=tmp_path)
+    result = run_here("run", "--study", "cifar10", "--data", str(tmp_path / "nowhere"),
+                      cwd=tmp_path)
     _one_clean_error_line(result, "does not exist", "--data")
 
 
@@ -99,8 +99,8 @@ def test_one_class_folder(tmp_path):
     from hpo.testing import make_image_folder
 
     folder = make_image_folder(tmp_path / "one", classes=("guns",), per_class=4, size=8)
-    _one_clean_error_line(run_cli("run", "--study", "demo", "--data", str(folder),
-                                  cwd=tmp_path), "at least 2 class folders")
+    _one_clean_error_line(run_here("run", "--study", "demo", "--data", str(folder),
+                                   cwd=tmp_path), "at least 2 class folders")
 
 
 def test_missing_imagenet_weights_is_a_clear_error(tmp_path, image_folder):
@@ -118,8 +118,8 @@ def _empty_cache(tmp_path: Path) -> dict[str, str]:
 def test_unreachable_database_never_prints_the_password(tmp_path, tiny_study):
     url = "postgresql://hpo:s3cret-pw@127.0.0.1:1/hpo"
     line = _one_clean_error_line(
-        run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path,
-                env=_empty_cache(tmp_path)),
+        run_here("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path,
+                 env=_empty_cache(tmp_path)),
         "cannot open storage postgresql://hpo:***@127.0.0.1:1/hpo", "unreachable")
     assert "s3cret" not in line
     assert not (tmp_path / "empty-cache").exists() or \
@@ -133,8 +133,8 @@ def test_wrong_password_is_reported_without_the_password(tmp_path, tiny_study):
     try:
         url = f"postgresql://postgres:wrong-pw@127.0.0.1:{server.port}/test"
         line = _one_clean_error_line(
-            run_cli("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path,
-                    env=_empty_cache(tmp_path)),
+            run_here("run", "--study", str(tiny_study), "--storage", url, cwd=tmp_path,
+                     env=_empty_cache(tmp_path)),
             "authentication failed", "postgres:***@")
     finally:
         server.close()
@@ -142,9 +142,9 @@ def test_wrong_password_is_reported_without_the_password(tmp_path, tiny_study):
 
 
 def test_read_commands_on_a_missing_database(tmp_path):
-    _one_clean_error_line(run_cli("best", "demo", cwd=tmp_path), "no study database")
-    _one_clean_error_line(run_cli("trials", "demo", "--storage",
-                                  f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path),
+    _one_clean_error_line(run_here("best", "demo", cwd=tmp_path), "no study database")
+    _one_clean_error_line(run_here("trials", "demo", "--storage",
+                                   f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path),
                           "no study database")
     assert not (tmp_path / "hpo.db").exists()
 

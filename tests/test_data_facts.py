@@ -24,6 +24,7 @@ from hpo.data import (
 )
 from hpo.errors import DataError
 from hpo.testing import make_image_folder, write_study
+from tests.conftest import run_here
 
 FRACTIONS = (0.7, 0.15, 0.15)
 
@@ -351,11 +352,12 @@ def test_a_cache_with_skipped_images_is_refused_when_reused_under_strict(tmp_pat
 
 # -- what hpo init and hpo run say ------------------------------------------------------------
 
-def test_hpo_init_reports_bit_depth_carving_and_duplicates(tmp_path, cli):
+def test_hpo_init_reports_bit_depth_carving_and_duplicates(tmp_path):
     root = _wide_folder(tmp_path / "flat" / "train", per_class=5)
     test = _wide_folder(tmp_path / "flat" / "test", per_class=2, seed=1)
     shutil.copy(root / "cats" / "cats_0.png", test / "cats" / "leaked.png")
-    result = cli("init", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "s.toml"))
+    result = run_here("init", "--data", str(tmp_path / "flat"), "--out",
+                      str(tmp_path / "s.toml"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "classes (cats, dogs), layout pre-split" in out
@@ -382,7 +384,7 @@ def test_a_run_on_a_16_bit_split_folder_with_hidden_copies_and_a_leak(tmp_path, 
     study.write_text(text)
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cache = tmp_path / "cache"
-    refused = cli("run", "--study", str(study), "--storage", storage, "--n-trials", "1",
+    refused = run_here("run", "--study", str(study), "--storage", storage, "--n-trials", "1",
                   "--cache-dir", str(cache), "--strict", "--study-name", "strict", cwd=tmp_path)
     assert refused.returncode == 2, refused.stderr
     lines = refused.stderr.strip().splitlines()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from hpo.cli import app
 from hpo.config import RunSettings, load_study_config
 from hpo.errors import ConfigError, InvalidSetting, OutputError
+from tests.conftest import run_here
 
 BASE = """
 {top}
@@ -183,12 +184,11 @@ def _file(path: Path) -> Path:
 def test_artifacts_naming_a_file_exits_2_before_any_trial(tmp_path, image_folder):
     """Once it burnt three trials and exited 1; now: exit 2, one line, no study stored."""
     from hpo.testing import write_study
-    from tests.conftest import run_cli
 
     study = write_study(tmp_path / "t.toml", data=image_folder, name="artfile")
     (tmp_path / "art").write_text("a file where the folder goes")
-    result = run_cli("run", "--study", str(study), "--storage", "sqlite:///t.db",
-                     "--artifacts", "art", "--n-trials", "1", cwd=tmp_path)
+    result = run_here("run", "--study", str(study), "--storage", "sqlite:///t.db",
+                      "--artifacts", "art", "--n-trials", "1", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         "hpo: error: --artifacts must be a folder, or a path where one can be made; it is a "

@@ -12,6 +12,7 @@ import hpo
 from hpo.config import load_study_config
 from hpo.errors import ConfigError, StudyError
 from hpo.testing import write_study
+from tests.conftest import run_here
 
 
 def _dominated(a: list[float], b: list[float], directions: list[str]) -> bool:
@@ -22,7 +23,7 @@ def _dominated(a: list[float], b: list[float], directions: list[str]) -> bool:
 
 
 def test_a_multi_objective_study_has_a_pareto_front_stock_optuna_reads(
-        tmp_path, image_folder, sqlite_url, cli):
+        tmp_path, image_folder, sqlite_url):
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name="mo")
     hpo.run(study_file, storage=sqlite_url, objectives="val_accuracy,train_time,n_params")
     study = optuna.load_study(study_name="mo", storage=sqlite_url)  # stock Optuna
@@ -42,15 +43,15 @@ def test_a_multi_objective_study_has_a_pareto_front_stock_optuna_reads(
         dominated = any(_dominated(trial.values, other.values, directions)
                         for other in complete)
         assert (trial.number in {t.number for t in front}) == (not dominated)
-    result = cli("best", "mo", "--storage", sqlite_url, "--json", cwd=tmp_path)
+    result = run_here("best", "mo", "--storage", sqlite_url, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["objectives"] == names
     assert sorted(t["number"] for t in shown["pareto_front"]) == \
         sorted(t.number for t in front)
-    text = cli("best", "mo", "--storage", sqlite_url, cwd=tmp_path).stdout
+    text = run_here("best", "mo", "--storage", sqlite_url, cwd=tmp_path).stdout
     assert text.startswith(f"Pareto front of {', '.join(names)}: {len(front)} trial(s)")
-    table = cli("trials", "mo", "--storage", sqlite_url, cwd=tmp_path).stdout
+    table = run_here("trials", "mo", "--storage", sqlite_url, cwd=tmp_path).stdout
     assert table.splitlines()[0].split()[:5] == ["#", "state", *names]
 
 

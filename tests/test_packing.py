@@ -6,7 +6,7 @@ import pytest
 
 from hpo.execution._launch import plan_workers
 from hpo.execution._packing import MEMORY_SHARE_ENV, memory_env, plan_packing
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_here
 
 #: The subject here is processes and storage, not the backend: the hpo processes train on
 #: JAX, which starts faster (tests/conftest.py, ``_keras_backend_of_the_test``).
@@ -54,8 +54,8 @@ def test_packed_workers_get_unique_names_and_a_share_of_memory():
 
 @pytest.mark.parametrize("value", ["0", "many", "-2"])
 def test_a_bad_trials_per_gpu_is_one_line_and_exit_2(tmp_path, tiny_study, value):
-    result = run_cli("run", "--study", str(tiny_study), "--gpus", "0", "--trials-per-gpu",
-                     value, cwd=tmp_path)
+    result = run_here("run", "--study", str(tiny_study), "--gpus", "0", "--trials-per-gpu",
+                      value, cwd=tmp_path)
     assert result.returncode == 2
     assert "--trials-per-gpu" in result.stderr and "auto" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -69,7 +69,7 @@ def test_two_workers_share_a_gpu_under_their_own_names(tmp_path, tiny_study):
                      "--storage", storage, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "trials per GPU: 2 per GPU, as asked" in result.stderr + result.stdout
-    status = run_cli("status", str(tiny_study), "--storage", storage, "--json", cwd=tmp_path)
+    status = run_here("status", str(tiny_study), "--storage", storage, "--json", cwd=tmp_path)
     import json
 
     names = {w["name"] for w in json.loads(status.stdout)["workers"].values()}

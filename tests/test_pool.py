@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from hpo.execution._pool import PGBOUNCER_PORT, pool_config, pooled_url, start_pool
 from hpo.testing import write_study
-from tests.conftest import run_cli, wait_for_training
+from tests.conftest import run_cli, run_here, wait_for_training
 from tests.tcp_proxy import CuttableProxy
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
@@ -381,18 +381,18 @@ def test_the_pool_starts_whatever_the_temporary_folder(tmp_path, monkeypatch, ki
     assert not list(temp.iterdir())
 
 
-def test_a_pool_too_small_for_a_claim_is_refused(cli, tiny_study):
-    result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", "3")
+def test_a_pool_too_small_for_a_claim_is_refused(tiny_study):
+    result = run_here("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", "3")
     assert result.returncode == 2
     assert "--pool-size" in result.stderr and "at least 4" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("size", ["2147483648", "99999999999999999999999"])
-def test_a_pool_too_big_for_pgbouncer_is_refused(cli, tiny_study, size):
+def test_a_pool_too_big_for_pgbouncer_is_refused(tiny_study, size):
     # PgBouncer took 2**31 and more as a pool that never hands out a connection: the
     # workers waited for one forever
-    result = cli("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", size,
+    result = run_here("run", "--study", str(tiny_study), "--workers", "2", "--pool-size", size,
                  "--storage", "postgresql://u:Pw-Secret@127.0.0.1:1/db")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
@@ -472,8 +472,8 @@ def test_six_workers_through_four_connections_finish_the_grid_exactly_once(
     assert not any(_alive(pid) for pid in ours) and not folder.exists()
     names = {t.user_attrs["worker"]["name"] for t in study.trials}
     assert names <= {f"cpu{i}" for i in range(6)} and len(names) >= 2, names
-    status = run_cli("status", str(study_file), "--storage", _admin_url(postgres_url, role),
-                     cwd=tmp_path)
+    status = run_here("status", str(study_file), "--storage", _admin_url(postgres_url, role),
+                      cwd=tmp_path)
     assert "grid: 8 points: 8 done, 0 running, 0 failed, 0 left" in status.stdout, status
 
 

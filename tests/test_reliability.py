@@ -19,7 +19,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import run_cli, wait_for_training
+from tests.conftest import run_here, wait_for_training
 from tests.tcp_proxy import CuttableProxy
 
 #: The subject here is processes and storage, not the backend: the hpo processes train on
@@ -265,14 +265,14 @@ def test_reap_refuses_a_grace_shorter_than_the_workers_heartbeat_and_spares_a_li
                    "--keep-models", "0", "--no-figures")
     try:
         live = wait_for_training(name, postgres_url, proc)
-        refused = run_cli("reap", name, "--storage", postgres_url, "--grace", "2",
-                          cwd=tmp_path)
+        refused = run_here("reap", name, "--storage", postgres_url, "--grace", "2",
+                           cwd=tmp_path)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
         assert "--grace 2 s would fail live trials" in refused.stderr
         assert "--grace 10 or more" in refused.stderr
-        allowed = run_cli("reap", name, "--storage", postgres_url, "--grace", "10",
-                          cwd=tmp_path)
+        allowed = run_here("reap", name, "--storage", postgres_url, "--grace", "10",
+                           cwd=tmp_path)
         assert allowed.returncode == 0, allowed.stderr
         assert "reaped 0 trial(s)" in allowed.stdout
         study = optuna.load_study(study_name=name, storage=postgres_url)

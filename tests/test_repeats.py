@@ -13,7 +13,7 @@ from scipy import stats
 import hpo
 from hpo.config import load_study_config
 from hpo.search import default_configurations
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_here
 
 
 def test_repeats_train_each_configuration_r_times_with_recorded_seeds(tiny_study,
@@ -34,11 +34,11 @@ def test_repeats_train_each_configuration_r_times_with_recorded_seeds(tiny_study
         assert attrs["test_accuracy"] == pytest.approx(
             np.mean(attrs["repeat_test_accuracies"]), abs=1e-12)
     name = load_study_config(tiny_study).name
-    best = run_cli("best", name, "--storage", sqlite_url, cwd=tmp_path)
+    best = run_here("best", name, "--storage", sqlite_url, cwd=tmp_path)
     assert "over 3 runs: mean" in best.stdout and "95% CI" in best.stdout
     assert "bootstrap percentile" in best.stdout and "+-" not in best.stdout
-    compared = run_cli("compare", name, "0", "1", "--storage", sqlite_url, "--json",
-                       cwd=tmp_path)
+    compared = run_here("compare", name, "0", "1", "--storage", sqlite_url, "--json",
+                        cwd=tmp_path)
     assert compared.returncode == 0, compared.stderr
     result = json.loads(compared.stdout)
     a, b = study.trials[0].user_attrs["repeat_values"], study.trials[1].user_attrs[
@@ -87,7 +87,7 @@ def test_the_report_shows_mean_std_and_ci_of_repeated_configurations(tiny_study,
                                                                     tmp_path):
     hpo.run(tiny_study, storage=sqlite_url, repeats=2, n_trials=2)
     name = load_study_config(tiny_study).name
-    result = run_cli("report", name, "--storage", sqlite_url, cwd=tmp_path)
+    result = run_here("report", name, "--storage", sqlite_url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "val mean (std) [95% bootstrap CI]" in result.stdout
     assert "(2 runs)" in result.stdout

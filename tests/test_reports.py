@@ -11,7 +11,7 @@ from hpo.config import load_study_config
 from hpo.reporting import build_report, write_report
 from hpo.testing import write_study
 from hpo.trial import Artifacts, model_path, models_folder
-from tests.conftest import built_once, run_cli
+from tests.conftest import built_once, run_here
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,13 @@ def test_report_tables_match_the_trials_in_the_database(finished):
 
 def test_report_and_export_from_the_cli(finished, tmp_path):
     study_file, storage, artifacts, study = finished
-    result = run_cli("report", str(study_file), "--storage", storage, "--format", "html",
-                     "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    result = run_here("report", str(study_file), "--storage", storage, "--format", "html",
+                      "--out", str(tmp_path / "rep"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "rep" / "report.html").stat().st_size > 1000
-    exported = run_cli("export", "reported", "--out", str(tmp_path / "best.keras"),
-                       "--storage", storage, "--artifacts", str(artifacts.directory),
-                       cwd=tmp_path)
+    exported = run_here("export", "reported", "--out", str(tmp_path / "best.keras"),
+                        "--storage", storage, "--artifacts", str(artifacts.directory),
+                        cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     import keras
 
@@ -100,9 +100,9 @@ def test_report_and_export_from_the_cli(finished, tmp_path):
     assert model.output_shape == (None, 2)
     worst = min(study.trials, key=lambda t: t.value)
     if not model_path(artifacts.directory, study, worst.number).exists():
-        missing = run_cli("export", "reported", "--model", str(worst.number), "--out",
-                          str(tmp_path / "x.keras"), "--storage", storage, "--artifacts",
-                          str(artifacts.directory), cwd=tmp_path)
+        missing = run_here("export", "reported", "--model", str(worst.number), "--out",
+                           str(tmp_path / "x.keras"), "--storage", storage, "--artifacts",
+                           str(artifacts.directory), cwd=tmp_path)
         assert missing.returncode == 2
         assert "--keep-models" in missing.stderr
     assert {t.state for t in study.trials} == {TrialState.COMPLETE}

@@ -18,7 +18,7 @@ from hpo.config import load_study_config
 from hpo.errors import ConfigError, StudyError
 from hpo.statistics import summarize
 from hpo.testing import write_study
-from tests.conftest import run_cli
+from tests.conftest import run_here
 
 
 def _study(tmp_path, image_folder, *, policy: str | None, epochs: int = 3,
@@ -84,9 +84,9 @@ def test_value_test_metrics_and_kept_model_come_from_one_epoch(
     assert evaluation["test_accuracy"] == pytest.approx(attrs["test_accuracy"])
     assert evaluation["roc_auc"] == pytest.approx(attrs["roc_auc"], abs=1e-9)
     if policy == "best":  # what the user reads says which epoch the numbers are of
-        shown = run_cli("best", config.name, "--storage", sqlite_url, cwd=tmp_path)
+        shown = run_here("best", config.name, "--storage", sqlite_url, cwd=tmp_path)
         assert f"result_epoch: {best} (best epoch)" in shown.stdout, shown.stderr
-        table = run_cli("trials", config.name, "--storage", sqlite_url, cwd=tmp_path)
+        table = run_here("trials", config.name, "--storage", sqlite_url, cwd=tmp_path)
         assert f" {best}/3 best " in table.stdout, table.stderr
 
 
@@ -107,8 +107,8 @@ def test_a_resumed_study_keeps_its_policy(tmp_path, image_folder, sqlite_url):
         "hpo:result_epoch"] == "final"
     path.write_text(path.read_text().replace('result_epoch = "final"',
                                              'result_epoch = "best"'))
-    result = run_cli("run", "--study", str(path), "--storage", sqlite_url, "--n-trials", "1",
-                     "--quiet", cwd=tmp_path)
+    result = run_here("run", "--study", str(path), "--storage", sqlite_url, "--n-trials", "1",
+                      "--quiet", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "result_epoch = 'final'" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

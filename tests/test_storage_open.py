@@ -23,7 +23,7 @@ import sqlalchemy
 
 from hpo.errors import NoStudies, StorageError
 from hpo.storage import StorageOptions, close_storage, open_storage
-from tests.conftest import run_cli
+from tests.conftest import run_here
 
 
 @pytest.fixture()
@@ -60,7 +60,7 @@ READ_ONLY = [("studies",), ("status", "demo"), ("trials", "demo"), ("best", "dem
 def test_read_only_commands_create_nothing_in_an_empty_postgresql_database(empty_postgres,
                                                                           tmp_path):
     for command in READ_ONLY:
-        done = run_cli(*command, "--storage", empty_postgres, cwd=tmp_path, timeout=120)
+        done = run_here(*command, "--storage", empty_postgres, cwd=tmp_path, timeout=120)
         assert "Traceback" not in done.stderr, (command, done.stderr)
         if command == ("studies",):
             assert done.returncode == 0, done.stderr
@@ -75,8 +75,8 @@ def test_read_only_commands_create_nothing_in_an_empty_postgresql_database(empty
 
 def test_read_only_commands_create_no_sqlite_file(tmp_path):
     for command in READ_ONLY:
-        done = run_cli(*command, "--storage", f"sqlite:///{tmp_path / 'absent.db'}",
-                       cwd=tmp_path, timeout=120)
+        done = run_here(*command, "--storage", f"sqlite:///{tmp_path / 'absent.db'}",
+                        cwd=tmp_path, timeout=120)
         assert "Traceback" not in done.stderr, (command, done.stderr)
         assert done.returncode == (0 if command == ("studies",) else 2), (command,
                                                                           done.stderr)
@@ -97,7 +97,7 @@ def test_the_python_api_opens_for_reading_without_creating(tmp_path):
 def test_an_sqlite_database_in_memory_is_refused_before_anything(url, tmp_path):
     with pytest.raises(StorageError, match="in memory"):
         open_storage(url)
-    done = run_cli("run", "--study", "demo", "--storage", url, cwd=tmp_path, timeout=120)
+    done = run_here("run", "--study", "demo", "--storage", url, cwd=tmp_path, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "in memory" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -138,8 +138,8 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(tmp_path):
     try:
         url = f"postgresql://postgres@127.0.0.1:{server.port}/x"
         started = time.monotonic()
-        done = run_cli("run", "--study", "demo", "--storage", url, "--connect-timeout", "3",
-                       cwd=tmp_path, timeout=120)
+        done = run_here("run", "--study", "demo", "--storage", url, "--connect-timeout", "3",
+                        cwd=tmp_path, timeout=120)
         took = time.monotonic() - started
     finally:
         server.close()
@@ -153,8 +153,8 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(tmp_path):
 
 
 def test_a_connect_timeout_out_of_range_is_refused(tmp_path):
-    done = run_cli("run", "--study", "demo", "--connect-timeout", "0", cwd=tmp_path,
-                   timeout=120)
+    done = run_here("run", "--study", "demo", "--connect-timeout", "0", cwd=tmp_path,
+                    timeout=120)
     assert done.returncode == 2 and "--connect-timeout" in done.stderr, done.stderr
     assert not (tmp_path / "hpo.db").exists()
 
@@ -191,7 +191,7 @@ def test_a_schema_the_installed_optuna_cannot_use_is_one_line_saying_what_to_do(
     change(url)
     before = Path(tmp_path / "old.db").read_bytes()
     for command in (("run", "--study", "demo"), ("studies",), ("trials", "old")):
-        done = run_cli(*command, "--storage", url, cwd=tmp_path, timeout=120)
+        done = run_here(*command, "--storage", url, cwd=tmp_path, timeout=120)
         assert done.returncode == 2, (command, done.stderr)
         assert "Traceback" not in done.stderr
         error = [line for line in done.stderr.splitlines() if line.startswith("hpo: error:")]

@@ -7,6 +7,7 @@ import pytest
 
 from hpo.errors import StorageError
 from hpo.storage import check_storage_url, open_storage
+from tests.conftest import run_here
 
 
 @pytest.mark.parametrize("url", [
@@ -60,10 +61,9 @@ def test_open_storage_checks_the_url_before_anything_is_made(tmp_path, monkeypat
 
 
 def test_the_cli_says_the_fix_in_one_line_before_any_trial(tmp_path):
-    from tests.conftest import run_cli
 
-    result = run_cli("run", "--study", "demo", "--storage", "postgres://u:pw@127.0.0.1/x",
-                     cwd=tmp_path)
+    result = run_here("run", "--study", "demo", "--storage", "postgres://u:pw@127.0.0.1/x",
+                      cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "hpo: error: storage 'postgres://u:***@127.0.0.1/x': unknown database 'postgres'; "

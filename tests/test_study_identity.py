@@ -23,7 +23,7 @@ from hpo.search import make_sampler, suggest, to_space
 from hpo.storage import open_storage
 from hpo.study import attrs, open_study, study_identity
 from hpo.testing import make_image_folder, write_study
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_here
 
 #: Ten grid points, all inside the space and at its training defaults otherwise: as many as
 #: TPE's random start-up trials, so that a search that took them starts from its model.
@@ -64,8 +64,8 @@ def _grid_then_search(tmp_path: Path, image_folder: Path, url: str) -> None:
 def _check_grid_then_search(tmp_path: Path, image_folder: Path, url: str, name: str) -> None:
     study_file = _ten_point_study(tmp_path / "ten.toml", image_folder, name)
     hpo.run(study_file, sampler="grid", storage=url)  # in this process: one backend start
-    search = run_cli("run", "--study", str(study_file), "--sampler", "tpe", "--n-trials", "1",
-                     "--seed", "3", "--storage", url, cwd=tmp_path)
+    search = run_here("run", "--study", str(study_file), "--sampler", "tpe", "--n-trials", "1",
+                      "--seed", "3", "--storage", url, cwd=tmp_path)
     assert search.returncode == 0, search.stderr
     assert (f"history from grid study {name!r}: took 10 finished trial(s), left out none"
             in search.stderr)
@@ -96,12 +96,12 @@ def _check_grid_then_search(tmp_path: Path, image_folder: Path, url: str, name: 
     linked = hpo.run(study_file, sampler="random", n_trials=1, storage=url)
     assert linked.study_name == f"{name}.search"
     assert len(linked.trials) == 12  # nothing taken twice, nothing trained again
-    best = run_cli("best", name, "--storage", url)
-    trials = run_cli("trials", f"{name}.search", "--storage", url)
+    best = run_here("best", name, "--storage", url)
+    trials = run_here("trials", f"{name}.search", "--storage", url)
     assert best.returncode == 0 and trials.returncode == 0, best.stderr + trials.stderr
     assert f"grid {name} #0" in trials.stdout and "ran here" in trials.stdout
     assert f"linked grid study {name!r}: 10 trials" in trials.stdout
-    status = run_cli("status", name, "--storage", url, "--artifacts", str(tmp_path / "a"))
+    status = run_here("status", name, "--storage", url, "--artifacts", str(tmp_path / "a"))
     assert f"linked search study {name}.search: 12 trials (10 grid trial(s)" in status.stdout
 
 
@@ -173,8 +173,8 @@ def test_a_changed_identity_is_refused_naming_the_key(tmp_path, image_folder):
         study_file.write_text(original.replace(*edit))
         # the search's linked study is refused too (checked once: each run is a process)
         for sampler in ("grid", "tpe") if key == "seed" else ("grid",):
-            refused = run_cli("run", "--study", str(study_file), "--sampler", sampler,
-                              "--storage", url, *extra, cwd=tmp_path)
+            refused = run_here("run", "--study", str(study_file), "--sampler", sampler,
+                               "--storage", url, *extra, cwd=tmp_path)
             assert refused.returncode == 2, (key, refused.stderr)
             assert f"study {name!r} was created with {key} = " in refused.stderr, refused.stderr
             assert "--study-name" in refused.stderr and "Traceback" not in refused.stderr
@@ -198,8 +198,8 @@ def test_a_stock_optuna_study_of_the_same_name_is_not_adopted(tmp_path, tiny_stu
         distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
     before = _snapshot(url)
     for sampler in ("grid", "tpe"):
-        refused = run_cli("run", "--study", str(tiny_study), "--sampler", sampler,
-                          "--storage", url, cwd=tmp_path)
+        refused = run_here("run", "--study", str(tiny_study), "--sampler", sampler,
+                           "--storage", url, cwd=tmp_path)
         assert refused.returncode == 2, refused.stderr
         assert f"study {name!r} in this storage was not created by hpo" in refused.stderr
         assert "--study-name" in refused.stderr

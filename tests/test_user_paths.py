@@ -10,7 +10,7 @@ import hpo
 from hpo.errors import InvalidSetting, StudyError
 from hpo.reporting import compare_trials
 from hpo.storage import open_storage
-from tests.conftest import run_cli
+from tests.conftest import run_here
 
 
 @pytest.mark.parametrize("setting, value", [("workers", 2), ("gpus", "all"), ("isolate", True),
@@ -41,7 +41,7 @@ def test_compare_names_a_missing_trial_and_refuses_a_trial_against_itself(tmp_pa
 def test_reap_refuses_an_out_of_range_option_naming_it(tmp_path, option, value):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     optuna.create_study(study_name="r", storage=open_storage(url))
-    done = run_cli("reap", "r", "--storage", url, option, value, cwd=tmp_path)
+    done = run_here("reap", "r", "--storage", url, option, value, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert option in line and "storage" not in line, line
@@ -58,9 +58,9 @@ def test_status_with_an_edited_grid_is_refused_not_counted(tmp_path, tiny_study)
                                             'learning_rate = [0.01, 0.001, 0.1]')
     assert edited != tiny_study.read_text()
     tiny_study.write_text(edited)
-    done = run_cli("status", str(tiny_study), "--storage", url, cwd=tmp_path)
+    done = run_here("status", str(tiny_study), "--storage", url, cwd=tmp_path)
     assert done.returncode == 2 and "different grid" in done.stderr, done.stdout
-    by_name = run_cli("status", config.name, "--storage", url, "--json", cwd=tmp_path)
+    by_name = run_here("status", config.name, "--storage", url, "--json", cwd=tmp_path)
     assert by_name.returncode == 0 and '"grid"' not in by_name.stdout  # the file moved on
 
 

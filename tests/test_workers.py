@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import run_cli, wait_for_training
+from tests.conftest import run_cli, run_here, wait_for_training
 
 pytestmark = pytest.mark.postgres
 
@@ -62,7 +62,7 @@ def test_reap_fails_a_trial_whose_host_went_silent(tmp_path, postgres_url):
     trial.set_user_attr("worker", {"host": "another-host", "pid": "1"})
     storage.record_heartbeat(trial._trial_id)
     time.sleep(2.5)
-    result = run_cli("reap", name, "--storage", postgres_url, "--grace", "1", cwd=tmp_path)
+    result = run_here("reap", name, "--storage", postgres_url, "--grace", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"reaped 1 trial(s): {trial.number}" in result.stdout
     reloaded = optuna.load_study(study_name=name, storage=postgres_url)
@@ -102,8 +102,8 @@ def test_a_worker_with_an_edited_grid_is_refused(tmp_path, image_folder, postgre
     assert first.returncode == 0, first.stderr
     edited = write_study(tmp_path / "edited.toml", data=image_folder, name=name,
                          extra_grid="batch_size = [8]")
-    refused = run_cli("worker", "--study", str(edited), "--storage", postgres_url,
-                      cwd=tmp_path)
+    refused = run_here("worker", "--study", str(edited), "--storage", postgres_url,
+                       cwd=tmp_path)
     assert refused.returncode == 2
     assert "was created from a different grid" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -115,14 +115,14 @@ def test_passwords_are_masked_in_studies_listing(tmp_path, postgres_url):
     with_password = postgres_url.replace("://postgres@", "://postgres:hunter2@", 1)
     if with_password == postgres_url:
         pytest.skip("HPO_TEST_POSTGRES_URL has no 'postgres@' user part to add a password to")
-    result = run_cli("studies", "--storage", with_password, cwd=tmp_path)
+    result = run_here("studies", "--storage", with_password, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     assert "postgres:***@" in result.stdout
 
 
 def test_gpus_all_without_a_gpu_is_a_clear_error(tmp_path, tiny_study):
-    result = run_cli("run", "--study", str(tiny_study), "--gpus", "all", cwd=tmp_path,
-                     env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""})
+    result = run_here("run", "--study", str(tiny_study), "--gpus", "all", cwd=tmp_path,
+                      env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2
     assert "found no GPU" in result.stderr
