@@ -46,7 +46,7 @@ def test_a_bare_hpo_prints_its_help(tmp_path):
 
 
 def test_quiet_prints_only_the_best_trial(tmp_path, tiny_study):
-    result = run_cli("run", "--study", str(tiny_study), "--quiet", cwd=tmp_path)
+    result = run_here("run", "--study", str(tiny_study), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("best: trial ")
     assert len(result.stdout.strip().splitlines()) == 1

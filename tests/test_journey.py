@@ -1,9 +1,12 @@
 """A user's journey on one study, the numbers checked at every step (issue 25, item 9).
 
 Quick start (the grid) -> a search beyond it -> repeats -> compare -> report -> export ->
-dashboard, each step a real ``python -m hpo`` process in one folder with one SQLite file, as
-a user types them; after each step what it printed is compared with what the database holds
-(read with stock Optuna, not through hpo).
+dashboard, each step an ``hpo`` command as a user types it, in one folder with one SQLite
+file; after each step what it printed is compared with what the database holds (read with
+stock Optuna, not through hpo). The commands run in this test process (``run_here``, the same
+Typer app) and the dashboard in a process of its own: the README's test runs each of these
+commands as a ``python -m hpo`` process (tests/test_readme.py), and a process of its own for
+each step here would only import TensorFlow again, three times (about 16 CPU s of the suite).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_here
 
 _TRIAL_LINE = re.compile(r"^trial\s+(\d+)\s+val_accuracy=([0-9.]+)\s+test_accuracy=([0-9.]+)",
                          re.M)
@@ -59,7 +62,7 @@ def test_quick_start_grid_search_repeats_compare_report_export_dashboard(tmp_pat
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
 
     def hpo(*args: str, step: str) -> str:
-        return _ok(run_cli(*args, "--storage", url, cwd=tmp_path), step)
+        return _ok(run_here(*args, "--storage", url, cwd=tmp_path), step)
 
     # 1. The grid (the thesis's method): every point once, each printed line as stored.
     out = hpo("run", "--study", str(study_file), step="grid")
@@ -73,8 +76,8 @@ def test_quick_start_grid_search_repeats_compare_report_export_dashboard(tmp_pat
         assert trial.user_attrs["result_epoch"] == len(trial.intermediate_values)
 
     # 2. A search beyond the grid, on the same study: the grid's results are its history.
-    done = run_cli("run", "--study", str(study_file), "--sampler", "tpe", "--n-trials", "2",
-                   "--seed", "1", "--storage", url, cwd=tmp_path)
+    done = run_here("run", "--study", str(study_file), "--sampler", "tpe", "--n-trials", "2",
+                    "--seed", "1", "--storage", url, cwd=tmp_path)
     out = _ok(done, "search")
     search = _stored(url, f"{name}.search")
     taken = [t for t in search.values() if "imported_from" in t.user_attrs]
@@ -99,8 +102,8 @@ def test_quick_start_grid_search_repeats_compare_report_export_dashboard(tmp_pat
     assert status["grid"]["done"] == 4 and status["grid"]["left"] == 0, status
 
     # 4. Repeats (a study of their own: a value that is a mean means something else).
-    refused = run_cli("run", "--study", str(study_file), "--repeats", "2", "--storage", url,
-                      cwd=tmp_path)
+    refused = run_here("run", "--study", str(study_file), "--repeats", "2", "--storage", url,
+                       cwd=tmp_path)
     assert refused.returncode == 2 and "--study-name" in refused.stderr, refused.stderr
     repeated = f"{name}-x2"
     out = hpo("run", "--study", str(study_file), "--repeats", "2", "--study-name", repeated,

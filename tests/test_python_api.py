@@ -12,7 +12,7 @@ import pytest
 import hpo
 from hpo.errors import ConfigError
 from hpo.testing import make_image_folder
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_here
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,18 +30,18 @@ def test_the_public_api_is_explicit_and_typed():
 def test_init_writes_a_study_that_run_accepts(tmp_path):
     folder = make_image_folder(tmp_path / "pistols", classes=("pistol", "phone"),
                                per_class=10, size=20, corrupt=1)
-    result = run_cli("init", "--data", str(folder), "--architecture", "small_cnn",
-                     cwd=tmp_path)
+    result = run_here("init", "--data", str(folder), "--architecture", "small_cnn",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "20 images, 2 classes (phone, pistol), layout class-folders" in result.stdout
     assert "unreadable file(s)" in result.stdout
     assert "next: hpo run --study studies/pistols.toml" in result.stdout
     config = hpo.load_study_config(tmp_path / "studies" / "pistols.toml")
     assert config.grid_size == 192
-    again = run_cli("init", "--data", str(folder), cwd=tmp_path)
+    again = run_here("init", "--data", str(folder), cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
-    ran = run_cli("run", "--study", "studies/pistols.toml", "--n-trials", "1", "--storage",
-                  f"sqlite:///{tmp_path / 'p.db'}", "--quiet", cwd=tmp_path)
+    ran = run_here("run", "--study", "studies/pistols.toml", "--n-trials", "1", "--storage",
+                   f"sqlite:///{tmp_path / 'p.db'}", "--quiet", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert len(optuna.load_study(study_name="pistols",
                                  storage=f"sqlite:///{tmp_path / 'p.db'}").trials) == 1
@@ -52,8 +52,8 @@ def test_output_to_a_pipe_has_no_control_characters_and_json_lines_parse(tmp_pat
     plain = run_cli("run", "--study", str(tiny_study), "--n-trials", "1", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", plain.stdout)
-    events = run_cli("run", "--study", str(tiny_study), "--n-trials", "1", "--log-json",
-                     "--study-name", "json-run", cwd=tmp_path)
+    events = run_here("run", "--study", str(tiny_study), "--n-trials", "1", "--log-json",
+                      "--study-name", "json-run", cwd=tmp_path)
     assert events.returncode == 0, events.stderr
     parsed = [json.loads(line) for line in events.stdout.splitlines()]
     kinds = [e["event"] for e in parsed]
