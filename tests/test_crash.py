@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import ended, wait_for_training
+from tests.conftest import ended, run_here, wait_for_training
 
 
 def _start(study: Path, storage: str, cwd: Path) -> subprocess.Popen[str]:
@@ -48,10 +48,10 @@ def test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, i
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert study.trials[victim.number].state == TrialState.FAIL
 
-    # Resume the same file: the interrupted grid point is trained again.
-    resumed = subprocess.run([sys.executable, "-m", "hpo", "run", "--study", str(study_file),
-                              "--storage", storage, "--quiet"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    # Resume the same file: the interrupted grid point is trained again (in this process:
+    # what is under test is what the stopped process left).
+    resumed = run_here("run", "--study", str(study_file), "--storage", storage, "--quiet",
+                       cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="sigint", storage=storage)
     complete = {(t.params["optimizer"], t.params["learning_rate"])

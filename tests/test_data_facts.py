@@ -367,7 +367,7 @@ def test_hpo_init_reports_bit_depth_carving_and_duplicates(tmp_path):
     assert "channels = 1" in (tmp_path / "s.toml").read_text()
 
 
-def test_a_run_on_a_16_bit_split_folder_with_hidden_copies_and_a_leak(tmp_path, cli):
+def test_a_run_on_a_16_bit_split_folder_with_hidden_copies_and_a_leak(tmp_path):
     """``train/`` + ``test/`` of 16-bit PNGs with Jupyter's hidden copies and one image in
     both splits: two classes (not "train" and "test"), validation carved and said, cached
     images not constant, hidden copies not counted, the leak warned; refused under
@@ -385,7 +385,8 @@ def test_a_run_on_a_16_bit_split_folder_with_hidden_copies_and_a_leak(tmp_path, 
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cache = tmp_path / "cache"
     refused = run_here("run", "--study", str(study), "--storage", storage, "--n-trials", "1",
-                  "--cache-dir", str(cache), "--strict", "--study-name", "strict", cwd=tmp_path)
+                       "--cache-dir", str(cache), "--strict", "--study-name", "strict",
+                       cwd=tmp_path)
     assert refused.returncode == 2, refused.stderr
     lines = refused.stderr.strip().splitlines()
     assert "same image in two splits (2 images)" in lines[-1]
@@ -394,8 +395,8 @@ def test_a_run_on_a_16_bit_split_folder_with_hidden_copies_and_a_leak(tmp_path, 
     assert not (tmp_path / "db.sqlite").exists() or "strict" not in \
         optuna.get_all_study_names(storage=storage)
 
-    result = cli("run", "--study", str(study), "--storage", storage, "--n-trials", "1",
-                 "--cache-dir", str(cache), cwd=tmp_path)
+    result = run_here("run", "--study", str(study), "--storage", storage, "--n-trials", "1",
+                      "--cache-dir", str(cache), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "same image in two splits (2 images)" in result.stderr
     assert "validation carved from train/" in result.stderr

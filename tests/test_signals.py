@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from hpo.execution import STOP_SIGNALS
 from hpo.testing import write_study
-from tests.conftest import ended, free_port, wait_for_port, wait_for_training
+from tests.conftest import ended, free_port, run_here, wait_for_port, wait_for_training
 
 
 def _only_sigint_ignored() -> None:
@@ -89,11 +89,10 @@ def test_sigterm_fails_the_trial_at_once_and_exits_143(tmp_path, image_folder, p
     assert trials[victim.number].state == TrialState.FAIL
     assert trials[victim.number].user_attrs["fail_reason"] == "stopped (SIGTERM)"
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    # The point is free for the next worker at once: it trains it again.
-    resumed = subprocess.run([sys.executable, "-m", "hpo", "worker", "--study", str(study),
-                              "--n-trials", "1", "--quiet"], cwd=tmp_path,
-                             env={**os.environ, "HPO_STORAGE": postgres_url},
-                             capture_output=True, text=True, timeout=300)
+    # The point is free for the next worker at once: it trains it again (in this process:
+    # the worker's own path is the one stopped above).
+    resumed = run_here("worker", "--study", str(study), "--n-trials", "1", "--quiet",
+                       cwd=tmp_path, env={"HPO_STORAGE": postgres_url})
     assert resumed.returncode == 0, resumed.stderr
     again = [t for t in _trials(name, postgres_url) if t.params == victim.params]
     assert [t.state for t in again] == [TrialState.FAIL, TrialState.COMPLETE]
