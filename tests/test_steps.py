@@ -1,6 +1,7 @@
 """Compiled steps reused across trials train exactly as freshly compiled ones
-(hpo.trial._steps), on JAX in a child interpreter (this process may hold TensorFlow's Keras)
-and on the default backend in this one."""
+(hpo.trial._steps), on each backend: in this process when it is the backend its Keras holds
+(TensorFlow, unless KERAS_BACKEND says otherwise), else in one child interpreter per test
+run, which also checks the JAX hazard below; its answer is shared by the tests that read it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import built_once
 
 # Trials of one model shape, in order: (optimizer, learning rate, internals), on a pool of
 # two models per shape. Two optimizers alternating (each keeps its compiled model: the
@@ -95,19 +98,57 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(backend: str) -> dict:
+def _answers(output: str) -> list:
+    """The JSON lines a script printed last (one per script)."""
+    return [json.loads(line) for line in output.splitlines()
+            if line.startswith("{") or line in ("true", "false")]
+
+
+def _run_here(script: str) -> list:
+    """``script`` in this process, as ``python -c script TRIALS`` runs it."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(sys, "argv", ["-c", json.dumps(_TRIALS)])
+        exec(compile(script, "<test_steps script>", "exec"), {"__name__": "__main__"})
+    return _answers(printed.getvalue())
+
+
+def _run_child(backend: str, script: str) -> list:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(_TRIALS)], env=env,
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(_TRIALS)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _answers(done.stdout)
+
+
+def _ran(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """What :data:`_SCRIPT` printed on ``backend`` (and, on JAX, :data:`_HAZARD`: a
+    ``hazard`` key)."""
+    import keras
+
+    if keras.backend.backend() == backend:
+        (ran,) = _run_here(_SCRIPT)
+        return ran
+
+    def build(folder: Path) -> None:
+        scripts = _SCRIPT + (_HAZARD if backend == "jax" else "")
+        answers = _run_child(backend, scripts)
+        if backend == "jax":
+            answers[0]["hazard"] = answers[1]
+        (folder / "ran.json").write_text(json.dumps(answers[0]))
+
+    folder = built_once(tmp_path_factory, f"steps-{backend}", build)
+    return json.loads((folder / "ran.json").read_text())
 
 
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
-def test_a_trial_on_reused_steps_trains_exactly_as_a_fresh_compile(backend):
+def test_a_trial_on_reused_steps_trains_exactly_as_a_fresh_compile(backend, tmp_path_factory):
     pytest.importorskip(backend)
-    ran = _run(backend)
+    ran = _ran(backend, tmp_path_factory)
     results = ran["trials"]
     # an idle model compiled under the same optimizer and internals: steps kept; else a
     # new model while the pool has room (the second), else the least recently used one
@@ -162,13 +203,15 @@ _HAZARD = textwrap.dedent("""
 """)
 
 
-def test_a_model_compiled_again_with_another_beta_1_does_not_train_with_the_old_trace():
+def test_a_model_compiled_again_with_another_beta_1_does_not_train_with_the_old_trace(
+        tmp_path_factory):
     """Keras 3.15 on JAX caches ``jit(model.train_step)`` on the bound method: without
-    hpo's fresh step functions the recompiled model trains with beta_1 = 0.9."""
+    hpo's fresh step functions the recompiled model trains with beta_1 = 0.9. Checked in
+    the JAX child interpreter of the test above (:func:`_ran`), after its trials."""
     pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-c", _HAZARD], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) is True
+    import keras
+
+    if keras.backend.backend() == "jax":
+        assert _run_here(_HAZARD) == [True]
+        return
+    assert _ran("jax", tmp_path_factory)["hazard"] is True
