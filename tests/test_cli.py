@@ -52,11 +52,10 @@ def test_quiet_prints_only_the_best_trial(tmp_path, tiny_study):
     assert len(result.stdout.strip().splitlines()) == 1
 
 
-@pytest.mark.keras_backend("jax")  # the data it reads, not the backend
 def test_data_override_points_a_study_at_another_folder(tmp_path, image_folder):
-    result = run_cli("run", "--study", "cifar10", "--data", str(image_folder),
-                     "--n-trials", "1", "--storage", f"sqlite:///{tmp_path / 'c.db'}",
-                     "--quiet", cwd=tmp_path)
+    result = run_here("run", "--study", "cifar10", "--data", str(image_folder),
+                      "--n-trials", "1", "--storage", f"sqlite:///{tmp_path / 'c.db'}",
+                      "--quiet", cwd=tmp_path)
     # cifar10's grid trains 5-15 epochs of a 32x32 CNN: one trial on 48 images is quick.
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="cifar10", storage=f"sqlite:///{tmp_path / 'c.db'}")

@@ -13,7 +13,7 @@ from scipy import stats
 import hpo
 from hpo.config import load_study_config
 from hpo.search import default_configurations
-from tests.conftest import run_cli, run_here
+from tests.conftest import run_here
 
 
 def test_repeats_train_each_configuration_r_times_with_recorded_seeds(tiny_study,
@@ -58,11 +58,10 @@ def test_an_edited_repeat_count_is_a_different_study(tiny_study, sqlite_url):
         hpo.run(tiny_study, storage=sqlite_url, n_trials=1, repeats=2)
 
 
-@pytest.mark.keras_backend("jax")  # the search's order, not the backend: tests/conftest.py
 def test_enqueued_defaults_are_the_first_trials(tiny_study, sqlite_url, tmp_path):
     name = load_study_config(tiny_study).name
-    result = run_cli("run", "--study", str(tiny_study), "--sampler", "tpe", "--n-trials", "3",
-                     "--enqueue-defaults", "--storage", sqlite_url, "--quiet", cwd=tmp_path)
+    result = run_here("run", "--study", str(tiny_study), "--sampler", "tpe", "--n-trials", "3",
+                      "--enqueue-defaults", "--storage", sqlite_url, "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name=name, storage=sqlite_url).trials
     firsts = [(t.params["optimizer"], t.params["learning_rate"]) for t in trials[:2]]
@@ -70,11 +69,10 @@ def test_enqueued_defaults_are_the_first_trials(tiny_study, sqlite_url, tmp_path
     assert {t.state for t in trials} == {TrialState.COMPLETE}
 
 
-@pytest.mark.keras_backend("jax")
 def test_grid_defaults_first(tiny_study, sqlite_url, tmp_path):
     name = load_study_config(tiny_study).name
-    result = run_cli("run", "--study", str(tiny_study), "--n-trials", "2",
-                     "--enqueue-defaults", "--storage", sqlite_url, "--quiet", cwd=tmp_path)
+    result = run_here("run", "--study", str(tiny_study), "--n-trials", "2",
+                      "--enqueue-defaults", "--storage", sqlite_url, "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name=name, storage=sqlite_url).trials
     assert {(t.params["optimizer"], t.params["learning_rate"]) for t in trials} == \

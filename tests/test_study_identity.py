@@ -23,7 +23,7 @@ from hpo.search import make_sampler, suggest, to_space
 from hpo.storage import open_storage
 from hpo.study import attrs, open_study, study_identity
 from hpo.testing import make_image_folder, write_study
-from tests.conftest import run_cli, run_here
+from tests.conftest import run_here
 
 #: Ten grid points, all inside the space and at its training defaults otherwise: as many as
 #: TPE's random start-up trials, so that a search that took them starts from its model.
@@ -149,13 +149,12 @@ def test_a_grid_trial_is_converted_only_when_the_space_holds_it(tmp_path, image_
                                 {**training, "epochs": 5})
 
 
-@pytest.mark.keras_backend("jax")  # processes only: tests/conftest.py
 def test_a_changed_identity_is_refused_naming_the_key(tmp_path, image_folder):
     url = f"sqlite:///{tmp_path / 'i.db'}"
     name = f"id-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "id.toml", data=image_folder, name=name)
-    first = run_cli("run", "--study", str(study_file), "--n-trials", "1", "--storage", url,
-                    "--quiet", cwd=tmp_path)
+    first = run_here("run", "--study", str(study_file), "--n-trials", "1", "--storage", url,
+                     "--quiet", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     stored = optuna.load_study(study_name=name, storage=url).user_attrs[attrs.IDENTITY]
     assert stored["seed"] == 0 and stored["data.channels"] == 3
@@ -171,7 +170,7 @@ def test_a_changed_identity_is_refused_naming_the_key(tmp_path, image_folder):
             ("data.images", ("", ""), ("--data", str(other))),
     ):
         study_file.write_text(original.replace(*edit))
-        # the search's linked study is refused too (checked once: each run is a process)
+        # the search's linked study is refused too (checked once for each key but the seed)
         for sampler in ("grid", "tpe") if key == "seed" else ("grid",):
             refused = run_here("run", "--study", str(study_file), "--sampler", sampler,
                                "--storage", url, *extra, cwd=tmp_path)
@@ -183,8 +182,8 @@ def test_a_changed_identity_is_refused_naming_the_key(tmp_path, image_folder):
     moved = tmp_path / "elsewhere"
     shutil.copytree(image_folder, moved)
     # the same images elsewhere, and another sampler and weight seed: the same study
-    resumed = run_cli("run", "--study", str(study_file), "--n-trials", "1", "--seed", "7",
-                      "--data", str(moved), "--storage", url, "--quiet", cwd=tmp_path)
+    resumed = run_here("run", "--study", str(study_file), "--n-trials", "1", "--seed", "7",
+                       "--data", str(moved), "--storage", url, "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert len(optuna.load_study(study_name=name, storage=url).trials) == 2
 

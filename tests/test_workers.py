@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import run_cli, run_here, wait_for_training
+from tests.conftest import run_here, wait_for_training
 
 pytestmark = pytest.mark.postgres
 
@@ -93,12 +93,11 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path, image_fo
     optuna.delete_study(study_name=name, storage=postgres_url)
 
 
-@pytest.mark.keras_backend("jax")
 def test_a_worker_with_an_edited_grid_is_refused(tmp_path, image_folder, postgres_url):
     name = f"edit-{uuid.uuid4().hex[:8]}"
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name)
-    first = run_cli("worker", "--study", str(study_file), "--storage", postgres_url,
-                    "--n-trials", "1", "--quiet", cwd=tmp_path)
+    first = run_here("worker", "--study", str(study_file), "--storage", postgres_url,
+                     "--n-trials", "1", "--quiet", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     edited = write_study(tmp_path / "edited.toml", data=image_folder, name=name,
                          extra_grid="batch_size = [8]")
