@@ -19,6 +19,12 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 from hpo.testing import make_image_folder, write_study  # noqa: E402
+from hpo.trial import keep_freed_memory  # noqa: E402
+
+# Test processes train too (``run_here``, hpo.run): with malloc set as hpo sets it in its own
+# processes (README, "Performance"), before Keras is imported and starts its threads, a
+# training step reuses the memory of the step before instead of faulting it in again.
+keep_freed_memory()
 
 REPO = Path(__file__).resolve().parents[1]
 

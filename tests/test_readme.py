@@ -29,6 +29,10 @@ What stands in for the user's world, and only that:
   minute on 2 CPU cores, even at 75x75 and one epoch), so the whole README runs in
   minutes on CI's 2 cores (the journey test, tests/test_journey.py, runs a whole grid).
 
+Each command runs as a ``python -m hpo`` process of its own, except the bounded ``hpo run`` and
+``hpo worker`` commands of one process, which run in this test process
+(:func:`_in_this_process`).
+
 Commands that cannot run on a test machine are skipped by rule, each rule with its reason
 (:data:`SKIPPED`): the install lines (this environment is that install), the test command
 (this is it), Docker (no engine on the test machines; ``tests/test_docker.py`` checks the
@@ -56,7 +60,7 @@ import optuna
 import pytest
 
 from hpo.testing import make_image_folder
-from tests.conftest import REPO, built_once, free_port
+from tests.conftest import REPO, built_once, free_port, run_here
 
 README = REPO / "README.md"
 MAX_TRIALS = 2
@@ -399,6 +403,18 @@ def _built_quick_start(folder: Path) -> None:
     (folder / "quick-start.err").write_text(done.stderr)
 
 
+def _in_this_process(argv: list[str]) -> bool:
+    """Whether a README command runs in this test process (``run_here``: the same Typer app,
+    argv and environment) rather than as a ``python -m hpo`` process of its own: a bounded
+    ``hpo run`` or ``hpo worker`` of one process. Each of them would only import TensorFlow
+    again (about 6 CPU s each, a tenth of the suite's time on 2 cores); ``run`` and ``worker``
+    start as processes in the quick start here and in the tests of signals, crashes and
+    workers. The quick start, ``--workers N`` (a supervisor and its worker processes), the
+    dashboard and every command that reads or writes without training (each the only run of
+    its command as a process of its own) stay processes."""
+    return argv[1] in ("run", "worker") and "--workers" not in argv
+
+
 def _environment(built: Path, cache: Path) -> dict[str, str]:
     env = {**os.environ, "HPO_CACHE_DIR": str(cache), "KERAS_HOME": str(built / "keras-home")}
     env.pop("HPO_STORAGE", None)
@@ -454,9 +470,14 @@ def test_every_shell_block_of_the_readme_runs_in_order(thread, tmp_path_factory,
             _dashboard(argv, work, {**env, **extra})
             continue
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "hpo", *argv[1:]], cwd=work,
-                              env={**env, **extra}, capture_output=True, text=True,
-                              timeout=900)
+        if _in_this_process(argv):
+            done = run_here(*argv[1:], cwd=work, env={
+                "HPO_CACHE_DIR": env["HPO_CACHE_DIR"], "KERAS_HOME": env["KERAS_HOME"],
+                "HPO_STORAGE": None, **extra})
+        else:
+            done = subprocess.run([sys.executable, "-m", "hpo", *argv[1:]], cwd=work,
+                                  env={**env, **extra}, capture_output=True, text=True,
+                                  timeout=900)
         print(f"{time.monotonic() - started:6.1f} s  {' '.join(argv)}")
         assert done.returncode == 0 and "Traceback" not in done.stderr, (
             f"README block {command.block}: {command.text!r} -> {argv} exited "
