@@ -604,6 +604,7 @@ def test_sigterm_during_hpo_run_fails_the_trial(tmp_path, image_folder):
 
 # Output that cannot be written: `hpo run | head`, quitting `less`, a hung-up terminal.
 
+@pytest.mark.keras_backend("jax")  # the output's part, any backend (tests/conftest.py)
 def test_hpo_run_into_a_pipe_closed_early_finishes_the_study(tmp_path, tiny_study):
     # The trial in flight failed with "BrokenPipeError" and the run exited 1, stderr empty.
     storage = f"sqlite:///{tmp_path / 'study.db'}"
