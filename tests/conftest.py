@@ -23,7 +23,8 @@ from hpo.trial import keep_freed_memory  # noqa: E402
 
 # Test processes train too (``run_here``, hpo.run): with malloc set as hpo sets it in its own
 # processes (README, "Performance"), before Keras is imported and starts its threads, a
-# training step reuses the memory of the step before instead of faulting it in again.
+# training step reuses the memory of the step before instead of faulting it in again (the
+# README's in-process demo runs: 46 -> 34 CPU s).
 keep_freed_memory()
 
 REPO = Path(__file__).resolve().parents[1]

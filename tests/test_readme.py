@@ -407,7 +407,7 @@ def _in_this_process(argv: list[str]) -> bool:
     """Whether a README command runs in this test process (``run_here``: the same Typer app,
     argv and environment) rather than as a ``python -m hpo`` process of its own: a bounded
     ``hpo run`` or ``hpo worker`` of one process. Each of them would only import TensorFlow
-    again (about 6 CPU s each, a tenth of the suite's time on 2 cores); ``run`` and ``worker``
+    again (about 6 CPU s each, some 50 of the suite's 900 CPU s); ``run`` and ``worker``
     start as processes in the quick start here and in the tests of signals, crashes and
     workers. The quick start, ``--workers N`` (a supervisor and its worker processes), the
     dashboard and every command that reads or writes without training (each the only run of
