@@ -332,8 +332,7 @@ SLOWEST_FIRST: tuple[str, ...] = (  # the longest at -n 4 on 2 cores, longest fi
     # (three test processes waiting on it would leave a core idle)
     "tests/test_readme.py::test_every_shell_block_of_the_readme_runs_in_order",
     "tests/test_workers.py::test_a_worker_killed_mid_trial_is_reclaimed_by_the_others",
-    "tests/test_pool.py::"
-    "test_workers_beyond_the_pools_connections_finish_the_grid_once_though_one_is_killed",
+    "tests/test_pool.py::test_six_workers_through_four_connections_finish_the_grid_exactly_once",
     "tests/test_packing.py::test_two_workers_share_a_gpu_under_their_own_names",
     "tests/test_study_identity.py::test_a_search_after_the_grid_starts_from_the_grid_on_sqlite",
     "tests/test_reliability.py::test_a_live_trial_falsely_failed_as_stale_keeps_its_result",
@@ -347,6 +346,7 @@ SLOWEST_FIRST: tuple[str, ...] = (  # the longest at -n 4 on 2 cores, longest fi
     "test_hpo_worker_processes_behind_a_pgbouncer_in_transaction_mode_share_it",
     "tests/test_crash.py::test_ctrl_c_fails_the_running_trial_cleanly_and_resume_reruns_it",
     "tests/test_crash.py::test_kill_9_leaves_no_trial_running_forever",
+    "tests/test_pool.py::test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again",
     "tests/test_reliability.py::"
     "test_a_paused_worker_that_resumes_after_its_retry_was_taken_adds_no_second_result",
     "tests/test_budget.py::test_n_trials_is_the_total_of_a_run_of_several_workers",

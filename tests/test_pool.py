@@ -419,21 +419,18 @@ def test_a_pool_too_big_for_pgbouncer_is_refused(tiny_study, size):
 
 @needs_pgbouncer
 @pytest.mark.postgres
-def test_workers_beyond_the_pools_connections_finish_the_grid_once_though_one_is_killed(
+def test_six_workers_through_four_connections_finish_the_grid_exactly_once(
         tmp_path, image_folder, postgres_url, limited_role):
-    """Five workers through the role's 4 connections (more workers than the pool's least
-    size, fewer than the grid's 8 points); one is killed mid-trial (kill -9): the others reap
-    its trial and run its point again, every point once, and the run ends with the killed
-    worker's status."""
     url, role = limited_role
-    name = f"pool5-{uuid.uuid4().hex[:8]}"
-    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name, epochs=12,
+    name = f"pool6-{uuid.uuid4().hex[:8]}"
+    study_file = write_study(tmp_path / "s.toml", data=image_folder, name=name,
                              extra_grid="batch_size = [8, 16]")
     peak = _PeakConnections(postgres_url, role)
-    proc = _run(study_file, url, tmp_path, "--workers", "5", "--pool-size", "4",
-                "--heartbeat", "1", "--grace", "3", "--no-figures", "--keep-models", "0")
+    # more workers than the pool's connections (its least size is 4), fewer than points
+    proc = _run(study_file, url, tmp_path, "--workers", "6", "--pool-size", "4",
+                "--no-figures", "--keep-models", "0")
     try:
-        victim = wait_for_training(name, _admin_url(postgres_url, role), proc, timeout=300)
+        wait_for_training(name, _admin_url(postgres_url, role), proc, timeout=300)
         # running: the password is in no file of the pool's folder (nor anywhere in /tmp's
         # hpo folders), and PgBouncer runs on a socket only
         ours = _pool_of(proc.pid)
@@ -442,31 +439,50 @@ def test_workers_beyond_the_pools_connections_finish_the_grid_once_though_one_is
         for path in folder.rglob("*"):
             if path.is_file():
                 assert SECRET.encode() not in path.read_bytes(), path
-        os.kill(int(victim.user_attrs["worker"]["pid"]), signal.SIGKILL)
         out, err = proc.communicate(timeout=900)
     finally:
         _kill_if_running(proc)
         most = peak.stop()
-    assert proc.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert proc.returncode == 0, err[-3000:]
     assert "sharing 4 database connections through PgBouncer" in err + out
     assert "did not start" not in err, err[-3000:]
     assert SECRET not in out + err
     assert most <= 4
     study = optuna.load_study(study_name=name, storage=_admin_url(postgres_url, role))
+    points = _points(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert len(points) == len(set(points)) == 8
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert not any(_alive(pid) for pid in ours) and not folder.exists()
+    names = {t.user_attrs["worker"]["name"] for t in study.trials}
+    assert names <= {f"cpu{i}" for i in range(6)} and len(names) >= 2, names
+    status = run_here("status", str(study_file), "--storage", _admin_url(postgres_url, role),
+                      cwd=tmp_path)
+    assert "grid: 8 points: 8 done, 0 running, 0 failed, 0 left" in status.stdout, status
+
+
+@needs_pgbouncer
+@pytest.mark.postgres
+def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
+        tmp_path, image_folder, postgres_url, limited_role):
+    proc, name, admin = _two_pooled_workers(tmp_path, image_folder, postgres_url, limited_role,
+                                            "poolkill", 12, "--heartbeat", "1", "--grace", "3")
+    try:
+        victim = wait_for_training(name, admin, proc, timeout=300)
+        ours = _pool_of(proc.pid)
+        assert len(ours) == 1, ours
+        os.kill(int(victim.user_attrs["worker"]["pid"]), signal.SIGKILL)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        _kill_if_running(proc)
+    assert proc.returncode == 128 + signal.SIGKILL, err[-3000:]
+    study = optuna.load_study(study_name=name, storage=admin)
     assert study.trials[victim.number].state == TrialState.FAIL
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     points = _points(complete)
-    assert len(points) == len(set(points)) == 8
+    assert len(points) == len(set(points)) == 4
     assert victim.params in [t.params for t in complete]
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    # stopped before the supervisor ended, the pool's folder gone
-    assert not any(_alive(pid) for pid in ours) and not folder.exists()
-    names = {t.user_attrs["worker"]["name"] for t in study.trials}
-    assert names <= {f"cpu{i}" for i in range(5)} and len(names) >= 2, names
-    status = run_here("status", str(study_file), "--storage", _admin_url(postgres_url, role),
-                      cwd=tmp_path)
-    assert "trials: 8 complete, 1 fail" in status.stdout, status
-    assert "grid: 8 points: 8 done, 0 running, 0 failed, 0 left" in status.stdout, status
+    assert not any(_alive(pid) for pid in ours)  # stopped before the supervisor ended
 
 
 @needs_pgbouncer
