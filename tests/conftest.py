@@ -239,13 +239,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
 
 
 def run_here(*args: str, cwd: Path | None = None, timeout: float = 600,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+             env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
     """Runs ``hpo ARGS`` in this test process (Typer's ``CliRunner``), as :func:`run_cli`
     runs it in a new one: the same command code, the same output and exit status, without
     the 1 CPU s of a new interpreter importing hpo, Optuna and SQLAlchemy. For a command
     that stores, reads or refuses and whose process is not under test; the user's path
     (a real ``python -m hpo``: its start-up, signals, exit) keeps :func:`run_cli`.
-    ``timeout`` is :func:`run_cli`'s; an in-process command has none.
+    ``timeout`` is :func:`run_cli`'s; an in-process command has none. ``env`` is set for
+    the command and put back after it (None: unset).
 
     An exception that escapes the command is raised here (the test fails with it); the
     Optuna log level the command sets for its run is put back."""

@@ -415,6 +415,14 @@ def _in_this_process(argv: list[str]) -> bool:
     return argv[1] in ("run", "worker") and "--workers" not in argv
 
 
+def _changes_to_this_process(environment: dict[str, str]) -> dict[str, str | None]:
+    """``environment`` (the one a command's own process gets) as changes to this process's,
+    for ``run_here``: each variable that differs, and None for each that it lacks."""
+    return {**{key: None for key in os.environ if key not in environment},
+            **{key: value for key, value in environment.items()
+               if os.environ.get(key) != value}}
+
+
 def _environment(built: Path, cache: Path) -> dict[str, str]:
     env = {**os.environ, "HPO_CACHE_DIR": str(cache), "KERAS_HOME": str(built / "keras-home")}
     env.pop("HPO_STORAGE", None)
@@ -471,9 +479,7 @@ def test_every_shell_block_of_the_readme_runs_in_order(thread, tmp_path_factory,
             continue
         started = time.monotonic()
         if _in_this_process(argv):
-            done = run_here(*argv[1:], cwd=work, env={
-                "HPO_CACHE_DIR": env["HPO_CACHE_DIR"], "KERAS_HOME": env["KERAS_HOME"],
-                "HPO_STORAGE": None, **extra})
+            done = run_here(*argv[1:], cwd=work, env=_changes_to_this_process({**env, **extra}))
         else:
             done = subprocess.run([sys.executable, "-m", "hpo", *argv[1:]], cwd=work,
                                   env={**env, **extra}, capture_output=True, text=True,
