@@ -33,3 +33,17 @@ def test_glibc_takes_every_setting():
                                  {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}])
 def test_malloc_settings_of_the_user_win(env):
     assert _probe(**env) == "False"
+
+
+def test_the_readme_gives_the_same_settings_as_glibc_variables():
+    """README ("Performance") tells `hpo.run` users the variables that set what hpo's own
+    processes set: the same four values as ``_MALLOPT``."""
+    from pathlib import Path
+
+    from hpo.trial._device import _MALLOPT
+
+    names = {-8: "MALLOC_ARENA_MAX", -4: "MALLOC_MMAP_MAX_", -1: "MALLOC_TRIM_THRESHOLD_",
+             -2: "MALLOC_TOP_PAD_"}  # glibc's variable for each mallopt parameter
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    told = " ".join(f"{names[parameter]}={value}" for parameter, value in _MALLOPT)
+    assert f"`{told}`" in readme
