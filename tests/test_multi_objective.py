@@ -80,7 +80,7 @@ def test_objectives_in_a_study_file_and_their_mistakes(tmp_path, image_folder):
 def test_a_single_objective_study_is_not_resumed_as_a_multi_objective_one(
         tmp_path, image_folder, sqlite_url):
     study_file = write_study(tmp_path / "s.toml", data=image_folder, name="one")
-    hpo.run(study_file, storage=sqlite_url, n_trials=1)
+    hpo.run(study_file, storage=sqlite_url, n_trials=1, figures=False)
     with pytest.raises(StudyError, match="was created with objectives = \\[val_accuracy\\], "
                                          "but .* has objectives = \\[val_accuracy, "
                                          "train_time\\]: .*use study_name"):

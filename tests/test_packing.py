@@ -66,7 +66,7 @@ def test_two_workers_share_a_gpu_under_their_own_names(tmp_path, tiny_study):
     named and recorded as on one: gpu0.0 and gpu0.1."""
     storage = f"sqlite:///{tmp_path / 'packed.db'}"
     result = run_cli("run", "--study", str(tiny_study), "--gpus", "0", "--trials-per-gpu", "2",
-                     "--storage", storage, cwd=tmp_path)
+                     "--storage", storage, "--no-figures", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "trials per GPU: 2 per GPU, as asked" in result.stderr + result.stdout
     status = run_here("status", str(tiny_study), "--storage", storage, "--json", cwd=tmp_path)

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.postgres
 
 def test_a_study_runs_and_resumes_on_postgresql(tiny_study, postgres_url):
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    hpo.run(tiny_study, storage=postgres_url, study_name=name, n_trials=2)
-    study = hpo.run(tiny_study, storage=postgres_url, study_name=name)
+    hpo.run(tiny_study, storage=postgres_url, study_name=name, n_trials=2, figures=False)
+    study = hpo.run(tiny_study, storage=postgres_url, study_name=name, figures=False)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     stock = optuna.load_study(study_name=name, storage=postgres_url)
     assert stock.best_value == study.best_value

@@ -51,7 +51,7 @@ def test_repeats_train_each_configuration_r_times_with_recorded_seeds(tiny_study
 
 
 def test_an_edited_repeat_count_is_a_different_study(tiny_study, sqlite_url):
-    hpo.run(tiny_study, storage=sqlite_url, n_trials=1)
+    hpo.run(tiny_study, storage=sqlite_url, n_trials=1, figures=False)
     from hpo.errors import StudyError
 
     with pytest.raises(StudyError, match="repeats = 1"):  # the identity's key, named
@@ -61,7 +61,8 @@ def test_an_edited_repeat_count_is_a_different_study(tiny_study, sqlite_url):
 def test_enqueued_defaults_are_the_first_trials(tiny_study, sqlite_url, tmp_path):
     name = load_study_config(tiny_study).name
     result = run_here("run", "--study", str(tiny_study), "--sampler", "tpe", "--n-trials", "3",
-                      "--enqueue-defaults", "--storage", sqlite_url, "--quiet", cwd=tmp_path)
+                      "--enqueue-defaults", "--storage", sqlite_url, "--quiet", "--no-figures",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name=name, storage=sqlite_url).trials
     firsts = [(t.params["optimizer"], t.params["learning_rate"]) for t in trials[:2]]
@@ -72,7 +73,8 @@ def test_enqueued_defaults_are_the_first_trials(tiny_study, sqlite_url, tmp_path
 def test_grid_defaults_first(tiny_study, sqlite_url, tmp_path):
     name = load_study_config(tiny_study).name
     result = run_here("run", "--study", str(tiny_study), "--n-trials", "2",
-                      "--enqueue-defaults", "--storage", sqlite_url, "--quiet", cwd=tmp_path)
+                      "--enqueue-defaults", "--storage", sqlite_url, "--quiet", "--no-figures",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name=name, storage=sqlite_url).trials
     assert {(t.params["optimizer"], t.params["learning_rate"]) for t in trials} == \
@@ -83,7 +85,7 @@ def test_grid_defaults_first(tiny_study, sqlite_url, tmp_path):
 
 def test_the_report_shows_mean_std_and_ci_of_repeated_configurations(tiny_study, sqlite_url,
                                                                     tmp_path):
-    hpo.run(tiny_study, storage=sqlite_url, repeats=2, n_trials=2)
+    hpo.run(tiny_study, storage=sqlite_url, repeats=2, n_trials=2, figures=False)
     name = load_study_config(tiny_study).name
     result = run_here("report", name, "--storage", sqlite_url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

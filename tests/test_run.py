@@ -50,15 +50,15 @@ def test_a_grid_runs_every_point_and_records_results(tiny_study, sqlite_url):
 
 
 def test_running_again_resumes_and_trains_nothing_twice(tiny_study, sqlite_url):
-    hpo.run(tiny_study, storage=sqlite_url, n_trials=3)
+    hpo.run(tiny_study, storage=sqlite_url, n_trials=3, figures=False)
     config = load_study_config(tiny_study)
     stored = optuna.load_study(study_name=config.name, storage=sqlite_url)
     assert len(stored.trials) == 3
-    hpo.run(tiny_study, storage=sqlite_url)
+    hpo.run(tiny_study, storage=sqlite_url, figures=False)
     stored = optuna.load_study(study_name=config.name, storage=sqlite_url)
     assert len(stored.trials) == 4
     assert {t.state for t in stored.trials} == {TrialState.COMPLETE}
-    hpo.run(tiny_study, storage=sqlite_url)  # complete: nothing more
+    hpo.run(tiny_study, storage=sqlite_url, figures=False)  # complete: nothing more
     assert len(optuna.load_study(study_name=config.name, storage=sqlite_url).trials) == 4
 
 
@@ -74,7 +74,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_study, sqlite_u
         return real_train(self, trial, recorder, params, dataset, started, **kwargs)
 
     monkeypatch.setattr(objective_module.Objective, "_train", flaky)
-    study = hpo.run(tiny_study, storage=sqlite_url)
+    study = hpo.run(tiny_study, storage=sqlite_url, figures=False)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     # Tried, then re-run once (retry_failed=1, the default), then given up on.
     assert len(failed) == 2
@@ -84,18 +84,18 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_study, sqlite_u
         {("SGD", 0.01)}
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3
     # Resuming does not try a given-up point again ...
-    study = hpo.run(tiny_study, storage=sqlite_url)
+    study = hpo.run(tiny_study, storage=sqlite_url, figures=False)
     assert len(study.trials) == 5
     # ... unless asked to, and then it completes once the fault is gone.
     monkeypatch.undo()
-    study = hpo.run(tiny_study, storage=sqlite_url, retry_failed=2)
+    study = hpo.run(tiny_study, storage=sqlite_url, retry_failed=2, figures=False)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
     assert len(study.trials) == 6
 
 
 def test_a_tpe_search_explores_the_space(tiny_study, sqlite_url):
     study = hpo.run(tiny_study, sampler="tpe", storage=sqlite_url, n_trials=3,
-                    study_name="tpe-run")
+                    study_name="tpe-run", figures=False)
     assert len(study.trials) == 3
     for t in study.trials:
         assert 1e-4 <= t.params["learning_rate"] <= 0.1
@@ -119,7 +119,7 @@ def test_nan_guard_fails_a_diverged_run():
 
 
 def test_best_reads_a_stored_study(tiny_study, sqlite_url):
-    hpo.run(tiny_study, storage=sqlite_url)
+    hpo.run(tiny_study, storage=sqlite_url, figures=False)
     name = load_study_config(tiny_study).name
     best = hpo.best(name, storage=sqlite_url)
     assert best.value == optuna.load_study(study_name=name, storage=sqlite_url).best_value
@@ -161,7 +161,8 @@ def test_a_bug_that_fails_every_trial_stops_the_worker_after_n_in_a_row(tiny_stu
     assert result.exit_code == 1, result.output
     assert "1 trial failed in a row" in result.output
     monkeypatch.undo()
-    assert hpo.run(tiny_study, storage=sqlite_url, retry_failed=3).best_trial is not None
+    assert hpo.run(tiny_study, storage=sqlite_url, retry_failed=3,
+                   figures=False).best_trial is not None
 
 
 def test_a_study_name_cannot_put_kept_models_outside_the_artifacts_folder(tiny_study, tmp_path):

@@ -63,9 +63,10 @@ def _grid_then_search(tmp_path: Path, image_folder: Path, url: str) -> None:
 
 def _check_grid_then_search(tmp_path: Path, image_folder: Path, url: str, name: str) -> None:
     study_file = _ten_point_study(tmp_path / "ten.toml", image_folder, name)
-    hpo.run(study_file, sampler="grid", storage=url)  # in this process: one backend start
+    # in this process: one backend start; no figures (what this checks is in the database)
+    hpo.run(study_file, sampler="grid", storage=url, figures=False)
     search = run_here("run", "--study", str(study_file), "--sampler", "tpe", "--n-trials", "1",
-                      "--seed", "3", "--storage", url, cwd=tmp_path)
+                      "--seed", "3", "--storage", url, "--no-figures", cwd=tmp_path)
     assert search.returncode == 0, search.stderr
     assert (f"history from grid study {name!r}: took 10 finished trial(s), left out none"
             in search.stderr)
@@ -93,7 +94,7 @@ def _check_grid_then_search(tmp_path: Path, image_folder: Path, url: str, name: 
     cold_first = suggest(cold.ask(), config, grid=False)
     assert ran[0].params != cold_first
 
-    linked = hpo.run(study_file, sampler="random", n_trials=1, storage=url)
+    linked = hpo.run(study_file, sampler="random", n_trials=1, storage=url, figures=False)
     assert linked.study_name == f"{name}.search"
     assert len(linked.trials) == 12  # nothing taken twice, nothing trained again
     best = run_here("best", name, "--storage", url)
@@ -119,11 +120,11 @@ def test_a_search_after_the_grid_starts_from_the_grid_on_postgresql(tmp_path, im
 def test_a_grid_after_a_search_goes_to_a_linked_grid_study(tmp_path, tiny_study):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     name = load_study_config(tiny_study).name
-    hpo.run(tiny_study, sampler="random", n_trials=1, storage=url)
-    grid = hpo.run(tiny_study, sampler="grid", storage=url)  # from Python: the same path
+    hpo.run(tiny_study, sampler="random", n_trials=1, storage=url, figures=False)
+    grid = hpo.run(tiny_study, sampler="grid", storage=url, figures=False)  # the same path
     assert grid.study_name == f"{name}.grid"
     assert len(grid.trials) == 4
-    search = hpo.run(tiny_study, sampler="random", n_trials=1, storage=url)
+    search = hpo.run(tiny_study, sampler="random", n_trials=1, storage=url, figures=False)
     assert search.study_name == name
     assert search.user_attrs[attrs.LINKS] == {"grid": f"{name}.grid"}
     imported = [t for t in search.trials if attrs.IMPORTED_FROM in t.user_attrs]
