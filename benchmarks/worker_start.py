@@ -32,8 +32,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from study_throughput import _cpu_model  # benchmarks/ is first on sys.path
 
 
 def _timed(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
@@ -46,14 +47,6 @@ def _timed(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
     return {"wall_s": round(wall, 2),
             "cpu_s": round(after.ru_utime - before.ru_utime
                            + after.ru_stime - before.ru_stime, 2)}
-
-
-def _cpu_model() -> str:
-    info = Path("/proc/cpuinfo")
-    for line in info.read_text().splitlines() if info.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _install(version: str, folder: Path) -> Path:
@@ -79,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     versions = args.versions.split(",")
     backends = args.backends.split(",")
-    runs: list[dict[str, object]] = []
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         targets = {v: _install(v, work) for v in versions}
@@ -113,8 +106,8 @@ def main() -> None:
                         print(json.dumps(result), flush=True)
     summary = {}
     for backend in backends:
-        for what in sorted({str(r["what"]) for r in runs}):
-            medians = {v: {k: statistics.median(float(r[k]) for r in runs  # type: ignore[arg-type]
+        for what in sorted({r["what"] for r in runs}):
+            medians = {v: {k: statistics.median(r[k] for r in runs
                                                 if r["ml_dtypes"] == v and r["what"] == what
                                                 and r["backend"] == backend)
                            for k in ("cpu_s", "wall_s")} for v in versions}
