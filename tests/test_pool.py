@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from hpo.execution._pool import PGBOUNCER_PORT, pool_config, pooled_url, start_pool
 from hpo.testing import write_study
-from tests.conftest import run_cli, run_here, wait_for_training
+from tests.conftest import ended, run_cli, run_here, wait_for_training
 from tests.tcp_proxy import CuttableProxy
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
@@ -439,7 +439,7 @@ def test_six_workers_through_four_connections_finish_the_grid_exactly_once(
         for path in folder.rglob("*"):
             if path.is_file():
                 assert SECRET.encode() not in path.read_bytes(), path
-        out, err = proc.communicate(timeout=900)
+        out, err = ended(proc, 900)
     finally:
         _kill_if_running(proc)
         most = peak.stop()
@@ -471,7 +471,7 @@ def test_a_worker_killed_behind_the_pool_is_reaped_and_its_point_run_again(
         ours = _pool_of(proc.pid)
         assert len(ours) == 1, ours
         os.kill(int(victim.user_attrs["worker"]["pid"]), signal.SIGKILL)
-        out, err = proc.communicate(timeout=900)
+        out, err = ended(proc, 900)
     finally:
         _kill_if_running(proc)
     assert proc.returncode == 128 + signal.SIGKILL, err[-3000:]
@@ -508,7 +508,7 @@ def test_the_database_unreachable_mid_study_behind_the_pool_loses_nothing(
         dropped = proxy.cut()
         time.sleep(8)
         proxy.restore()
-        out, err = proc.communicate(timeout=900)
+        out, err = ended(proc, 900)
     finally:
         _kill_if_running(proc)
         proxy.close()
@@ -538,7 +538,7 @@ def test_a_pool_killed_mid_run_stops_the_workers_at_once_with_one_line(
         workers = _children(proc.pid)
         (bouncer, folder), = _pool_of(proc.pid).items()
         os.kill(_parent(bouncer), signal.SIGKILL)  # its watcher
-        out, err = proc.communicate(timeout=120)  # not the 600 s outage timeout
+        out, err = ended(proc, 120)  # not the 600 s outage timeout
     finally:
         for pid in workers:  # in sessions of their own, holding the output's pipes
             if _alive(pid):
@@ -571,7 +571,7 @@ def test_kill_9_of_the_supervisor_stops_its_workers_then_its_pgbouncer(
         (bouncer, folder), = ours.items()
         assert folder.is_dir()
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
+        ended(proc, 60)
         _wait_until(lambda: not any(_alive(pid) for pid in workers), 120,
                     "a worker still runs")
         _wait_until(lambda: not _alive(bouncer), 30, "its PgBouncer still runs")
@@ -601,7 +601,7 @@ def test_hpo_worker_processes_behind_a_pgbouncer_in_transaction_mode_share_it(
              "--no-figures", "--keep-models", "0", "--worker-name", f"w{i}"],
             cwd=tmp_path, env={**os.environ, "HPO_STORAGE": pool.url, "HPO_POOLED": "1"},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
-        results = [proc.communicate(timeout=600) for proc in procs]
+        results = [ended(proc, 600) for proc in procs]
     finally:
         pool.close()
     assert [proc.returncode for proc in procs] == [0, 0, 0], results

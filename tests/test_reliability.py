@@ -19,7 +19,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import run_here, wait_for_training
+from tests.conftest import ended, run_here, wait_for_training
 from tests.tcp_proxy import CuttableProxy
 
 #: The subject here is processes and storage, not the backend: the hpo processes train on
@@ -51,7 +51,7 @@ def test_a_live_trial_falsely_failed_as_stale_keeps_its_result(tmp_path, image_f
     storage.set_trial_state_values(victim._trial_id, TrialState.FAIL)
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(
         study, storage.get_trial(victim._trial_id))
-    out, err = proc.communicate(timeout=600)
+    out, err = ended(proc, 600)
     assert proc.returncode == 0, err
     assert err.count("was marked FAIL while it was still running") == 1
     study = optuna.load_study(study_name=name, storage=postgres_url)
@@ -86,7 +86,7 @@ def test_every_connection_terminated_mid_trial_loses_nothing(tmp_path, image_fol
                 {"name": name}).fetchall())
         time.sleep(3)
     engine.dispose()
-    out, err = proc.communicate(timeout=600)
+    out, err = ended(proc, 600)
     assert terminated >= 2
     assert proc.returncode == 0, err
     study = optuna.load_study(study_name=name, storage=postgres_url)
@@ -113,7 +113,7 @@ def test_the_database_unreachable_for_ten_seconds_mid_trial_loses_nothing(
         dropped = proxy.cut()
         time.sleep(10)
         proxy.restore()
-        out, err = proc.communicate(timeout=600)
+        out, err = ended(proc, 600)
     finally:
         proxy.close()
     assert dropped >= 1
@@ -159,7 +159,7 @@ def test_eight_workers_starting_at_once_on_an_empty_database(tmp_path, image_fol
         procs = [subprocess.Popen([sys.executable, "-c", STARTUP, str(study_file), url_text,
                                    str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True) for _ in range(8)]
-        results = [p.communicate(timeout=120) for p in procs]
+        results = [ended(p, 120) for p in procs]
         assert [p.returncode for p in procs] == [0] * 8, [r[1][-800:] for r in results]
         check = sqlalchemy.create_engine(url_text)
         with check.connect() as conn:
@@ -229,15 +229,15 @@ def test_a_paused_worker_that_resumes_after_its_retry_was_taken_adds_no_second_r
             taken = _wait_for_retry(name, postgres_url, other, victim)
             assert taken.params == victim.params
         else:
-            _, err = other.communicate(timeout=600)
+            _, err = ended(other, 600)
             assert other.returncode == 0, err
     finally:
         os.kill(paused.pid, signal.SIGCONT)
-    _, err = paused.communicate(timeout=600)
+    _, err = ended(paused, 600)
     assert paused.returncode == 0, err
     assert "its late result is kept as a record on trial" in err
     if retry == "running":
-        other.communicate(timeout=600)
+        ended(other, 600)
         assert other.returncode == 0
     study = optuna.load_study(study_name=name, storage=postgres_url)
     same = [t for t in study.trials if _point(t) == _point(victim)]
@@ -280,5 +280,5 @@ def test_reap_refuses_a_grace_shorter_than_the_workers_heartbeat_and_spares_a_li
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)  # the worker fails its own trial and exits
-        proc.communicate(timeout=120)
+        ended(proc, 120)
     optuna.delete_study(study_name=name, storage=postgres_url)

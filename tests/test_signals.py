@@ -327,6 +327,52 @@ def test_a_ctrl_c_that_library_code_swallowed_stops_the_worker_before_its_next_t
     assert done.stdout.strip() == "interrupted", done.stdout + done.stderr
 
 
+SWALLOWED_MID_TRIAL_SCRIPT = """
+import signal, sys
+from hpo.cli import main
+from hpo.trial import _callbacks
+
+swallow = _callbacks.NanGuard.on_train_batch_end
+batches = []
+
+def library_code(self, batch, logs=None):  # a SIGTERM swallowed during the third batch
+    batches.append(batch)
+    if len(batches) == 3:
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except BaseException:
+            pass
+    swallow(self, batch, logs)
+
+_callbacks.NanGuard.on_train_batch_end = library_code
+sys.argv[0] = "hpo"
+try:
+    main()
+finally:
+    print("batches", len(batches), flush=True)
+"""
+
+
+def test_a_stop_that_library_code_swallowed_ends_the_trial_at_the_next_batch(tmp_path,
+                                                                              image_folder):
+    """A SIGTERM whose exception library code swallowed mid-trial (TensorFlow tracing a
+    step) stops the worker at the next batch, its trial FAIL "stopped (SIGTERM)", not at
+    the end of the trial's 200 epochs (seen: a worker deaf to SIGTERM for minutes)."""
+    study = write_study(tmp_path / "s.toml", data=image_folder, name="deaf", epochs=200)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.run([sys.executable, "-c", SWALLOWED_MID_TRIAL_SCRIPT, "run",
+                           "--study", str(study), "--storage", storage, "--quiet",
+                           "--no-figures", "--n-trials", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_only_sigint_ignored)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    # the fourth batch's end stopped it, before the library's callback saw that batch
+    assert proc.stdout.strip().splitlines()[-1] == "batches 3", proc.stdout
+    trial, = _trials("deaf", storage)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "stopped (SIGTERM)"
+
+
 def test_ctrl_c_during_a_garbage_collector_callback_is_not_lost():
     # JAX (imported by Keras whenever it is installed) runs a callback at every collection;
     # a KeyboardInterrupt raised inside one is printed and dropped by Python (seen once in

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import run_here, wait_for_training
+from tests.conftest import ended, run_here, wait_for_training
 
 pytestmark = pytest.mark.postgres
 
@@ -43,7 +43,7 @@ def test_a_worker_killed_mid_trial_is_reclaimed_by_the_others(tmp_path, image_fo
     second = _worker(study_file, postgres_url, tmp_path, "b")
     os.kill(first.pid, signal.SIGKILL)
     first.communicate()
-    out, err = second.communicate(timeout=600)
+    out, err = ended(second, 600)
     assert second.returncode == 0, err
     study = optuna.load_study(study_name=name, storage=postgres_url)
     assert study.trials[victim.number].state == TrialState.FAIL
@@ -84,7 +84,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path, image_fo
                             start_new_session=True)
     wait_for_training(name, postgres_url, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    out, err = proc.communicate(timeout=120)
+    out, err = ended(proc, 120)
     assert proc.returncode != 0
     assert "Traceback" not in err
     assert "interrupted" in err

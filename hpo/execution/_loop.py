@@ -113,7 +113,8 @@ def prepare_study(config: StudyConfig, settings: RunSettings, *,
     # comes before the study: what it is (classes, images, split) is part of the study's
     # identity, checked before anything is stored in it.
     storage = open_storage(settings.storage.url, StorageOptions.of(settings.storage))
-    objective = Objective(config, settings.trial, grid=kind == "grid", on_epoch=on_epoch)
+    objective = Objective(config, settings.trial, grid=kind == "grid", on_epoch=on_epoch,
+                          check_stop=raise_if_swallowed)
     datasets = [objective.dataset(architecture) for architecture in config.architectures]
     identity = study_identity(config, datasets[0])  # one folder, one class list
     with study_lock(storage, search.study_name or config.name):

@@ -245,7 +245,9 @@ def raise_if_swallowed() -> None:
     """Raises the stop that :func:`worker_signals`' handler raised and some library code
     swallowed without a trace (seen: TensorFlow tracing a train step when Ctrl-C arrived;
     the worker then ran its grid to the end). Called where that stop, had it propagated,
-    could no longer be: before a worker starts its next trial."""
+    could no longer be: after every batch and epoch of a trial (the objective's
+    :class:`hpo.trial._callbacks.StopCheck`: the trial ends FAIL "stopped" at the next
+    batch), and before a worker starts its next trial."""
     check = getattr(signal.getsignal(signal.SIGINT), "swallowed", None)
     stop = check() if check is not None else None
     if stop is not None:

@@ -1,5 +1,5 @@
-"""Keras callbacks of a trial: NaN guard, per-epoch progress and history, the result epoch,
-pruning."""
+"""Keras callbacks of a trial: NaN guard, a stop that library code swallowed, per-epoch
+progress and history, the result epoch, pruning."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import optuna
 
-__all__ = ["EpochRecorder", "NanGuard", "NonFiniteLossError", "ResultEpoch",
+__all__ = ["EpochRecorder", "NanGuard", "NonFiniteLossError", "ResultEpoch", "StopCheck",
            "pruning_callback"]
 
 
@@ -36,6 +36,27 @@ class NanGuard(keras.callbacks.Callback):
             raise NonFiniteLossError(
                 f"loss became {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}"
             )
+
+
+class StopCheck(keras.callbacks.Callback):
+    """Calls ``check`` after every training and validation batch and every epoch: it raises
+    a stop (SIGTERM, Ctrl-C) that the signal handler raised and library code swallowed
+    (TensorFlow tracing a step), so the trial ends at the next batch, FAIL "stopped", rather
+    than training to its last epoch with the worker deaf to the signal (under Slurm, until
+    the SIGKILL that leaves it RUNNING)."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        super().__init__()
+        self._check = check
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
 
 
 class EpochRecorder(keras.callbacks.Callback):

@@ -126,6 +126,9 @@ class Objective:
         settings: How trials are trained and what they keep (the run's trial section).
         grid: Sample the study's grid (GridSampler) rather than its space.
         on_epoch: Called after every epoch (progress output), or None.
+        check_stop: Called after every batch and epoch, and before the trained model is
+            evaluated: raises a stop signal's exception that library code swallowed
+            (the run loop's :func:`hpo.execution._signals.raise_if_swallowed`), or None.
 
     The section's ``steps_per_execution`` is the training steps per compiled call (Keras's
     ``steps_per_execution``); epochs, history, pruning and callbacks at epoch ends are the
@@ -133,11 +136,13 @@ class Objective:
     """
 
     def __init__(self, config: StudyConfig, settings: TrialSettings, *, grid: bool = True,
-                 on_epoch: EpochReport | None = None) -> None:
+                 on_epoch: EpochReport | None = None,
+                 check_stop: Callable[[], None] | None = None) -> None:
         self._config = config
         self._settings = settings
         self._grid = grid
         self._on_epoch = on_epoch
+        self._check_stop = check_stop
         self._steps_per_execution = settings.steps_per_execution
         #: Where figures and the kept models go (the trial section's artifacts).
         self.artifacts = Artifacts.of(settings)
@@ -353,7 +358,8 @@ class Objective:
                           started: float, *, seed: int, first: bool
                           ) -> tuple[dict[str, float], dict[str, Any]]:
         from hpo.data import ArrayBatches
-        from hpo.trial._callbacks import EpochRecorder, NanGuard, ResultEpoch, pruning_callback
+        from hpo.trial._callbacks import (EpochRecorder, NanGuard, ResultEpoch, StopCheck,
+                                          pruning_callback)
 
         recorder.note("n_params", int(model.count_params()))
         reused, traced = prepare_steps(
@@ -380,6 +386,8 @@ class Objective:
                              maximize=self._config.direction == "maximize")
         try:
             callbacks = [NanGuard(), per_epoch, result]
+            if self._check_stop is not None:
+                callbacks.insert(0, StopCheck(self._check_stop))
             if first and not self._config.multi_objective:  # Optuna prunes single values
                 callbacks.append(pruning_callback(trial, result))  # after ``result``
             with monitor:
@@ -412,6 +420,8 @@ class Objective:
             which = "at its final epoch" if policy == "final" and epochs else "at any epoch"
             raise TrialFailed(f"training reported no finite {self._config.metric} {which}")
         value = result.value
+        if self._check_stop is not None:
+            self._check_stop()
         result.restore(epochs)  # before anything is evaluated or saved
         artifacts = self.artifacts if first else None
         with contextlib.ExitStack() as figures:
