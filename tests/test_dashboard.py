@@ -19,7 +19,7 @@ import hpo
 from hpo.errors import ConfigError
 from hpo.reporting import check_host
 from hpo.testing import write_study
-from tests.conftest import built_once, free_port, wait_for_port
+from tests.conftest import built_once, ended, free_port, wait_for_port
 
 
 @pytest.fixture()
@@ -50,7 +50,7 @@ def served(tmp_path, tmp_path_factory, image_folder):
             time.sleep(0.3)
     yield base, proc
     proc.terminate()
-    proc.communicate(timeout=30)
+    ended(proc, 30)
 
 
 def test_the_dashboard_serves_the_study_and_refuses_writes(served):
@@ -142,7 +142,7 @@ def _get(address: str, path: str, headers: dict[str, str] | None = None
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     proc.terminate()
-    return proc.communicate(timeout=30)
+    return ended(proc, 30)
 
 
 def test_a_remote_dashboard_serves_only_requests_that_carry_its_token(tmp_path):

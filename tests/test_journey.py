@@ -25,7 +25,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.testing import write_study
-from tests.conftest import free_port, run_here
+from tests.conftest import ended, free_port, run_here
 
 _TRIAL_LINE = re.compile(r"^trial\s+(\d+)\s+val_accuracy=([0-9.]+)\s+test_accuracy=([0-9.]+)",
                          re.M)
@@ -154,7 +154,7 @@ def test_quick_start_grid_search_repeats_compare_report_export_dashboard(tmp_pat
                 time.sleep(0.3)
     finally:
         proc.terminate()
-        proc.communicate(timeout=60)
+        ended(proc, 60)
     counts = {s["study_name"]: s.get("n_trials") for s in studies}
     assert counts.get(name) in (None, len(grid)) and name in counts
     assert f"{name}.search" in counts and repeated in counts

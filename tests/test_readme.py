@@ -60,7 +60,7 @@ import optuna
 import pytest
 
 from hpo.testing import make_image_folder
-from tests.conftest import REPO, built_once, free_port, run_here
+from tests.conftest import REPO, built_once, ended, free_port, run_here
 
 README = REPO / "README.md"
 MAX_TRIALS = 2
@@ -256,7 +256,7 @@ def _dashboard(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
         del line
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=60)
+        out, err = ended(proc, 60)
     assert "Traceback" not in err, err
 
 
