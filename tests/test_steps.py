@@ -104,7 +104,7 @@ def _answers(output: str) -> list:
             if line.startswith("{") or line in ("true", "false")]
 
 
-def _run_here(script: str, temp: Path) -> list:
+def _exec_script_here(script: str, temp: Path) -> list:
     """``script`` in this process, as ``python -c script TRIALS`` runs it, its temporary
     folders in ``temp``."""
     import contextlib
@@ -119,7 +119,7 @@ def _run_here(script: str, temp: Path) -> list:
     return _answers(printed.getvalue())
 
 
-def _run_child(backend: str, script: str, temp: Path) -> list:
+def _exec_script_in_child(backend: str, script: str, temp: Path) -> list:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TMPDIR": str(temp)}
     done = subprocess.run([sys.executable, "-c", script, json.dumps(_TRIALS)], env=env,
@@ -134,12 +134,12 @@ def _ran(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     import keras
 
     if keras.backend.backend() == backend:
-        (ran,) = _run_here(_SCRIPT, tmp_path_factory.mktemp("steps"))
+        (ran,) = _exec_script_here(_SCRIPT, tmp_path_factory.mktemp("steps"))
         return ran
 
     def build(folder: Path) -> None:
         scripts = _SCRIPT + (_HAZARD if backend == "jax" else "")
-        answers = _run_child(backend, scripts, folder)
+        answers = _exec_script_in_child(backend, scripts, folder)
         if backend == "jax":
             answers[0]["hazard"] = answers[1]
         (folder / "ran.json").write_text(json.dumps(answers[0]))
@@ -215,6 +215,6 @@ def test_a_model_compiled_again_with_another_beta_1_does_not_train_with_the_old_
     import keras
 
     if keras.backend.backend() == "jax":
-        assert _run_here(_HAZARD, tmp_path_factory.mktemp("hazard")) == [True]
+        assert _exec_script_here(_HAZARD, tmp_path_factory.mktemp("hazard")) == [True]
         return
     assert _ran("jax", tmp_path_factory)["hazard"] is True
