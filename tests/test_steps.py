@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import built_once
+from tests.conftest import built_once, fast_xla_flags
 
 # Trials of one model shape, in order: (optimizer, learning rate, internals), on a pool of
 # two models per shape. Two optimizers alternating (each keeps its compiled model: the
@@ -122,6 +122,8 @@ def _exec_script_here(script: str, temp: Path) -> list:
 def _exec_script_in_child(backend: str, script: str, temp: Path) -> list:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TMPDIR": str(temp)}
+    if backend == "jax":  # both sides of each comparison compile alike
+        env["XLA_FLAGS"] = fast_xla_flags()
     done = subprocess.run([sys.executable, "-c", script, json.dumps(_TRIALS)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
