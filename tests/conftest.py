@@ -307,6 +307,23 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
     return folder
 
 
+def cut_advisory_locks(url: str) -> int:
+    """Ends, as a server restart or ``idle_in_transaction_session_timeout`` would, every
+    connection that holds an advisory lock in the database at ``url``; how many."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT",
+                                      poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return len(connection.execute(sqlalchemy.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())")).all())
+    finally:
+        engine.dispose()
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (on 127.0.0.1)."""
     import socket

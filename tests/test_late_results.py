@@ -16,13 +16,15 @@ from optuna.trial import TrialState
 from hpo.execution._loop import _keep_result_of_failed_trial
 from hpo.storage import StorageOptions, open_storage, trial_id
 from hpo.study import reap_dead_trials
+from tests.conftest import cut_advisory_locks
 
 
-def _stale_trial(tmp_path, grid: bool) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
+def _stale_trial(tmp_path, grid: bool, url: str | None = None, name: str = "late"
+                 ) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
     """A study whose trial 0 was failed as stale and re-queued (trial 1, WAITING)."""
-    storage = open_storage(f"sqlite:///{tmp_path / 'late.db'}",
+    storage = open_storage(url or f"sqlite:///{tmp_path / 'late.db'}",
                            StorageOptions(heartbeat_interval=1, grace_period=1))
-    study = optuna.create_study(study_name="late", storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     system = {"grid_id": 0, "search_space": {"x": [1, 2]}} if grid else {}
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params={"x": 1},
@@ -134,3 +136,57 @@ def test_a_missing_pid_is_a_dead_worker_only_in_the_process_space_it_was_recorde
                                 {"host": socket.gethostname(), "pid": gone,
                                  "process_space": space})
     assert reap_dead_trials(study, max_retry=0) == ([trial.number] if same_space else [])
+
+
+@pytest.mark.parametrize("raced", [True, False], ids=["point-taken", "nothing-taken"])
+@pytest.mark.parametrize("grid", [True, False], ids=["grid", "random"])
+def test_a_late_result_kept_while_the_study_lock_was_cut_is_not_a_second_result(
+        tmp_path, postgres_url, monkeypatch, grid, raced):
+    """The PostgreSQL study lock ends with its connection. Cut while a late result is being
+    kept, another worker (of another host) takes the lock and the point (a retry queued and
+    taken) before the result's trial is written: the result is not kept as a second result
+    of the point but recorded on its failed trial, the trial made for it failed, saying
+    why. Before, it was stored COMPLETE beside the retry's run. When nothing took the point
+    meanwhile, the result is kept as without the cut."""
+    from hpo.storage import LockHold, storage_of, unwrap_storage
+    from hpo.storage._locks import _advisory_lock, _lock_key
+    from hpo.study._study import _requeue
+
+    name = f"late-cut-{tmp_path.name}"
+    study, stale = _stale_trial(tmp_path, grid, postgres_url, name)
+    withdrawn = study.get_trials(states=(TrialState.WAITING,))[0].number
+    theirs = optuna.load_study(study_name=name, storage=open_storage(postgres_url))
+    taken: list[optuna.Trial] = []
+    ours = storage_of(study)
+    create = ours.create_new_trial
+    cut = []
+
+    def create_after_the_cut(*args, **kwargs):
+        if not cut:
+            cut.append(cut_advisory_locks(postgres_url))
+            if raced:
+                with _advisory_lock(unwrap_storage(theirs._storage), _lock_key(name),
+                                    LockHold()):
+                    _requeue(theirs, stale)  # the other worker retries the point
+                    taken.append(theirs.ask())
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(ours, "create_new_trial", create_after_the_cut)
+    _keep_result_of_failed_trial(study, stale, 0.9, {})
+    assert cut == [1]
+    trials = optuna.load_study(study_name=name, storage=postgres_url).trials
+    assert "superseded by trial 0" in trials[withdrawn].user_attrs["fail_reason"]
+    kept = trials[-1]
+    assert kept.user_attrs["recovered_from_trial"] == stale.number
+    if not raced:
+        assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL,
+                                             TrialState.COMPLETE]
+        assert kept.value == 0.9 and "late_result" not in trials[stale.number].user_attrs
+        return
+    [retry] = taken
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING,
+                                         TrialState.FAIL]
+    assert trials[retry.number].state == TrialState.RUNNING  # the point's one run
+    assert f"taken by trial {retry.number} while" in kept.user_attrs["fail_reason"]
+    assert trials[stale.number].user_attrs["late_result"] == 0.9
+    assert trials[stale.number].user_attrs["late_result_superseded_by"] == [retry.number]

@@ -1,15 +1,20 @@
-"""The study lock's files: exclusive across processes, and gone once released."""
+"""The study lock: its files exclusive across processes and gone once released; its
+PostgreSQL lock, lost with its connection, never lets a grid point or a run's last trial be
+taken twice."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 
 from hpo.storage import study_lock
+from tests.conftest import cut_advisory_locks
 
 _COUNT = """
 import sys, time
@@ -124,3 +129,116 @@ def test_a_host_turn_folder_others_can_write_in_or_own_is_refused(tmp_path: Path
     with pytest.raises(StorageError, match="hpo's host-wide turns"):
         with host_turn(url, "study:a"):
             pass
+
+
+@pytest.mark.parametrize("raced", [True, False], ids=["point-taken", "nothing-taken"])
+def test_a_grid_point_taken_while_the_study_lock_was_cut_runs_once(
+        tmp_path: Path, image_folder: Path, postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch, raced: bool) -> None:
+    """The PostgreSQL study lock ends with its connection. Cut while a worker claims a grid
+    point, another worker (of another host) takes the lock and the same point before the
+    first has created its trial: the first finds out at the lock's end, gives its trial up
+    (FAIL, saying why, before it ran) and takes the next point. Before, both trained the
+    point: a grid point COMPLETE twice. When nothing took the point meanwhile, the worker
+    keeps its trial."""
+    from optuna.trial import TrialState
+
+    from hpo.config import SearchSettings, load_study_config
+    from hpo.execution._loop import _TrialSource
+    from hpo.storage import LockHold, open_storage, unwrap_storage
+    from hpo.storage._locks import _advisory_lock, _lock_key
+    from hpo.study import GridClaims, attrs, open_study
+    from hpo.testing import write_study
+
+    config = load_study_config(write_study(tmp_path / "g.toml", data=image_folder,
+                                           name=f"cut-{tmp_path.name}"))
+    ours = open_study(config, open_storage(postgres_url), sampler="grid")
+    theirs = open_study(config, open_storage(postgres_url), sampler="grid")
+    their_claims = GridClaims(theirs, config, theirs.sampler)
+    source = _TrialSource(ours, GridClaims(ours, config, ours.sampler),
+                          SearchSettings(study=str(tmp_path / "g.toml")), max_retry=1,
+                          run_id=None, recycle_after=None)
+    taken_by_them: list[optuna.Trial] = []
+    take = GridClaims.take
+    cut: list[int] = []
+
+    def take_after_the_cut(claims: GridClaims) -> optuna.Trial:
+        if claims is not their_claims and not cut:
+            cut.append(cut_advisory_locks(postgres_url))
+            if raced:  # the other host's worker: its own host turn, the same advisory lock
+                with _advisory_lock(unwrap_storage(theirs._storage),
+                                    _lock_key(theirs.study_name), LockHold()):
+                    assert their_claims.claim(retries=1)
+                    taken_by_them.append(take(their_claims))
+        return take(claims)
+
+    monkeypatch.setattr(GridClaims, "take", take_after_the_cut)
+    mine = source.take()
+    assert mine is not None and cut == [1]
+    if not raced:  # the point it claimed, and nothing failed
+        assert mine.number == 0 and len(ours.get_trials(deepcopy=False)) == 1
+        return
+    [theirs_first] = taken_by_them
+    assert mine.params != theirs_first.params
+    trials = ours.get_trials(deepcopy=False)
+    given_up = [t for t in trials if t.params == theirs_first.params
+                and t.number != theirs_first.number]
+    assert [t.state for t in given_up] == [TrialState.FAIL]
+    assert f"also taken by trial {theirs_first.number}" in \
+        given_up[0].user_attrs[attrs.FAIL_REASON]
+    counted = [tuple(sorted(t.params.items())) for t in trials if t.state != TrialState.FAIL]
+    assert len(counted) == len(set(counted)) == 2  # each point once: theirs, and our next
+
+
+def test_a_runs_last_trial_taken_while_the_study_lock_was_cut_is_taken_once(
+        tmp_path: Path, image_folder: Path, postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``n_trials`` is a run's total across its workers, counted under the study lock. Cut
+    while one worker takes the run's last trial, another worker of the run takes it too:
+    the first gives its trial up (FAIL, saying why, no longer counted) and stops."""
+    from optuna.trial import TrialState
+
+    from hpo.config import SearchSettings, load_study_config
+    from hpo.execution._loop import _Budget, _TrialSource
+    from hpo.storage import LockHold, open_storage, unwrap_storage
+    from hpo.storage._locks import _advisory_lock, _lock_key
+    from hpo.study import attrs, open_study
+    from hpo.testing import write_study
+
+    config = load_study_config(write_study(tmp_path / "r.toml", data=image_folder,
+                                           name=f"budget-cut-{tmp_path.name}"))
+    search = SearchSettings(study=str(tmp_path / "r.toml"), sampler="random", n_trials=1)
+    ours, theirs = (open_study(config, open_storage(postgres_url), sampler="random")
+                    for _ in range(2))
+    source, their_source = (_TrialSource(study, None, search, max_retry=1, run_id="run",
+                                         recycle_after=None) for study in (ours, theirs))
+    stamp = _Budget.stamp
+    taken_by_them: list[optuna.Trial] = []
+
+    @contextlib.contextmanager
+    def other_hosts_lock(storage: optuna.storages.BaseStorage, name: str
+                         ) -> Iterator[LockHold]:  # its own host turn, the same lock
+        hold = LockHold()
+        with _advisory_lock(unwrap_storage(storage), _lock_key(name), hold):
+            yield hold
+
+    def stamp_after_the_cut(budget: _Budget, trial: optuna.Trial) -> None:
+        if budget._study is ours and not taken_by_them:
+            assert cut_advisory_locks(postgres_url) == 1
+            with monkeypatch.context() as inner:  # the other host's worker
+                inner.setattr("hpo.execution._loop.study_lock", other_hosts_lock)
+                their = their_source.take()
+            assert their is not None
+            taken_by_them.append(their)
+        stamp(budget, trial)
+
+    monkeypatch.setattr(_Budget, "stamp", stamp_after_the_cut)
+    assert source.take() is None  # the run's one trial is theirs
+    [their] = taken_by_them
+    trials = ours.get_trials(deepcopy=False)
+    [given_up] = [t for t in trials if t.number != their.number]
+    assert (given_up.state, trials[their.number].state) == (TrialState.FAIL,
+                                                            TrialState.RUNNING)
+    assert "had taken its n_trials without it" in given_up.user_attrs[attrs.FAIL_REASON]
+    assert attrs.RUN_ID not in given_up.system_attrs or \
+        given_up.system_attrs[attrs.RUN_ID] is None

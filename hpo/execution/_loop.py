@@ -30,10 +30,12 @@ from hpo.reporting import Reporter, format_params, pareto_front_lines
 from hpo.search import WorkerGridSampler, canonical_sampler, enqueue_defaults
 from hpo.storage import (
     Heartbeat,
+    LockHold,
     StorageOptions,
     annotate_finished_trial,
     close_storage,
     count_marked_trials,
+    heartbeats,
     open_storage,
     storage_of,
     study_id,
@@ -173,28 +175,23 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
     trial's end found it FAIL, so the result was not stored (the trial's RUNNING state is
     the claim its end checks, in the transaction that would end it).
 
-    Under the study lock, the result is kept as a new COMPLETE trial only while the point
-    has no other trial that was taken: its WAITING retries are withdrawn first, each only
-    if still WAITING. Once a retry or another trial of the grid point runs or has finished,
-    the late result becomes a record on the failed trial (``late_result``,
-    ``late_result_at``) and never a second result of the point."""
+    Under the study lock, the result is kept as a new trial only while the point has no
+    other trial that was taken: its WAITING retries are withdrawn first, each only if still
+    WAITING. Once a retry or another trial of the grid point runs or has finished, the late
+    result becomes a record on the failed trial (``late_result``, ``late_result_at``) and
+    never a second result of the point. The new trial is created RUNNING (a claim of the
+    point, as a worker's) and completed once the lock is known to have been held
+    throughout; a lock lost meanwhile (:class:`hpo.storage.LockHold`) is answered by the
+    same question asked again under the lock, the new trial failed if the point was
+    taken."""
     storage = storage_of(study)
-    with study_lock(storage, study.study_name):
-        others = [t for t in stored_trials(study) if _same_point(frozen, t)]
-        # taken: running or finished since; an earlier failure of the point does not count
-        taken = [t for t in others if t.state != TrialState.WAITING and
-                 (t.state != TrialState.FAIL or t.number > frozen.number)]
-        for waiting in (t for t in others if t.state == TrialState.WAITING):
-            if not withdraw_waiting_trial(storage, trial_id(waiting),
-                                          f"superseded by trial {frozen.number}'s late "
-                                          "result"):
-                taken.append(waiting)  # a worker took it since the read above
+    with study_lock(storage, study.study_name) as hold:
+        taken, withdrawn = _taken_since(study, frozen, set())
         if taken:
-            _record_late_result(study, frozen, value, sorted(t.number for t in taken))
+            _record_late_result(study, frozen, value, taken)
             return
-        study.add_trial(optuna.create_trial(
-            state=TrialState.COMPLETE,
-            values=list(value) if isinstance(value, (list, tuple)) else [value],
+        kept = storage.create_new_trial(study_id(study), template_trial=optuna.create_trial(
+            state=TrialState.RUNNING,
             params=frozen.params,
             distributions=frozen.distributions,
             user_attrs={**frozen.user_attrs, **orphaned,
@@ -203,9 +200,48 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
                           if k in ("grid_id", "search_space")},
             intermediate_values=frozen.intermediate_values,
         ))
+        if (beating := heartbeats(storage)) is not None:  # found dead if this process
+            beating.record_heartbeat(kept)  # ends before it completes it, on any host
+    while hold.lost:
+        with study_lock(storage, study.study_name) as hold:
+            taken, more = _taken_since(study, frozen, {kept, *withdrawn})
+            withdrawn |= more
+        if not hold.lost and taken:
+            storage.set_trial_user_attr(
+                kept, attrs.FAIL_REASON,
+                f"not kept: trial {frozen.number}'s late result, whose point was taken by "
+                f"trial {taken[0]} while this worker's study lock was lost (its database "
+                "connection was cut)")
+            storage.set_trial_state_values(kept, TrialState.FAIL)
+            _record_late_result(study, frozen, value, taken)
+            return
+    storage.set_trial_state_values(kept, TrialState.COMPLETE,
+                                   list(value) if isinstance(value, (list, tuple)) else [value])
     _log.warning("trial %d was marked FAIL while it was still running (its heartbeat was "
                  "late); no other trial of its point was taken, so its result is kept as a "
                  "new trial", frozen.number)
+
+
+def _taken_since(study: optuna.Study, frozen: FrozenTrial, besides: set[int]
+                 ) -> tuple[list[int], set[int]]:
+    """The numbers of the trials of ``frozen``'s point (but those of ids ``besides``) that
+    a worker took: running, or finished since ``frozen``; and the ids of its WAITING
+    retries, withdrawn here (those no longer WAITING by then were taken). Call under the
+    study lock."""
+    storage = storage_of(study)
+    others = [t for t in stored_trials(study)
+              if _same_point(frozen, t) and trial_id(t) not in besides]
+    # taken: running or finished since; an earlier failure of the point does not count
+    taken = [t for t in others if t.state != TrialState.WAITING and
+             (t.state != TrialState.FAIL or t.number > frozen.number)]
+    withdrawn: set[int] = set()
+    for waiting in (t for t in others if t.state == TrialState.WAITING):
+        if withdraw_waiting_trial(storage, trial_id(waiting),
+                                  f"superseded by trial {frozen.number}'s late result"):
+            withdrawn.add(trial_id(waiting))
+        else:
+            taken.append(waiting)  # a worker took it since the read above
+    return sorted(t.number for t in taken), withdrawn
 
 
 def _record_late_result(study: optuna.Study, frozen: FrozenTrial,
@@ -383,10 +419,21 @@ class _Budget:
                                    attrs.RUN_ID, self._run_id,
                                    skip=(TrialState.WAITING,)) >= self.n_trials
 
+    def over(self) -> bool:
+        """Whether the run has taken more than ``n_trials`` trials (only a trial taken
+        while the study lock was lost can make it so); call under the study lock."""
+        return count_marked_trials(storage_of(self._study), study_id(self._study),
+                                   attrs.RUN_ID, self._run_id,
+                                   skip=(TrialState.WAITING,)) > self.n_trials
+
     def stamp(self, trial: optuna.Trial) -> None:
         """Counts ``trial`` as one of the run's; under the lock :meth:`spent` was read."""
         storage_of(self._study).set_trial_system_attr(trial_id(trial), attrs.RUN_ID,
                                                       self._run_id)
+
+    def unstamp(self, trial: optuna.Trial) -> None:
+        """No longer counts ``trial``, still RUNNING, as one of the run's."""
+        storage_of(self._study).set_trial_system_attr(trial_id(trial), attrs.RUN_ID, None)
 
 
 class _TrialSource:
@@ -420,7 +467,27 @@ class _TrialSource:
 
     def take(self) -> optuna.Trial | None:
         """The next trial, RUNNING and this worker's; None when the budget or the grid is
-        spent, or it is time for a fresh process (:attr:`recycle`)."""
+        spent, or it is time for a fresh process (:attr:`recycle`).
+
+        A trial taken while the study lock was lost (:class:`hpo.storage.LockHold`: its
+        connection was cut, so another worker may have taken the lock and the same grid
+        point, or the run's last trial, meanwhile) is checked under the lock taken again,
+        and given up (FAIL, its reason said, a warning logged) when another trial has its
+        point or the run's budget is over: never a grid point run twice, never more than
+        ``n_trials``; then the next one is taken."""
+        while True:
+            trial, hold = self._take_under_lock()
+            if trial is None or not hold.lost:
+                break
+            reason = self._taken_twice(trial)
+            if reason is None:
+                break
+            self._give_up(trial, reason)
+        if trial is not None:
+            self.taken += 1
+        return trial
+
+    def _take_under_lock(self) -> tuple[optuna.Trial | None, LockHold]:
         claims, reaper, budget = self._claims, self._reaper, self._budget
         # The lock makes a grid claim exactly-once, a run's n_trials its total, and one
         # worker at a time reap. A random or TPE trial of an unbounded run needs none (a
@@ -428,27 +495,52 @@ class _TrialSource:
         # transaction a trial saved on PostgreSQL.
         locked = claims is not None or budget is not None or reaper.due()
         with study_lock(storage_of(self._study), self._study.study_name) if locked else \
-                contextlib.nullcontext():
+                contextlib.nullcontext(LockHold()) as hold:
             if budget is not None and budget.spent():
-                return None
+                return None, hold
             reaped = reaper.reap_if_due()
             if claims is not None and not claims.claim(retries=self._retries,
                                                        prefer=self._prefer):
                 # before giving up on the grid: a point held by a dead trial is free
                 if reaped or not reaper.reap() or not claims.claim(
                         retries=self._retries, prefer=self._prefer):
-                    return None
+                    return None, hold
             if self._recycle_after is not None and self.taken >= self._recycle_after:
                 self.recycle = True  # a claimed grid point is left to the fresh process
-                return None
+                return None, hold
             with warnings.catch_warnings():
                 # hpo records heartbeats itself (hpo.storage._heartbeat) around ask-and-tell.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = self._study.ask() if claims is None else claims.take()
             if budget is not None:
                 budget.stamp(trial)
-        self.taken += 1
-        return trial
+        return trial, hold
+
+    def _taken_twice(self, trial: optuna.Trial) -> str | None:
+        """Why ``trial``, taken while the study lock was lost, must not run (another trial
+        has its grid point, or the run took ``n_trials`` without it), or None; read under
+        the lock held throughout."""
+        while True:
+            with study_lock(storage_of(self._study), self._study.study_name) as hold:
+                rivals = [] if self._claims is None else self._claims.rivals(trial)
+                over = self._budget is not None and self._budget.over()
+            if not hold.lost:
+                break
+        why = "while this worker's study lock was lost (its database connection was cut)"
+        if rivals:
+            return f"not run: its grid point was also taken by trial {rivals[0]} {why}"
+        if over:
+            return f"not run: the run had taken its n_trials without it {why}"
+        return None
+
+    def _give_up(self, trial: optuna.Trial, reason: str) -> None:
+        """Ends ``trial`` FAIL before it ran, saying why; it no longer counts for the run."""
+        storage = storage_of(self._study)
+        storage.set_trial_user_attr(trial_id(trial), attrs.FAIL_REASON, reason)
+        if self._budget is not None:
+            self._budget.unstamp(trial)
+        self._study.tell(trial, state=TrialState.FAIL)
+        _log.warning("trial %d %s", trial.number, reason)
 
 
 #: What runs after each trial: (study, the state the objective ended it in, the trial as

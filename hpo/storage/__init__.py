@@ -6,7 +6,7 @@ keeps, are in one place: :mod:`hpo.storage._contract` (:class:`HpoStorage`)."""
 
 from hpo.storage._contract import Heartbeats, HpoStorage, heartbeats, hpo_storage
 from hpo.storage._heartbeat import Heartbeat, StaleTrialRetry
-from hpo.storage._locks import study_lock
+from hpo.storage._locks import LockHold, study_lock
 from hpo.storage._notes import NOTE_LIMIT, TrialNote, note_records, set_trial_notes
 from hpo.storage._open import (
     DEFAULT_STORAGE,
@@ -58,6 +58,7 @@ __all__ = [
     "is_connection_error",
     "DEFAULT_OUTAGE_TIMEOUT",
     "study_lock",
+    "LockHold",
     "HpoStorage",
     "Heartbeats",
     "hpo_storage",

@@ -13,6 +13,13 @@
   removed when the lock is released;
 * other databases: no cross-process lock; grid claiming then relies on row locks only and
   a warning says so.
+
+Only the PostgreSQL lock can be lost while held: the server ends it with its connection (a
+restart, ``pg_terminate_backend``, ``idle_in_transaction_session_timeout`` after a worker
+was paused inside the block), and another worker may then take it while the block is still
+writing. The block cannot be undone, but it is known: :class:`LockHold` says afterwards
+whether the lock was held from the block's start to its end (its transaction was still
+open when the block ended), so the caller can check what it wrote under a lock taken again.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 import os
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -36,9 +44,24 @@ from hpo.storage._resilient import ResilientRDBStorage, is_connection_error
 if TYPE_CHECKING:
     import sqlalchemy.engine
 
-__all__ = ["study_lock", "host_turn"]
+__all__ = ["LockHold", "study_lock", "host_turn"]
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass
+class LockHold:
+    """What a :func:`study_lock` block learns of its lock once the block has ended.
+
+    Attributes:
+        lost: The lock ended before the block did: its database connection was cut while
+            the block ran (read it after the ``with``). Another worker may have taken the
+            lock meanwhile and done what the block did (claimed the same grid point, the
+            run's last trial): the block's writes are to be checked under the lock again.
+            Always False for the file locks, which end only with their process.
+    """
+
+    lost: bool = False
 
 
 def _lock_key(study_name: str) -> int:
@@ -150,7 +173,8 @@ def _locked_connection(storage: optuna.storages.RDBStorage, key: int) -> Any:
 
 
 @contextlib.contextmanager
-def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Iterator[None]:
+def _advisory_lock(storage: optuna.storages.RDBStorage, key: int,
+                   hold: LockHold) -> Iterator[None]:
     import sqlalchemy
 
     conn = _locked_connection(storage, key)
@@ -158,39 +182,46 @@ def _advisory_lock(storage: optuna.storages.RDBStorage, key: int) -> Iterator[No
         yield
     finally:
         try:
-            conn.rollback()  # ends the lock's transaction, and the lock with it
+            # Ends the lock's transaction, and the lock with it. Its success is the proof
+            # that the lock was held throughout: the transaction that holds it was still
+            # open after everything the block wrote.
+            conn.rollback()
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if not is_connection_error(exc):
                 raise
             # The lock's connection was lost (the server restarted or cut it): the server
-            # released the lock with it, so there is nothing left to unlock.
-            _log.debug("study lock connection lost before unlock (%s)",
-                       exc.__class__.__name__)
+            # released the lock with it, maybe while the block still ran.
+            hold.lost = True
+            _log.warning("the study lock's database connection was lost while this worker "
+                         "held it (%s): what it did under the lock is checked again",
+                         exc.__class__.__name__)
         finally:
             conn.close()
 
 
 @contextlib.contextmanager
-def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
-    """Holds the lock of ``study_name`` in ``storage`` for the ``with`` block. Not
-    reentrant: do not nest two of them (on SQLite two names may share a file, on a journal
-    file every name does, and the process would wait for itself)."""
+def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[LockHold]:
+    """Holds the lock of ``study_name`` in ``storage`` for the ``with`` block; the
+    :class:`LockHold` it gives says, once the block has ended, whether the lock was lost
+    meanwhile. Not reentrant: do not nest two of them (on SQLite two names may share a
+    file, on a journal file every name does, and the process would wait for itself)."""
     storage = unwrap_storage(storage)
+    hold = LockHold()
     if isinstance(storage, optuna.storages.RDBStorage):
         url = storage.engine.url
         if url.get_backend_name() == "postgresql":
             with host_turn(url, f"study:{study_name}"), \
-                    _advisory_lock(storage, _lock_key(study_name)):
-                yield
+                    _advisory_lock(storage, _lock_key(study_name), hold):
+                yield hold
             return
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             with _file_lock(Path(f"{url.database}.{_lock_key(study_name) & 0xFFFF:04x}.lock")):
-                yield
+                yield hold
             return
     journal = journal_file(storage)
     if journal:
         with _file_lock(Path(f"{journal}.hpo.lock")):
-            yield
+            yield hold
         return
     _log.debug("no cross-process lock for this storage; relying on row locks")
-    yield
+    yield hold

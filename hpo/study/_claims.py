@@ -33,7 +33,15 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.search import WorkerGridSampler, is_default
-from hpo.storage import TrialGroup, new_trial, storage_of, study_id, trial_param_groups
+from hpo.storage import (
+    TrialGroup,
+    new_trial,
+    storage_of,
+    stored_trials,
+    study_id,
+    trial_id,
+    trial_param_groups,
+)
 from hpo.study._study import GridCoverage, grid_key
 from hpo.study._study import _requeue as requeue
 
@@ -203,6 +211,20 @@ class GridClaims:
             study_id(self._study), template_trial=self._template(TrialState.RUNNING))
         self._next = None
         return new_trial(self._study, created)
+
+    def rivals(self, trial: optuna.Trial) -> list[int]:
+        """Numbers of the other trials of ``trial``'s grid point that count for it (queued,
+        running or done: any but a failure); call under the study lock. Empty when the
+        point is ``trial``'s alone, as every claim made under a lock held throughout
+        leaves it. Read whole from the database: only a claim whose lock was lost
+        (:class:`hpo.storage.LockHold`) asks."""
+        key = self._key(trial.params)
+        if key is None:
+            return []
+        counting = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE,
+                    TrialState.PRUNED)
+        return sorted(t.number for t in stored_trials(self._study, counting)
+                      if trial_id(t) != trial_id(trial) and self._key(t.params) == key)
 
     def queue(self) -> None:
         """Queues the claimed point as a WAITING trial, for whichever worker asks first
