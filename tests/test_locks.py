@@ -186,6 +186,10 @@ def test_a_grid_point_taken_while_the_study_lock_was_cut_runs_once(
     assert [t.state for t in given_up] == [TrialState.FAIL]
     assert f"also taken by trial {theirs_first.number}" in \
         given_up[0].user_attrs[attrs.FAIL_REASON]
+    import optuna_dashboard  # its dashboard note says why, as every finished trial's
+
+    note = optuna_dashboard.get_note(optuna.trial.Trial(ours, given_up[0]._trial_id))
+    assert f"also taken by trial {theirs_first.number}" in note
     counted = [tuple(sorted(t.params.items())) for t in trials if t.state != TrialState.FAIL]
     assert len(counted) == len(set(counted)) == 2  # each point once: theirs, and our next
 
