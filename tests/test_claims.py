@@ -160,3 +160,50 @@ def test_compiled_points_never_start_before_the_defaults_taken_first(grid_study)
     while claims.claim(retries=1, prefer=lambda point: not is_default(point)):
         taken.append(dict(_run(study, claims).params))
     assert [is_default(p) for p in taken] == [True] * defaults + [False] * (12 - defaults)
+
+
+def _given_up(study: optuna.Study, like: optuna.Trial) -> None:
+    """A trial of ``like``'s grid point that a worker gave up before it ran (taken while
+    its study lock was lost, the point taken by another worker meanwhile), as stored."""
+    frozen = study._storage.get_trial(like._trial_id)
+    study.add_trial(optuna.create_trial(
+        state=TrialState.FAIL, params=frozen.params, distributions=frozen.distributions,
+        system_attrs={**frozen.system_attrs, "hpo:not_run": True},
+        user_attrs={"fail_reason": "not run: its grid point was also taken by trial "
+                    f"{like.number} while this worker's study lock was lost"}))
+
+
+@pytest.mark.parametrize("sqlite", [True, False], ids=["grouped-in-sql", "read-whole"])
+def test_a_trial_given_up_before_it_ran_uses_none_of_its_points_retries(grid_study,
+                                                                       monkeypatch, sqlite):
+    """The point's one run failed: it is re-run (``--retry-failed 1``) whatever was given
+    up beside it; a point with nothing but given-up trials is re-run even with no retries
+    left, and counts as left, not failed; the retry carries none of their records."""
+    config, study = grid_study
+    if not sqlite:  # a storage hpo cannot count in SQL (a journal file) reads every trial
+        monkeypatch.setattr(claims_module, "trial_param_groups", lambda *a, **k: None)
+    claims = GridClaims(study, config, study.sampler)
+    assert claims.claim(retries=1)
+    ran = claims.take()
+    _given_up(study, ran)
+    study.tell(ran, state=TrialState.FAIL)
+    assert claims.claim(retries=1)
+    retry = claims.take()
+    assert retry.params == ran.params
+    stored = study._storage.get_trial(retry._trial_id)
+    assert "fail_reason" not in stored.user_attrs and "hpo:not_run" not in stored.system_attrs
+    study.tell(retry, 0.5)
+    assert claims.claim(retries=0)
+    alone = claims.take()  # both workers gave the next point up: nothing else holds it
+    _given_up(study, alone)
+    study._storage.set_trial_system_attr(alone._trial_id, "hpo:not_run", True)
+    study.tell(alone, state=TrialState.FAIL)
+    point = tuple(alone.params[name] for name in config.grid)
+    for coverage in (grid_coverage(study, config), claims.coverage()):
+        assert point not in coverage.failed and point not in coverage.done
+        assert coverage.left == config.grid_size - 1  # only the first point is done
+    assert claims.claim(retries=0)
+    again = claims.take()
+    assert again.params == alone.params
+    assert "fail_reason" not in again.user_attrs
+    assert grid_coverage(study, config).running == {point}

@@ -38,6 +38,7 @@ def _stale_trial(tmp_path, grid: bool, url: str | None = None, name: str = "late
     assert reap_dead_trials(study, max_retry=1) == [trial.number]
     [retry] = study.get_trials(states=(TrialState.WAITING,))
     assert retry.system_attrs["failed_trial"] == trial.number
+    assert "fail_reason" not in retry.user_attrs  # the failed trial's, not the retry's
     return study, storage.get_trial(trial_id(trial))
 
 
@@ -176,6 +177,7 @@ def test_a_late_result_kept_while_the_study_lock_was_cut_is_not_a_second_result(
     assert cut == [1]
     trials = optuna.load_study(study_name=name, storage=postgres_url).trials
     assert "superseded by trial 0" in trials[withdrawn].user_attrs["fail_reason"]
+    assert trials[withdrawn].system_attrs["hpo:not_run"] is True  # it never ran
     kept = trials[-1]
     assert kept.user_attrs["recovered_from_trial"] == stale.number
     if not raced:
@@ -188,5 +190,6 @@ def test_a_late_result_kept_while_the_study_lock_was_cut_is_not_a_second_result(
                                          TrialState.FAIL]
     assert trials[retry.number].state == TrialState.RUNNING  # the point's one run
     assert f"taken by trial {retry.number} while" in kept.user_attrs["fail_reason"]
+    assert kept.system_attrs["hpo:not_run"] is True  # a record, no failure of the point
     assert trials[stale.number].user_attrs["late_result"] == 0.9
     assert trials[stale.number].user_attrs["late_result_superseded_by"] == [retry.number]

@@ -184,6 +184,7 @@ def test_a_grid_point_taken_while_the_study_lock_was_cut_runs_once(
     given_up = [t for t in trials if t.params == theirs_first.params
                 and t.number != theirs_first.number]
     assert [t.state for t in given_up] == [TrialState.FAIL]
+    assert given_up[0].system_attrs["hpo:not_run"] is True  # no failure of its point
     assert f"also taken by trial {theirs_first.number}" in \
         given_up[0].user_attrs[attrs.FAIL_REASON]
     import optuna_dashboard  # its dashboard note says why, as every finished trial's

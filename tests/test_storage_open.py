@@ -263,3 +263,50 @@ def test_connections_refused_for_longer_than_the_outage_timeout_end_in_one_line(
         for connection in held:
             connection.close()
         holder.dispose()
+
+
+@pytest.mark.postgres
+def test_connections_cut_while_the_storage_opens_are_waited_out(postgres_url, caplog):
+    """A server that cuts the connections of an opening worker (a restart, a failover,
+    ``pg_terminate_backend``: the URL is right) is ridden out as an outage, one line saying
+    so, as a running worker rides one out; before, the worker ended with "cannot open
+    storage ... AdminShutdown". Here every connection to a new, empty database is cut for
+    its first two seconds, while hpo creates the schema."""
+    import logging
+
+    name = f"hpo_cut_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = sqlalchemy.engine.make_url(postgres_url).set(database=name).render_as_string(
+        hide_password=False)
+    cut = []
+    stop = threading.Event()
+
+    def cutting() -> None:
+        with admin.connect() as connection:
+            ends = time.monotonic() + 2.0
+            while time.monotonic() < ends and not stop.is_set():
+                cut.extend(connection.execute(sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": name}).all())
+                time.sleep(0.005)
+
+    cutter = threading.Thread(target=cutting)
+    try:
+        cutter.start()
+        time.sleep(0.05)
+        with caplog.at_level(logging.WARNING, logger="hpo"):
+            storage = open_storage(url, StorageOptions(outage_timeout=60))
+        optuna.create_study(study_name="cut", storage=storage)
+        close_storage(storage)
+    finally:
+        stop.set()
+        cutter.join()
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    assert cut  # connections were cut while it opened
+    said = [r.getMessage() for r in caplog.records if "cut the connection" in r.getMessage()]
+    assert len(said) == 1, said

@@ -212,6 +212,7 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
                 f"not kept: trial {frozen.number}'s late result, whose point was taken by "
                 f"trial {taken[0]} while this worker's study lock was lost (its database "
                 "connection was cut)")
+            storage.set_trial_system_attr(kept, attrs.NOT_RUN, True)  # a record, no failure
             storage.set_trial_state_values(kept, TrialState.FAIL)
             _record_late_result(study, frozen, value, taken)
             return
@@ -237,7 +238,8 @@ def _taken_since(study: optuna.Study, frozen: FrozenTrial, besides: set[int]
     withdrawn: set[int] = set()
     for waiting in (t for t in others if t.state == TrialState.WAITING):
         if withdraw_waiting_trial(storage, trial_id(waiting),
-                                  f"superseded by trial {frozen.number}'s late result"):
+                                  f"superseded by trial {frozen.number}'s late result",
+                                  mark=attrs.NOT_RUN):  # it never ran: no failure
             withdrawn.add(trial_id(waiting))
         else:
             taken.append(waiting)  # a worker took it since the read above
@@ -534,9 +536,11 @@ class _TrialSource:
         return None
 
     def _give_up(self, trial: optuna.Trial, reason: str) -> None:
-        """Ends ``trial`` FAIL before it ran, saying why; it no longer counts for the run."""
+        """Ends ``trial`` FAIL before it ran, saying why, marked :data:`attrs.NOT_RUN`: it
+        uses up none of its grid point's retries, and no longer counts for the run."""
         storage = storage_of(self._study)
         storage.set_trial_user_attr(trial_id(trial), attrs.FAIL_REASON, reason)
+        storage.set_trial_system_attr(trial_id(trial), attrs.NOT_RUN, True)  # no failure
         if self._budget is not None:
             self._budget.unstamp(trial)
         self._study.tell(trial, state=TrialState.FAIL)

@@ -33,6 +33,7 @@ from hpo.storage._resilient import (
     DEFAULT_OUTAGE_TIMEOUT,
     ResilientRDBStorage,
     is_connection_limit,
+    is_server_cut,
 )
 from hpo.storage._url import check_storage_url
 
@@ -462,10 +463,12 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
 
 def _open_with_retries(make: Callable[[], ResilientRDBStorage], url: str,
                        outage_timeout: float) -> ResilientRDBStorage:
-    """``make()``, called again while it loses the schema race to a concurrent client, or
-    while the server refuses a connection for being one too many (load: waited out for up
-    to ``outage_timeout`` seconds with backoff, one line saying so; a wrong host, password
-    or database still fails at once)."""
+    """``make()``, called again while it loses the schema race to a concurrent client, while
+    the server refuses a connection for being one too many (load), or while it cuts the
+    connections or cannot take one (a restart, a failover, ``pg_terminate_backend``): both
+    waited out for up to ``outage_timeout`` seconds with backoff, one line saying so, as a
+    running worker rides out an outage. A wrong host, password or database still fails at
+    once."""
     import sqlalchemy.exc
 
     attempt = 0
@@ -475,14 +478,23 @@ def _open_with_retries(make: Callable[[], ResilientRDBStorage], url: str,
         try:
             return make()  # RDBStorage checks the schema's version as it opens
         except (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError) as exc:
-            if is_connection_limit(exc):
+            limit = is_connection_limit(exc)
+            if limit or is_server_cut(exc):
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + outage_timeout
-                    _log.warning("the database at %s refuses new connections: it serves as "
-                                 "many clients as it allows; waiting for a free one for up to "
-                                 "%.0f s", mask_url(url), outage_timeout)
+                    _log.warning(
+                        "the database at %s %s; waiting for up to %.0f s", mask_url(url),
+                        "refuses new connections: it serves as many clients as it allows"
+                        if limit else "cut the connection while hpo opened the storage (a "
+                        "restart, a failover, pg_terminate_backend)", outage_timeout)
                 if now >= deadline:
+                    if not limit:
+                        raise StorageError(
+                            f"the database at {mask_url(url)} cut every connection for "
+                            f"{outage_timeout:.0f} s while hpo opened the storage; expected "
+                            "a server that keeps a connection open; fix: wait until it is "
+                            "up again (or raise $outage_timeout)") from None
                     raise StorageError(
                         f"the database at {mask_url(url)} refused every new connection for "
                         f"{outage_timeout:.0f} s: it serves as many clients as it allows; "

@@ -571,21 +571,24 @@ def delete_trial_system_attrs(storage: optuna.storages.RDBStorage, trial_id: int
 class TrialGroup:
     """Trials of one state with the same values of the parameters asked for: ``count`` of
     them, the newest with id ``last_id``. An unfinished trial is a group of its own
-    (``trial_id`` set, ``count`` 1); finished ones are counted, not listed."""
+    (``trial_id`` set, ``count`` 1); finished ones are counted, not listed. ``flagged``:
+    the group's trials carry the system attribute asked for (``flag``), counted apart."""
 
     state: TrialState
     trial_id: int | None
     params: dict[str, Any]
     count: int
     last_id: int
+    flagged: bool = False
 
 
 def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
-                       names: Sequence[str], *, after: int, unfinished: set[int]
-                       ) -> list[TrialGroup] | None:
+                       names: Sequence[str], *, after: int, unfinished: set[int],
+                       flag: str | None = None) -> list[TrialGroup] | None:
     """The study's trials created after trial id ``after`` or among ``unfinished`` (ids),
     grouped by state and by their values of the parameters ``names`` (absent: None), with
-    each WAITING or RUNNING trial on its own: what a grid claim needs, in queries whose
+    each WAITING or RUNNING trial on its own, and apart those that carry the system
+    attribute ``flag`` (when given): what a grid claim needs, in queries whose
     answer grows with the grid, not with the study (issue 16: reading 100,000 trials whole,
     attributes and all, took minutes; reading their parameters row by row, seconds). Each
     trial is read by exactly one of them, so a trial that finishes meanwhile is seen either
@@ -606,6 +609,11 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
     columns: list[Any] = [trial.state, own]
     examples: list[Any] = []  # a parameter row of each group, for its distribution
     query_joins = []
+    if flag is not None:  # at most one row per trial: (trial_id, key) is unique
+        marked = sqlalchemy.orm.aliased(models.TrialSystemAttributeModel)
+        query_joins.append((marked, sqlalchemy.and_(marked.trial_id == trial.trial_id,
+                                                    marked.key == flag)))
+        columns.append(marked.key)
     for name in names:
         param = sqlalchemy.orm.aliased(models.TrialParamModel)
         query_joins.append((param, sqlalchemy.and_(param.trial_id == trial.trial_id,
@@ -639,7 +647,8 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
             rows = query(trial.trial_id > after, by_study=after < 0)
             if unfinished:
                 rows += query(trial.trial_id.in_(sorted(unfinished)))
-            wanted = sorted({i for row in rows for i in row[2 + len(names):-2] if i is not None})
+            first = 2 + (flag is not None) + len(names)  # the example parameter ids
+            wanted = sorted({i for row in rows for i in row[first:-2] if i is not None})
             texts: dict[int, str] = {}
             param = models.TrialParamModel
             for start in range(0, len(wanted), 500):  # within any database's parameter limit
@@ -651,6 +660,7 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
     decoded: dict[str, optuna.distributions.BaseDistribution] = {}
     groups = []
     for state, owner, *values, count, last in rows:
+        flagged = flag is not None and values.pop(0) is not None
         params = {}
         for name, value, example in zip(names, values[:len(names)], values[len(names):]):
             if example is None:
@@ -661,7 +671,7 @@ def trial_param_groups(storage: optuna.storages.BaseStorage, study_id: int,
                 distribution = decoded[text] = json_to_distribution(text)
             params[name] = distribution.to_external_repr(value)
         groups.append(TrialGroup(state, None if owner is None else int(owner), params,
-                                 int(count), int(last)))
+                                 int(count), int(last), flagged))
     return groups
 
 
@@ -738,15 +748,18 @@ def count_marked_trials(storage: optuna.storages.BaseStorage, study_id: int, key
 
 
 def withdraw_waiting_trial(storage: optuna.storages.BaseStorage, trial_id: int,
-                           reason: str) -> bool:
-    """WAITING -> FAIL with ``reason`` as its ``fail_reason``, only while no worker has taken
-    it: one transaction that checks the state on an RDB storage. False when it is no longer
+                           reason: str, mark: str | None = None) -> bool:
+    """WAITING -> FAIL with ``reason`` as its ``fail_reason`` (and system attribute ``mark``
+    set to True: a trial that never ran), only while no worker has taken it: one
+    transaction that checks the state on an RDB storage. False when it is no longer
     WAITING (a worker took it: it runs, or has finished)."""
     backend = unwrap_storage(storage)
     if not isinstance(backend, optuna.storages.RDBStorage):
         if backend.get_trial(trial_id).state != TrialState.WAITING:
             return False
         backend.set_trial_user_attr(trial_id, "fail_reason", reason)
+        if mark is not None:
+            backend.set_trial_system_attr(trial_id, mark, True)
         return bool(backend.set_trial_state_values(trial_id, TrialState.FAIL))
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
@@ -757,6 +770,10 @@ def withdraw_waiting_trial(storage: optuna.storages.BaseStorage, trial_id: int,
             if trial.state != TrialState.WAITING:
                 return False
             _upsert_user_attrs(backend, session, trial_id, {"fail_reason": reason})
+            if mark is not None:
+                _drop_system_attrs(session, trial_id, [mark])
+                session.add(models.TrialSystemAttributeModel(
+                    trial_id=trial_id, key=mark, value_json="true"))
             trial.state = TrialState.FAIL
             trial.datetime_complete = datetime.now()
         return True

@@ -143,6 +143,26 @@ def is_connection_limit(exc: BaseException) -> bool:
     return False
 
 
+#: SQLSTATEs of a PostgreSQL server that cut a connection or cannot take one now: a restart
+#: or failover (admin_shutdown, crash_shutdown, cannot_connect_now), or
+#: ``pg_terminate_backend``. The server was reached: the URL is right.
+_SERVER_CUT = ("57P01", "57P02", "57P03")
+
+
+def is_server_cut(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a PostgreSQL server that cut the connection or
+    cannot take one now (restarting, shutting down, ``pg_terminate_backend``)."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        for error in (seen, getattr(seen, "orig", None)):
+            if error is not None and str(getattr(error, "sqlstate", "") or "") in _SERVER_CUT:
+                return True
+        seen = seen.__cause__
+    return False
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) means the database could not be reached.
 

@@ -12,7 +12,7 @@ __all__ = [
     "FAIL_REASON", "FAIL_TRACEBACK", "WORKER", "WALL_TIME", "TEST_ACCURACY",
     "REPEAT_VALUES", "VALUE_STD", "RESULT_EPOCH", "RESULT_EPOCH_POLICY",
     "STUDY_UID", "LATE_RESULT", "LATE_RESULT_AT",
-    "LATE_RESULT_SUPERSEDED_BY", "LATE_RESULT_OF", "RUN_ID",
+    "LATE_RESULT_SUPERSEDED_BY", "LATE_RESULT_OF", "RUN_ID", "NOT_RUN", "RETRY_DROPS",
 ]
 
 # Study user attributes
@@ -80,3 +80,12 @@ LATE_RESULT_SUPERSEDED_BY = "late_result_superseded_by"
 #: The run (one ``hpo run`` or ``hpo worker``, its recycled and supervised processes
 #: included) that took the trial: how ``n_trials`` counts a run's trials across workers.
 RUN_ID = "hpo:run_id"
+#: The trial was given up before it ran: taken while the worker's study lock was lost, its
+#: grid point (or its run's last trial) taken by another worker meanwhile. FAIL, but not a
+#: failure of its point: it uses up none of the point's retries (``--retry-failed``).
+NOT_RUN = "hpo:not_run"
+
+#: What a retry does not copy from the failed trial it re-runs (Optuna's retry copies
+#: every attribute): the records of how that trial ended, which are not the retry's.
+RETRY_DROPS = (FAIL_REASON, FAIL_TRACEBACK, LATE_RESULT, LATE_RESULT_AT,
+               LATE_RESULT_SUPERSEDED_BY, NOT_RUN)

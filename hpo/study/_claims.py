@@ -12,7 +12,8 @@ once, a point's key computed only when the cursor reaches it; the next never-sta
 is found from a cursor that only moves forward (a point, once started, stays started).
 
 The rules of a claim: a WAITING trial first; then a point whose every trial failed, while
-it has failed at most ``retries`` times; then the next point never started.
+it has failed at most ``retries`` times (a trial given up before it ran, ``hpo:not_run``,
+is no failure); then the next point never started.
 
 A point never started is not queued as a WAITING trial for ``Study.ask`` to find and claim
 (a transaction to queue it, one to remove its creation token, a read of the WAITING trials
@@ -42,6 +43,7 @@ from hpo.storage import (
     trial_id,
     trial_param_groups,
 )
+from hpo.study import _attrs as attrs
 from hpo.study._study import GridCoverage, grid_key
 from hpo.study._study import _requeue as requeue
 
@@ -101,12 +103,13 @@ class GridClaims:
         state and grid point, in one query whose answer grows with the grid)."""
         names = list(self._config.grid)
         changed = trial_param_groups(storage_of(self._study), study_id(self._study), names,
-                                     after=self._after, unfinished=set(self._unfinished))
+                                     after=self._after, unfinished=set(self._unfinished),
+                                     flag=attrs.NOT_RUN)
         if changed is None:  # not an RDB storage: read every trial, as before
             self._after, self._unfinished = -1, {}
             self._done, self._failures, self._last_failure = set(), {}, {}
             changed = [TrialGroup(t.state, None if t.state.is_finished() else t._trial_id,
-                                  t.params, 1, t._trial_id)
+                                  t.params, 1, t._trial_id, attrs.NOT_RUN in t.system_attrs)
                        for t in self._study.get_trials(deepcopy=False)]
         unfinished: dict[int, TrialGroup] = {}
         for group in changed:
@@ -120,7 +123,10 @@ class GridClaims:
             if group.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 self._done.add(key)
             elif group.state == TrialState.FAIL:
-                self._failures[key] = self._failures.get(key, 0) + group.count
+                # a trial given up before it ran (attrs.NOT_RUN) is no failure of the point,
+                # but the point is to be run again if nothing else holds it
+                self._failures[key] = self._failures.get(key, 0) + \
+                    (0 if group.flagged else group.count)
                 self._last_failure[key] = max(self._last_failure.get(key, -1), group.last_id)
         self._unfinished = unfinished
 

@@ -321,7 +321,7 @@ class GridCoverage:
         running = active - done
         return cls(size=size, done=set(done), running=running,
                    failed={key: n for key, n in failures.items()
-                           if key not in done and key not in running})
+                           if n and key not in done and key not in running})
 
 
 def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
@@ -331,10 +331,13 @@ def grid_coverage(study: optuna.Study, config: StudyConfig) -> GridCoverage:
     active: set[tuple[Any, ...]] = set()
     failures: dict[tuple[Any, ...], int] = {}
     groups = trial_param_groups(storage_of(study), study_id(study), list(config.grid),
-                                after=-1, unfinished=set())
-    counted = ([(t.state, t.params, 1) for t in study.get_trials(deepcopy=False)]
-               if groups is None else [(g.state, g.params, g.count) for g in groups])
-    for state, params, count in counted:
+                                after=-1, unfinished=set(), flag=attrs.NOT_RUN)
+    counted = ([(t.state, t.params, 1, attrs.NOT_RUN in t.system_attrs)
+                for t in study.get_trials(deepcopy=False)]
+               if groups is None else [(g.state, g.params, g.count, g.flagged) for g in groups])
+    for state, params, count, not_run in counted:
+        if not_run:  # given up before it ran: no failure, nothing done
+            continue
         key = grid_key(params, config)
         if key is None:
             continue
@@ -387,11 +390,16 @@ def pid_alive(pid: int) -> bool:
 
 def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queues ``trial``'s parameters again, as Optuna's RetryHeartbeatStaleTrialCallback does
-    (which copies every system attribute), without the run that took ``trial``: the retry
-    counts for the run that takes it."""
-    if attrs.RUN_ID in trial.system_attrs:
-        trial = copy.copy(trial)
-        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != attrs.RUN_ID}
+    (which copies every attribute), without the run that took ``trial`` (the retry counts
+    for the run that takes it) and without the records of how ``trial`` ended
+    (:data:`attrs.RETRY_DROPS`)."""
+    trial = copy.copy(trial)
+    trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
+                          if k not in (attrs.RUN_ID, attrs.NOT_RUN)}
+    # how the failed trial ended is not the retry's to carry (a COMPLETE retry with a
+    # fail_reason, or a late result it never had)
+    trial.user_attrs = {k: v for k, v in trial.user_attrs.items()
+                        if k not in attrs.RETRY_DROPS}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
 
 
