@@ -247,3 +247,33 @@ def test_a_runs_last_trial_taken_while_the_study_lock_was_cut_is_taken_once(
     assert "had taken its n_trials without it" in given_up.user_attrs[attrs.FAIL_REASON]
     assert attrs.RUN_ID not in given_up.system_attrs or \
         given_up.system_attrs[attrs.RUN_ID] is None
+
+
+def test_of_two_workers_that_took_one_point_the_first_to_check_gives_it_up(
+        tmp_path: Path, image_folder: Path) -> None:
+    """Both workers lost their study locks and took the same grid point: each checks under
+    the lock, and the one that checks first gives its trial up there and then, so the other
+    finds it failed and runs the point: once, never twice and never not at all."""
+    from optuna.trial import TrialState
+
+    from hpo.config import SearchSettings, load_study_config
+    from hpo.execution._loop import _TrialSource
+    from hpo.storage import open_storage
+    from hpo.study import GridClaims, open_study
+    from hpo.testing import write_study
+
+    config = load_study_config(write_study(tmp_path / "g.toml", data=image_folder,
+                                           name="twice"))
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    studies = [open_study(config, open_storage(url), sampler="grid") for _ in range(2)]
+    claims = [GridClaims(study, config, study.sampler) for study in studies]
+    assert all(c.claim(retries=1) for c in claims)  # neither saw the other's claim
+    first, second = (c.take() for c in claims)
+    assert first.params == second.params
+    sources = [_TrialSource(study, c, SearchSettings(study=str(tmp_path / "g.toml")),
+                            max_retry=1, run_id=None, recycle_after=None)
+               for study, c in zip(studies, claims)]
+    assert not sources[0]._kept(first)
+    assert sources[1]._kept(second)
+    states = {t.number: t.state for t in studies[0].get_trials(deepcopy=False)}
+    assert states == {first.number: TrialState.FAIL, second.number: TrialState.RUNNING}

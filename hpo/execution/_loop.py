@@ -479,12 +479,8 @@ class _TrialSource:
         ``n_trials``; then the next one is taken."""
         while True:
             trial, hold = self._take_under_lock()
-            if trial is None or not hold.lost:
+            if trial is None or not hold.lost or self._kept(trial):
                 break
-            reason = self._taken_twice(trial)
-            if reason is None:
-                break
-            self._give_up(trial, reason)
         if trial is not None:
             self.taken += 1
         return trial
@@ -518,20 +514,25 @@ class _TrialSource:
                 budget.stamp(trial)
         return trial, hold
 
-    def _taken_twice(self, trial: optuna.Trial) -> str | None:
-        """Why ``trial``, taken while the study lock was lost, must not run (another trial
-        has its grid point, or the run took ``n_trials`` without it), or None; read under
-        the lock held throughout."""
+    def _kept(self, trial: optuna.Trial) -> bool:
+        """Whether ``trial``, taken while the study lock was lost, is still this worker's to
+        run, checked under the lock held throughout; if not (another trial has its grid
+        point, or the run took ``n_trials`` without it), it is given up under that same
+        lock, so that a rival checking next finds it failed and keeps its own."""
         while True:
             with study_lock(storage_of(self._study), self._study.study_name) as hold:
-                rivals = [] if self._claims is None else self._claims.rivals(trial)
-                over = self._budget is not None and self._budget.over()
-            if not hold.lost:
-                break
+                reason = self._taken_twice(trial)
+                if reason is not None:
+                    self._give_up(trial, reason)
+            if reason is not None or not hold.lost:  # giving up is safe, lock or not
+                return reason is None
+
+    def _taken_twice(self, trial: optuna.Trial) -> str | None:
+        """Why ``trial`` must not run, or None; call under the study lock."""
         why = "while this worker's study lock was lost (its database connection was cut)"
-        if rivals:
+        if self._claims is not None and (rivals := self._claims.rivals(trial)):
             return f"not run: its grid point was also taken by trial {rivals[0]} {why}"
-        if over:
+        if self._budget is not None and self._budget.over():
             return f"not run: the run had taken its n_trials without it {why}"
         return None
 

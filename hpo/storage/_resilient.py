@@ -147,17 +147,29 @@ def is_connection_limit(exc: BaseException) -> bool:
 #: or failover (admin_shutdown, crash_shutdown, cannot_connect_now), or
 #: ``pg_terminate_backend``. The server was reached: the URL is right.
 _SERVER_CUT = ("57P01", "57P02", "57P03")
+#: What the driver says of a connection lost in the middle of a statement, when the server's
+#: own message did not arrive first (no SQLSTATE): the connection had been made, so the
+#: URL is right (the same words while connecting, "connection to server at ... failed",
+#: may be a wrong port: those still fail at once).
+_CUT_MIDWAY = ("server closed the connection unexpectedly",
+               "ssl connection has been closed unexpectedly")
 
 
 def is_server_cut(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a PostgreSQL server that cut the connection or
-    cannot take one now (restarting, shutting down, ``pg_terminate_backend``)."""
+    """Whether ``exc`` (or what caused it) is a PostgreSQL server that cut an open
+    connection or cannot take one now (restarting, shutting down, ``pg_terminate_backend``)."""
     seen: BaseException | None = exc
     for _ in range(20):
         if seen is None:
             return False
         for error in (seen, getattr(seen, "orig", None)):
-            if error is not None and str(getattr(error, "sqlstate", "") or "") in _SERVER_CUT:
+            if error is None:
+                continue
+            if str(getattr(error, "sqlstate", "") or "") in _SERVER_CUT:
+                return True
+            text = str(error).lower()
+            if any(words in text for words in _CUT_MIDWAY) and \
+                    "connection to server" not in text:
                 return True
         seen = seen.__cause__
     return False
