@@ -207,3 +207,8 @@ def test_a_trial_given_up_before_it_ran_uses_none_of_its_points_retries(grid_stu
     assert again.params == alone.params
     assert "fail_reason" not in again.user_attrs
     assert grid_coverage(study, config).running == {point}
+    from hpo.reporting import study_status
+
+    status = study_status(study, config)  # hpo status: the three never ran, none failed
+    assert status["not_run"] == 3 and status["states"]["FAIL"] == 4
+    assert status["grid"]["failed"] == 0 and status["grid"]["done"] == 1

@@ -69,6 +69,7 @@ def test_a_late_result_is_kept_only_while_the_points_retry_was_not_taken(tmp_pat
         assert [t.state for t in trials[1:]] == [TrialState.FAIL, TrialState.COMPLETE]
         assert "superseded by trial 0" in trials[1].user_attrs["fail_reason"]
         assert complete[0].value == 0.9 and complete[0].user_attrs["recovered_from_trial"] == 0
+        assert "fail_reason" not in complete[0].user_attrs  # the stale trial's end, not its
         assert "late_result" not in original.user_attrs
     else:  # a record on the failed trial, never a second result
         assert len(complete) == (1 if retry == "complete" else 0)
@@ -193,3 +194,60 @@ def test_a_late_result_kept_while_the_study_lock_was_cut_is_not_a_second_result(
     assert kept.system_attrs["hpo:not_run"] is True  # a record, no failure of the point
     assert trials[stale.number].user_attrs["late_result"] == 0.9
     assert trials[stale.number].user_attrs["late_result_superseded_by"] == [retry.number]
+
+
+def test_a_trial_given_up_before_it_ran_did_not_take_the_point_from_a_late_result(tmp_path):
+    """A trial of the point that was given up before it ran (``hpo:not_run``: taken while
+    its worker's study lock was lost) took nothing: the late result is still kept."""
+    study, stale = _stale_trial(tmp_path, grid=True)
+    study.add_trial(optuna.create_trial(
+        state=TrialState.FAIL, params=stale.params, distributions=stale.distributions,
+        system_attrs={"grid_id": 0, "search_space": {"x": [1, 2]}, "hpo:not_run": True},
+        user_attrs={"fail_reason": "not run: its grid point was also taken by trial 0"}))
+    _keep_result_of_failed_trial(study, stale, 0.9, {})
+    trials = _stored(tmp_path)
+    [kept] = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert kept.value == 0.9 and kept.user_attrs["recovered_from_trial"] == stale.number
+    assert "late_result" not in trials[stale.number].user_attrs
+
+
+def test_a_reaped_retry_of_a_trial_that_never_ran_is_queued_again(tmp_path):
+    """A retry's history names a trial given up before it ran (``hpo:not_run``): that was
+    no try, so the retry, reaped, is queued again within ``max_retry`` 1, and the warning
+    says which trials were queued."""
+    import logging
+
+    from hpo.study._study import _requeue
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'late.db'}",
+                           StorageOptions(heartbeat_interval=1, grace_period=1))
+    study = optuna.create_study(study_name="late", storage=storage, direction="maximize")
+    study.add_trial(optuna.create_trial(
+        state=TrialState.FAIL, params={"x": 1},
+        distributions={"x": optuna.distributions.CategoricalDistribution([1, 2])},
+        system_attrs={"hpo:not_run": True}, user_attrs={"fail_reason": "not run: ..."}))
+    _requeue(study, study.trials[0])
+    retry = study.ask()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    storage.set_trial_user_attr(trial_id(retry), "worker",
+                                {"host": socket.gethostname(), "pid": gone})
+    assert reap_dead_trials(study, max_retry=1) == [retry.number]
+    [again] = study.get_trials(states=(TrialState.WAITING,))
+    assert again.params == {"x": 1}
+    assert reap_dead_trials(study, max_retry=1) == []
+    taken = study.ask()  # the second retry, reaped: two tries now, none left
+    storage.set_trial_user_attr(trial_id(taken), "worker",
+                                {"host": socket.gethostname(), "pid": gone})
+    logger = logging.getLogger("hpo")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        assert reap_dead_trials(study, max_retry=1) == [taken.number]
+    finally:
+        logger.removeHandler(handler)
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    [said] = [r.getMessage() for r in records if "lost trial" in r.getMessage()]
+    assert said.endswith("re-queued (tried fewer than 2 time(s)): none"), said

@@ -310,3 +310,4 @@ def test_connections_cut_while_the_storage_opens_are_waited_out(postgres_url, ca
     assert cut  # connections were cut while it opened
     said = [r.getMessage() for r in caplog.records if "cut the connection" in r.getMessage()]
     assert len(said) == 1, said
+    assert not [r for r in caplog.records if "no answer yet" in r.getMessage()]  # it did

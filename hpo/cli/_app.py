@@ -496,7 +496,9 @@ def status(
         return
     typer.echo(f"study {name} in {mask_url(storage)}")
     typer.echo("trials: " + (", ".join(f"{n} {k.lower()}" for k, n in
-                                       report["states"].items()) or "none"))
+                                       report["states"].items()) or "none") +
+               (f" ({report['not_run']} of the failed never ran: given up or withdrawn, "
+                "no failure of their point)" if report["not_run"] else ""))
     grid = report.get("grid")
     if grid:
         typer.echo(f"grid: {grid['size']} points: {grid['done']} done, {grid['running']} "

@@ -194,8 +194,9 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
             state=TrialState.RUNNING,
             params=frozen.params,
             distributions=frozen.distributions,
-            user_attrs={**frozen.user_attrs, **orphaned,
-                        "recovered_from_trial": frozen.number},
+            user_attrs={**{k: v for k, v in frozen.user_attrs.items()
+                           if k not in attrs.RETRY_DROPS},  # how it ended is not the result's
+                        **orphaned, "recovered_from_trial": frozen.number},
             system_attrs={k: v for k, v in frozen.system_attrs.items()
                           if k in ("grid_id", "search_space")},
             intermediate_values=frozen.intermediate_values,
@@ -226,16 +227,20 @@ def _keep_result_of_failed_trial(study: optuna.Study, frozen: optuna.trial.Froze
 def _taken_since(study: optuna.Study, frozen: FrozenTrial, besides: set[int]
                  ) -> tuple[list[int], set[int]]:
     """The numbers of the trials of ``frozen``'s point (but those of ids ``besides``) that
-    a worker took: running, or finished since ``frozen``; and the ids of its WAITING
-    retries, withdrawn here (those no longer WAITING by then were taken). Call under the
-    study lock."""
+    a worker took: running, or finished since ``frozen`` after running; when none, the
+    point's WAITING retries are withdrawn here (those no longer WAITING by then were
+    taken), and their ids returned too. Call under the study lock."""
     storage = storage_of(study)
     others = [t for t in stored_trials(study)
               if _same_point(frozen, t) and trial_id(t) not in besides]
-    # taken: running or finished since; an earlier failure of the point does not count
+    # taken: running or finished since; an earlier failure of the point does not count,
+    # nor a trial given up before it ran (attrs.NOT_RUN: it took nothing)
     taken = [t for t in others if t.state != TrialState.WAITING and
-             (t.state != TrialState.FAIL or t.number > frozen.number)]
+             (t.state != TrialState.FAIL or t.number > frozen.number and
+              attrs.NOT_RUN not in t.system_attrs)]
     withdrawn: set[int] = set()
+    if taken:  # the result will not be kept: the point's queued retries stay queued
+        return sorted(t.number for t in taken), withdrawn
     for waiting in (t for t in others if t.state == TrialState.WAITING):
         if withdraw_waiting_trial(storage, trial_id(waiting),
                                   f"superseded by trial {frozen.number}'s late result",

@@ -263,6 +263,9 @@ def study_status(study: optuna.Study, config: StudyConfig | None,
                  if t.state == TrialState.COMPLETE and "wall_time_s" in t.user_attrs]
     status: dict[str, Any] = {"study": study.study_name,
                               "states": {k: v for k, v in states.items() if v},
+                              # of the FAIL ones: given up or withdrawn before they ran
+                              "not_run": sum(t.state == TrialState.FAIL and
+                                             attrs.NOT_RUN in t.system_attrs for t in trials),
                               "workers": workers,
                               "mean_trial_s": sum(durations) / len(durations) if durations
                               else None}
@@ -275,7 +278,8 @@ def study_status(study: optuna.Study, config: StudyConfig | None,
         reasons: dict[tuple[Any, ...], list[str]] = {}
         for t in trials:
             point = grid_key(t.params, config)
-            if point is not None and point in coverage.failed:
+            if point is not None and point in coverage.failed and \
+                    attrs.NOT_RUN not in t.system_attrs:  # a trial that never ran: no try
                 reasons.setdefault(point, []).append(t.user_attrs.get(attrs.FAIL_REASON, "unknown"))
         status["grid"] = {
             "size": coverage.size, "done": len(coverage.done),

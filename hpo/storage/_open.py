@@ -199,9 +199,10 @@ def _has_schema(url: str, engine_kwargs: dict[str, object], *, index: bool = Fal
 
 
 @contextlib.contextmanager
-def _said_when_slow(url: str, timeout: float) -> Iterator[None]:
+def _said_when_slow(url: str, timeout: float) -> Iterator[Callable[[], None]]:
     """Says "connecting to URL" once if opening takes more than a moment (a server that is
-    slow to answer, or not answering: the connect timeout then ends it)."""
+    slow to answer, or not answering: the connect timeout then ends it); gives the call
+    that silences it (the server answered: a wait that follows says why itself)."""
     import threading
 
     timer = threading.Timer(_SLOW_CONNECT_NOTICE, _log.warning,
@@ -210,7 +211,7 @@ def _said_when_slow(url: str, timeout: float) -> Iterator[None]:
     timer.daemon = True
     timer.start()
     try:
-        yield
+        yield timer.cancel
     finally:
         timer.cancel()
 
@@ -443,10 +444,11 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
             return storage
 
     try:
-        slow = contextlib.nullcontext() if is_sqlite(url) else \
+        slow: contextlib.AbstractContextManager[Callable[[], None]] = \
+            contextlib.nullcontext(lambda: None) if is_sqlite(url) else \
             _said_when_slow(url, options.connect_timeout)  # a server that does not answer
-        with _open_turn(url), slow:
-            return _open_with_retries(make, url, options.outage_timeout)
+        with _open_turn(url), slow as answered:
+            return _open_with_retries(make, url, options.outage_timeout, answered)
     except RuntimeError as exc:  # Optuna's schema version check
         problem = _schema_problem(exc, url)
         if problem is None:
@@ -462,7 +464,8 @@ def open_storage(url: str, options: StorageOptions | None = None, *,
 
 
 def _open_with_retries(make: Callable[[], ResilientRDBStorage], url: str,
-                       outage_timeout: float) -> ResilientRDBStorage:
+                       outage_timeout: float,
+                       answered: Callable[[], None] = lambda: None) -> ResilientRDBStorage:
     """``make()``, called again while it loses the schema race to a concurrent client, while
     the server refuses a connection for being one too many (load), or while it cuts the
     connections or cannot take one (a restart, a failover, ``pg_terminate_backend``): both
@@ -483,6 +486,7 @@ def _open_with_retries(make: Callable[[], ResilientRDBStorage], url: str,
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + outage_timeout
+                    answered()  # the server answered: no "no answer yet" line
                     _log.warning(
                         "the database at %s %s; waiting for up to %.0f s", mask_url(url),
                         "refuses new connections: it serves as many clients as it allows"

@@ -451,6 +451,7 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
         Numbers of the trials marked FAIL.
     """
     reaped: list[int] = []
+    queued: list[int] = []
     storage = storage_of(study)
     keep_trial_notes(study)  # the trials failed here get their dashboard notes too
     hpo = hpo_storage(storage)
@@ -469,9 +470,11 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
         age = ages.get(trial_id(trial))
         if spare_fresh and age is not None and age < grace:
             continue
-        if _fail(study, trial, f"worker process {worker.get('pid')} on {host} died while "
-                               "the trial ran", max_retry):
+        requeued = _fail(study, trial, f"worker process {worker.get('pid')} on {host} died "
+                                       "while the trial ran", max_retry)
+        if requeued is not None:
             reaped.append(trial.number)
+            queued += [trial.number] if requeued else []
     if hpo is not None and hpo.recovered_within(grace):
         # the database was just down: every live worker's heartbeat is stale too; wait
         # one grace period after the outage before believing a stale heartbeat
@@ -482,30 +485,42 @@ def reap_dead_trials(study: optuna.Study, *, max_retry: int = 1,
             limit = max(grace, FRESH_HEARTBEATS * (heartbeat_interval(trial) or 0))
             if age is None or age <= limit or trial.number in reaped:
                 continue
-            if _fail(study, trial, f"no heartbeat for {age:.0f} s (more than {limit:g} s): "
-                                   "its worker was lost, paused or cut off", max_retry):
+            requeued = _fail(study, trial, f"no heartbeat for {age:.0f} s (more than "
+                                           f"{limit:g} s): its worker was lost, paused or cut "
+                                           "off", max_retry)
+            if requeued is not None:
                 reaped.append(trial.number)
-    if reaped:
+                queued += [trial.number] if requeued else []
+    if reaped and queued == reaped:
         _log.warning("marked %d lost trial(s) FAIL and re-queued them: %s", len(reaped),
                      ", ".join(map(str, reaped)))
+    elif reaped:
+        _log.warning("marked %d lost trial(s) FAIL: %s; re-queued (tried fewer than %d "
+                     "time(s)): %s", len(reaped), ", ".join(map(str, reaped)), max_retry + 1,
+                     ", ".join(map(str, queued)) or "none")
     return reaped
 
 
-def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, max_retry: int) -> bool:
+def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, max_retry: int
+          ) -> bool | None:
     """Fails a lost RUNNING ``trial`` with ``reason`` and re-queues it while it was retried
-    fewer than ``max_retry`` times; False when another worker ended it first."""
+    fewer than ``max_retry`` times (a trial given up before it ran, ``hpo:not_run``, was no
+    try); whether it was re-queued, or None when another worker ended it first."""
     storage = storage_of(study)
     try:
         # The reason first: a finished trial's attributes can no longer be written.
         storage.set_trial_user_attr(trial_id(trial), attrs.FAIL_REASON, reason)
         if not storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
-            return False
+            return None
     except optuna.exceptions.UpdateFinishedTrialError:
-        return False  # another worker reaped it first, or it ended
+        return None  # another worker reaped it first, or it ended
     hpo = hpo_storage(storage)
     if hpo is not None:  # the dead worker's next write would have carried them away
         hpo.forget_tokens(trial_id(trial))
-    retries = len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
-    if retries < max_retry:
+    history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    tries = [storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
+        study_id(study), number)) for number in history]
+    if sum(attrs.NOT_RUN not in t.system_attrs for t in tries) < max_retry:
         _requeue(study, storage.get_trial(trial_id(trial)))
-    return True
+        return True
+    return False
