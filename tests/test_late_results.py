@@ -19,6 +19,14 @@ from hpo.study import reap_dead_trials
 from tests.conftest import cut_advisory_locks
 
 
+def _worker_gone(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
+    """Records ``trial``'s worker as a process of this host that no longer exists."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    storage.set_trial_user_attr(trial_id(trial), "worker",
+                                {"host": socket.gethostname(), "pid": gone})
+
+
 def _stale_trial(tmp_path, grid: bool, url: str | None = None, name: str = "late"
                  ) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
     """A study whose trial 0 was failed as stale and re-queued (trial 1, WAITING)."""
@@ -31,10 +39,7 @@ def _stale_trial(tmp_path, grid: bool, url: str | None = None, name: str = "late
         distributions={"x": optuna.distributions.CategoricalDistribution([1, 2])},
         system_attrs=system))
     trial = study.ask()  # the paused worker's trial, which a reaper takes for dead
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    storage.set_trial_user_attr(trial_id(trial), "worker",
-                                {"host": socket.gethostname(), "pid": gone})
+    _worker_gone(storage, trial)
     assert reap_dead_trials(study, max_retry=1) == [trial.number]
     [retry] = study.get_trials(states=(TrialState.WAITING,))
     assert retry.system_attrs["failed_trial"] == trial.number
@@ -228,17 +233,13 @@ def test_a_reaped_retry_of_a_trial_that_never_ran_is_queued_again(tmp_path):
         system_attrs={"hpo:not_run": True}, user_attrs={"fail_reason": "not run: ..."}))
     _requeue(study, study.trials[0])
     retry = study.ask()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    storage.set_trial_user_attr(trial_id(retry), "worker",
-                                {"host": socket.gethostname(), "pid": gone})
+    _worker_gone(storage, retry)
     assert reap_dead_trials(study, max_retry=1) == [retry.number]
     [again] = study.get_trials(states=(TrialState.WAITING,))
     assert again.params == {"x": 1}
     assert reap_dead_trials(study, max_retry=1) == []
     taken = study.ask()  # the second retry, reaped: two tries now, none left
-    storage.set_trial_user_attr(trial_id(taken), "worker",
-                                {"host": socket.gethostname(), "pid": gone})
+    _worker_gone(storage, taken)
     logger = logging.getLogger("hpo")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
