@@ -122,6 +122,10 @@ class _Instant:
         self._sample = sample
         self.artifacts = self._NoArtifacts()
 
+    def compiled_for(self, params: dict[str, Any]) -> bool:
+        """No grid point has steps compiled (nothing is trained): the grid's own order."""
+        return False
+
     def __call__(self, trial: optuna.Trial, recorder: Any = None) -> float:
         from hpo.storage import set_user_attrs, trial_id
 
@@ -189,16 +193,17 @@ def _grow(url: str, target: int) -> None:
 
 
 def _populate(storage: optuna.storages.BaseStorage, name: str, n: int, grid: bool,
-              sampler: WorkerGridSampler) -> None:
+              sampler: WorkerGridSampler, config: Any) -> None:
     url = str(storage.engine.url.render_as_string(hide_password=False))
-    _write(storage, name, min(n, _WRITTEN), grid, sampler)
+    _write(storage, name, min(n, _WRITTEN), grid, sampler, config)
     if n > _WRITTEN:
         _grow(url, n)
 
 
 def _write(storage: optuna.storages.BaseStorage, name: str, n: int, grid: bool,
-           sampler: WorkerGridSampler) -> None:
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+           sampler: WorkerGridSampler, config: Any) -> None:
+    # made by hpo, as a real study is (hpo refuses another program's study of that name)
+    study = open_study(config, storage, sampler="grid" if grid else "random", study_name=name)
     points = sampler.points()
     grid_distributions = {k: CategoricalDistribution(v) for k, v in sampler.search_space.items()}
     space = {"optimizer": CategoricalDistribution(["Adam", "SGD", "RMSprop", "Nadam"]),
@@ -419,7 +424,7 @@ def main() -> None:
                     url = fresh(f"scale_template_{int(key[1])}_{n}")
                     built = time.perf_counter()
                     storage = optuna.storages.RDBStorage(url)
-                    _populate(storage, "scale", n, key[1], grid)
+                    _populate(storage, "scale", n, key[1], grid, config)
                     storage.engine.dispose()
                     templates[key] = (url, round(time.perf_counter() - built, 1))
             rows = {case: {"storage": kind, "n": case[0], "sampler": case[1],
