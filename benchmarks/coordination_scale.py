@@ -411,79 +411,18 @@ def main() -> None:
         config = load_study_config(study_file)
         grid = WorkerGridSampler(grid_search_space(config))
         storages = [kind for kind in args.storages if kind == "sqlite" or args.postgres]
-        for kind in storages:
-            fresh = ((lambda tag, template=None: _sqlite(folder, tag, template))
-                     if kind == "sqlite" else
-                     (lambda tag, template=None: _postgres(args.postgres, tag, template)))
-            cases = [(n, sampler) for n in args.sizes for sampler in args.samplers
-                     if sampler != "tpe" or n <= args.tpe_max]
-            templates: dict[tuple[int, bool], tuple[str, float]] = {}
-            for n, sampler in cases:  # one synthetic study per size and kind, copied per run
-                key = (n, sampler == "grid")
-                if key not in templates:
-                    url = fresh(f"scale_template_{int(key[1])}_{n}")
-                    built = time.perf_counter()
-                    storage = optuna.storages.RDBStorage(url)
-                    _populate(storage, "scale", n, key[1], grid, config)
-                    storage.engine.dispose()
-                    templates[key] = (url, round(time.perf_counter() - built, 1))
-            rows = {case: {"storage": kind, "n": case[0], "sampler": case[1],
-                           "populate_s": templates[(case[0], case[1] == "grid")][1]}
-                    for case in cases}
-            times: dict[tuple[int, str, str], list[float]] = {}
-            for round_ in range(args.rounds):
-                for n, sampler in (cases if round_ % 2 == 0 else cases[::-1]):
-                    row = rows[(n, sampler)]
-                    is_grid = sampler == "grid"
-                    template = templates[(n, is_grid)][0]
-                    sides = ["hpo"]
-                    if args.stock_max is None or n <= args.stock_max:
-                        sides.append("stock")
-                    if before is not None:
-                        sides.append("before")
-                    for side in sides if round_ % 2 == 0 else sides[::-1]:
-                        url = fresh(f"scale_{side}_{sampler}_{n}", template)
-                        m = (args.stock_grid_trials if side == "stock" and is_grid and
-                             n >= 10000 else args.trials)
-                        if side == "before":
-                            assert before is not None
-                            took = _before(before, url, study_file, sampler, m, n)
-                        else:
-                            runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
-                            took = runner(url, config, "scale", sampler, m, n)
-                        times.setdefault((n, sampler, side), []).extend(took)
-                    if round_ == 0:
-                        start, first = _worker_start(
-                            fresh(f"scale_start_{sampler}_{n}", template), config,
-                            "scale", sampler)
-                        row["hpo_worker_start_s"] = round(start, 3)
-                        row["hpo_first_param_s"] = round(first, 3)
-                        if is_grid:  # the start before the opening line's read was shared
-                            row["hpo_worker_start_two_reads_s"] = round(_worker_start(
-                                fresh(f"scale_start2_{sampler}_{n}", template), config,
-                                "scale", sampler, shared_read=False)[0], 3)
-                        if before is not None:
-                            row["before_worker_start_s"] = round(_before(
-                                before, fresh(f"scale_start3_{sampler}_{n}", template),
-                                study_file, sampler, 0, n,
-                                start=fresh(f"scale_start4_{sampler}_{n}", template)), 3)
-            for (n, sampler, side), took in times.items():
-                rows[(n, sampler)][f"{side}_ms_per_trial"] = round(
-                    1000 * statistics.median(took), 1)
-            for (n, sampler), row in rows.items():
-                for side in ("stock", "before"):
-                    if f"{side}_ms_per_trial" in row:
-                        row[f"hpo_over_{side}"] = round(row["hpo_ms_per_trial"] /
-                                                        row[f"{side}_ms_per_trial"], 2)
-                smallest = rows.get((min(args.sizes), sampler))
-                if smallest is not None and n != smallest["n"]:  # growth with N, per side
-                    for side in ("hpo", "before"):
-                        if f"{side}_ms_per_trial" in row:
-                            row[f"{side}_vs_n{smallest['n']}"] = round(
-                                row[f"{side}_ms_per_trial"] /
-                                smallest[f"{side}_ms_per_trial"], 2)
-                print(json.dumps(row), flush=True)
-                results.append(row)
+        made: list[str] = []  # the PostgreSQL databases made here, dropped at the end
+
+        def on_postgres(tag: str, template: str | None = None) -> str:
+            made.append(tag)
+            return _postgres(args.postgres, tag, template)
+
+        try:
+            _run_storages(args, storages, folder, study_file, config, grid, before, results,
+                          on_postgres)
+        finally:
+            if made:
+                _drop_postgres(args.postgres, made)
         if before is not None and args.before_tree is None:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT,
                            check=False, capture_output=True)
@@ -492,6 +431,95 @@ def main() -> None:
         "trials_timed": args.trials, "rounds": args.rounds, "results": results}
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _drop_postgres(base: str, names: list[str]) -> None:
+    """Drops the databases ``names`` on the server at ``base`` (each once)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in dict.fromkeys(names):
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _run_storages(args: argparse.Namespace, storages: list[str], folder: Path,
+                  study_file: Path, config: Any, grid: WorkerGridSampler, before: Path | None,
+                  results: list[dict[str, Any]], on_postgres: Any) -> None:
+    """Every case on every storage kind, a JSON line and a row of ``results`` each."""
+    for kind in storages:
+        fresh = ((lambda tag, template=None: _sqlite(folder, tag, template))
+                 if kind == "sqlite" else on_postgres)
+        cases = [(n, sampler) for n in args.sizes for sampler in args.samplers
+                 if sampler != "tpe" or n <= args.tpe_max]
+        templates: dict[tuple[int, bool], tuple[str, float]] = {}
+        for n, sampler in cases:  # one synthetic study per size and kind, copied per run
+            key = (n, sampler == "grid")
+            if key not in templates:
+                url = fresh(f"scale_template_{int(key[1])}_{n}")
+                built = time.perf_counter()
+                storage = optuna.storages.RDBStorage(url)
+                _populate(storage, "scale", n, key[1], grid, config)
+                storage.engine.dispose()
+                templates[key] = (url, round(time.perf_counter() - built, 1))
+        rows = {case: {"storage": kind, "n": case[0], "sampler": case[1],
+                       "populate_s": templates[(case[0], case[1] == "grid")][1]}
+                for case in cases}
+        times: dict[tuple[int, str, str], list[float]] = {}
+        for round_ in range(args.rounds):
+            for n, sampler in (cases if round_ % 2 == 0 else cases[::-1]):
+                row = rows[(n, sampler)]
+                is_grid = sampler == "grid"
+                template = templates[(n, is_grid)][0]
+                sides = ["hpo"]
+                if args.stock_max is None or n <= args.stock_max:
+                    sides.append("stock")
+                if before is not None:
+                    sides.append("before")
+                for side in sides if round_ % 2 == 0 else sides[::-1]:
+                    url = fresh(f"scale_{side}_{sampler}_{n}", template)
+                    m = (args.stock_grid_trials if side == "stock" and is_grid and
+                         n >= 10000 else args.trials)
+                    if side == "before":
+                        assert before is not None
+                        took = _before(before, url, study_file, sampler, m, n)
+                    else:
+                        runner = _hpo_per_trial if side == "hpo" else _stock_per_trial
+                        took = runner(url, config, "scale", sampler, m, n)
+                    times.setdefault((n, sampler, side), []).extend(took)
+                if round_ == 0:
+                    start, first = _worker_start(
+                        fresh(f"scale_start_{sampler}_{n}", template), config,
+                        "scale", sampler)
+                    row["hpo_worker_start_s"] = round(start, 3)
+                    row["hpo_first_param_s"] = round(first, 3)
+                    if is_grid:  # the start before the opening line's read was shared
+                        row["hpo_worker_start_two_reads_s"] = round(_worker_start(
+                            fresh(f"scale_start2_{sampler}_{n}", template), config,
+                            "scale", sampler, shared_read=False)[0], 3)
+                    if before is not None:
+                        row["before_worker_start_s"] = round(_before(
+                            before, fresh(f"scale_start3_{sampler}_{n}", template),
+                            study_file, sampler, 0, n,
+                            start=fresh(f"scale_start4_{sampler}_{n}", template)), 3)
+        for (n, sampler, side), took in times.items():
+            rows[(n, sampler)][f"{side}_ms_per_trial"] = round(
+                1000 * statistics.median(took), 1)
+        for (n, sampler), row in rows.items():
+            for side in ("stock", "before"):
+                if f"{side}_ms_per_trial" in row:
+                    row[f"hpo_over_{side}"] = round(row["hpo_ms_per_trial"] /
+                                                    row[f"{side}_ms_per_trial"], 2)
+            smallest = rows.get((min(args.sizes), sampler))
+            if smallest is not None and n != smallest["n"]:  # growth with N, per side
+                for side in ("hpo", "before"):
+                    if f"{side}_ms_per_trial" in row:
+                        row[f"{side}_vs_n{smallest['n']}"] = round(
+                            row[f"{side}_ms_per_trial"] /
+                            smallest[f"{side}_ms_per_trial"], 2)
+            print(json.dumps(row), flush=True)
+            results.append(row)
 
 
 if __name__ == "__main__":
