@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -9,9 +10,14 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo.storage import LockHold
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -323,6 +329,19 @@ def cut_advisory_locks(url: str) -> int:
     finally:
         engine.dispose()
 
+
+
+@contextlib.contextmanager
+def another_hosts_lock(storage: optuna.storages.BaseStorage, study_name: str
+                       ) -> Iterator[LockHold]:
+    """The study lock of ``study_name`` as a worker of another host takes it: the same
+    PostgreSQL advisory lock, without this host's turn (a file lock this process may hold)."""
+    from hpo.storage import LockHold, unwrap_storage
+    from hpo.storage._locks import _advisory_lock, _lock_key
+
+    hold = LockHold()
+    with _advisory_lock(unwrap_storage(storage), _lock_key(study_name), hold):
+        yield hold
 
 def free_port() -> int:
     """A TCP port nothing listens on now (on 127.0.0.1)."""

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from hpo.execution._loop import _keep_result_of_failed_trial
 from hpo.storage import StorageOptions, open_storage, trial_id
 from hpo.study import reap_dead_trials
-from tests.conftest import cut_advisory_locks
+from tests.conftest import another_hosts_lock, cut_advisory_locks
 
 
 def _worker_gone(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
@@ -155,8 +155,7 @@ def test_a_late_result_kept_while_the_study_lock_was_cut_is_not_a_second_result(
     of the point but recorded on its failed trial, the trial made for it failed, saying
     why. Before, it was stored COMPLETE beside the retry's run. When nothing took the point
     meanwhile, the result is kept as without the cut."""
-    from hpo.storage import LockHold, storage_of, unwrap_storage
-    from hpo.storage._locks import _advisory_lock, _lock_key
+    from hpo.storage import storage_of
     from hpo.study._study import _requeue
 
     name = f"late-cut-{tmp_path.name}"
@@ -172,8 +171,7 @@ def test_a_late_result_kept_while_the_study_lock_was_cut_is_not_a_second_result(
         if not cut:
             cut.append(cut_advisory_locks(postgres_url))
             if raced:
-                with _advisory_lock(unwrap_storage(theirs._storage), _lock_key(name),
-                                    LockHold()):
+                with another_hosts_lock(theirs._storage, name):
                     _requeue(theirs, stale)  # the other worker retries the point
                     taken.append(theirs.ask())
         return create(*args, **kwargs)

@@ -4,17 +4,15 @@ taken twice."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 
 from hpo.storage import study_lock
-from tests.conftest import cut_advisory_locks
+from tests.conftest import another_hosts_lock, cut_advisory_locks
 
 _COUNT = """
 import sys, time
@@ -145,8 +143,7 @@ def test_a_grid_point_taken_while_the_study_lock_was_cut_runs_once(
 
     from hpo.config import SearchSettings, load_study_config
     from hpo.execution._loop import _TrialSource
-    from hpo.storage import LockHold, open_storage, unwrap_storage
-    from hpo.storage._locks import _advisory_lock, _lock_key
+    from hpo.storage import open_storage
     from hpo.study import GridClaims, attrs, open_study
     from hpo.testing import write_study
 
@@ -165,9 +162,8 @@ def test_a_grid_point_taken_while_the_study_lock_was_cut_runs_once(
     def take_after_the_cut(claims: GridClaims) -> optuna.Trial:
         if claims is not their_claims and not cut:
             cut.append(cut_advisory_locks(postgres_url))
-            if raced:  # the other host's worker: its own host turn, the same advisory lock
-                with _advisory_lock(unwrap_storage(theirs._storage),
-                                    _lock_key(theirs.study_name), LockHold()):
+            if raced:  # the other host's worker
+                with another_hosts_lock(theirs._storage, theirs.study_name):
                     assert their_claims.claim(retries=1)
                     taken_by_them.append(take(their_claims))
         return take(claims)
@@ -205,8 +201,7 @@ def test_a_runs_last_trial_taken_while_the_study_lock_was_cut_is_taken_once(
 
     from hpo.config import SearchSettings, load_study_config
     from hpo.execution._loop import _Budget, _TrialSource
-    from hpo.storage import LockHold, open_storage, unwrap_storage
-    from hpo.storage._locks import _advisory_lock, _lock_key
+    from hpo.storage import open_storage
     from hpo.study import attrs, open_study
     from hpo.testing import write_study
 
@@ -220,18 +215,11 @@ def test_a_runs_last_trial_taken_while_the_study_lock_was_cut_is_taken_once(
     stamp = _Budget.stamp
     taken_by_them: list[optuna.Trial] = []
 
-    @contextlib.contextmanager
-    def other_hosts_lock(storage: optuna.storages.BaseStorage, name: str
-                         ) -> Iterator[LockHold]:  # its own host turn, the same lock
-        hold = LockHold()
-        with _advisory_lock(unwrap_storage(storage), _lock_key(name), hold):
-            yield hold
-
     def stamp_after_the_cut(budget: _Budget, trial: optuna.Trial) -> None:
         if budget._study is ours and not taken_by_them:
             assert cut_advisory_locks(postgres_url) == 1
             with monkeypatch.context() as inner:  # the other host's worker
-                inner.setattr("hpo.execution._loop.study_lock", other_hosts_lock)
+                inner.setattr("hpo.execution._loop.study_lock", another_hosts_lock)
                 their = their_source.take()
             assert their is not None
             taken_by_them.append(their)

@@ -420,18 +420,19 @@ class _Budget:
         self._run_id = run_id
         self.n_trials = n_trials
 
+    def _taken(self) -> int:
+        """The trials the run has taken (stamped), as the database counts them now."""
+        return count_marked_trials(storage_of(self._study), study_id(self._study),
+                                   attrs.RUN_ID, self._run_id, skip=(TrialState.WAITING,))
+
     def spent(self) -> bool:
         """Whether the run has taken ``n_trials`` trials; call under the study lock."""
-        return count_marked_trials(storage_of(self._study), study_id(self._study),
-                                   attrs.RUN_ID, self._run_id,
-                                   skip=(TrialState.WAITING,)) >= self.n_trials
+        return self._taken() >= self.n_trials
 
     def over(self) -> bool:
         """Whether the run has taken more than ``n_trials`` trials (only a trial taken
         while the study lock was lost can make it so); call under the study lock."""
-        return count_marked_trials(storage_of(self._study), study_id(self._study),
-                                   attrs.RUN_ID, self._run_id,
-                                   skip=(TrialState.WAITING,)) > self.n_trials
+        return self._taken() > self.n_trials
 
     def stamp(self, trial: optuna.Trial) -> None:
         """Counts ``trial`` as one of the run's; under the lock :meth:`spent` was read."""

@@ -125,22 +125,27 @@ _CONNECTION_LIMIT = ("53300", "too many clients", "too many connections",
                      "remaining connection slots are reserved", "(1040,")
 
 
-def is_connection_limit(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is the server refusing one connection too many."""
+def _said_in_causes(exc: BaseException, codes: tuple[str, ...],
+                    said: Callable[[str], bool]) -> bool:
+    """Whether ``exc``, one of its causes or the driver error each wraps carries a SQLSTATE
+    of ``codes``, or a message (lower case) for which ``said`` is true."""
     seen: BaseException | None = exc
     for _ in range(20):
         if seen is None:
             return False
-        candidates = [seen, getattr(seen, "orig", None)]
-        for error in candidates:
+        for error in (seen, getattr(seen, "orig", None)):
             if error is None:
                 continue
-            code = str(getattr(error, "sqlstate", "") or "")
-            text = str(error).lower()
-            if code == "53300" or any(n in text for n in _CONNECTION_LIMIT[1:]):
+            if str(getattr(error, "sqlstate", "") or "") in codes or said(str(error).lower()):
                 return True
         seen = seen.__cause__
     return False
+
+
+def is_connection_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the server refusing one connection too many."""
+    return _said_in_causes(exc, _CONNECTION_LIMIT[:1],
+                           lambda text: any(n in text for n in _CONNECTION_LIMIT[1:]))
 
 
 #: SQLSTATEs of a PostgreSQL server that cut a connection or cannot take one now: a restart
@@ -158,21 +163,8 @@ _CUT_MIDWAY = ("server closed the connection unexpectedly",
 def is_server_cut(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is a PostgreSQL server that cut an open
     connection or cannot take one now (restarting, shutting down, ``pg_terminate_backend``)."""
-    seen: BaseException | None = exc
-    for _ in range(20):
-        if seen is None:
-            return False
-        for error in (seen, getattr(seen, "orig", None)):
-            if error is None:
-                continue
-            if str(getattr(error, "sqlstate", "") or "") in _SERVER_CUT:
-                return True
-            text = str(error).lower()
-            if any(words in text for words in _CUT_MIDWAY) and \
-                    "connection to server" not in text:
-                return True
-        seen = seen.__cause__
-    return False
+    return _said_in_causes(exc, _SERVER_CUT, lambda text: any(
+        words in text for words in _CUT_MIDWAY) and "connection to server" not in text)
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -85,7 +85,7 @@ RUN_ID = "hpo:run_id"
 #: failure of its point: it uses up none of the point's retries (``--retry-failed``).
 NOT_RUN = "hpo:not_run"
 
-#: What a retry does not copy from the failed trial it re-runs (Optuna's retry copies
-#: every attribute): the records of how that trial ended, which are not the retry's.
+#: The user attributes a retry does not copy from the failed trial it re-runs (Optuna's
+#: retry copies every attribute): the records of how that trial ended, not the retry's.
 RETRY_DROPS = (FAIL_REASON, FAIL_TRACEBACK, LATE_RESULT, LATE_RESULT_AT,
-               LATE_RESULT_SUPERSEDED_BY, NOT_RUN)
+               LATE_RESULT_SUPERSEDED_BY)
